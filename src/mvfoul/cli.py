@@ -1,0 +1,100 @@
+"""Error reporting for the Hydra entry points: one line a user can act on, no traceback.
+
+Hydra reports composition errors itself, over several lines and with its own wording. mvfoul
+takes reporting over: it asks Hydra to re-raise (``HYDRA_FULL_ERROR=1`` in-process) and turns
+what it catches into a single line naming the key, what was expected and the fix. A user who
+wants the traceback sets ``HYDRA_FULL_ERROR=1`` themselves. Errors that are not a user's
+(bugs) keep their full traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import sys
+from typing import Any, Callable
+
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from mvfoul.errors import MvfoulError
+from mvfoul.help import GROUPS
+
+PREFIX = "mvfoul: error: "
+
+
+def _unknown_key_message(full_key: str, schema: Any) -> str:
+    """'<key>: unknown key ...' with the closest existing key of the node it was looked up in."""
+    parent, _, leaf = full_key.rpartition(".")
+    candidates = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
+    close = difflib.get_close_matches(leaf, candidates, n=1)
+    where = f"'{parent}'" if parent else "the root config"
+    prefix = f"{parent}." if parent else ""
+    if close:
+        hint = f"; did you mean {prefix}{close[0]}?"
+    elif candidates:
+        hint = f"; keys there: {', '.join(candidates)}"
+    else:
+        hint = ""
+    return f"{full_key}: unknown key in {where}{hint}"
+
+
+def _validation_message(cause: ValidationError) -> str:
+    key = cause.full_key or "?"
+    detail = str(cause.msg).splitlines()[0] if getattr(cause, "msg", None) else str(cause).splitlines()[0]
+    return f"{key}: {detail} (fix the value on the command line or in the YAML that sets it)"
+
+
+def explain(exc: BaseException) -> str | None:
+    """One line for an error a user can fix, or None for a bug."""
+    if isinstance(exc, MvfoulError):
+        return str(exc)
+    if isinstance(exc, MissingConfigException):
+        return _missing_config_message(exc)
+    if isinstance(exc, OverrideParseException):
+        return f"cannot parse the override: {str(exc).splitlines()[0]}"
+    if isinstance(exc, ConfigCompositionException):
+        cause = exc.__cause__
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and cause.full_key:
+            return _unknown_key_message(cause.full_key, cause.object_type)
+        if isinstance(cause, ValidationError):
+            return _validation_message(cause)
+        if isinstance(cause, OmegaConfBaseException):
+            return f"{str(exc).splitlines()[0]} {str(cause).splitlines()[0]}"
+        return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    if isinstance(exc, ValidationError):
+        return _validation_message(exc)
+    if isinstance(exc, (ConfigKeyError, ConfigAttributeError)) and exc.full_key:
+        return _unknown_key_message(exc.full_key, exc.object_type)
+    return None
+
+
+def _missing_config_message(exc: MissingConfigException) -> str:
+    text = str(exc)
+    if "primary config" in text:
+        from mvfoul.paths import PRESETS_DIR
+
+        presets = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+        return f"{text.splitlines()[0]} Presets: {presets}; your own configs go in conf/user/."
+    missing = exc.missing_cfg_file or ""
+    group, _, option = missing.rpartition("/")
+    if group in GROUPS and exc.options:
+        # The schemas live in each group too (for the YAML defaults lists); they are not options.
+        options = [o for o in exc.options if not o.endswith("_schema")]
+        return f"{group}={option}: no such option; available: {', '.join(options)}"
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def run_hydra_app(main: Callable[[], Any]) -> None:
+    """Call a ``@hydra.main`` function with mvfoul's error reporting."""
+    wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except Exception as exc:  # noqa: BLE001 - every error is either explained or re-raised
+        message = None if wants_traceback else explain(exc)
+        if message is None:
+            raise
+        sys.stderr.write(PREFIX + message + "\n")
+        sys.exit(getattr(exc, "exit_code", 2))

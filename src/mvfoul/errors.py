@@ -1,0 +1,37 @@
+"""Errors a user can act on.
+
+Every error mvfoul raises on bad input is a :class:`MvfoulError`. The entry points print its
+message as one line (no traceback unless ``HYDRA_FULL_ERROR=1``) and exit non-zero, so the
+message must name the key or file, what was expected, and the fix.
+"""
+
+from __future__ import annotations
+
+
+class MvfoulError(Exception):
+    """Base class: a problem the user can fix; printed as one line by the entry points."""
+
+    exit_code = 1
+
+
+class ConfigError(MvfoulError):
+    """The composed configuration is invalid. Lists every problem found, one per line."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        if len(self.problems) == 1:
+            message = f"invalid configuration: {self.problems[0]}"
+        else:
+            lines = "\n".join(f"  - {p}" for p in self.problems)
+            message = f"invalid configuration ({len(self.problems)} problems):\n{lines}"
+        super().__init__(message)
+
+
+class DataError(MvfoulError):
+    """A dataset folder, annotation file or video clip cannot be used as it is."""
+
+
+class WeightsUnavailableError(MvfoulError):
+    """Pretrained weights were asked for and cannot be loaded."""

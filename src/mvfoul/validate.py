@@ -1,0 +1,333 @@
+"""Checks OmegaConf cannot do: allowed names, value ranges and rules across keys.
+
+OmegaConf checks types while Hydra composes. Everything else is checked here, at startup,
+before any data or model work, and every problem is reported in one message so that a user
+fixes a command line in one go.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from omegaconf import DictConfig, OmegaConf
+
+from mvfoul import config as C
+from mvfoul.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+EXAMPLE_DATA_COMMAND = "python train_hydra.py dataset.data_dir=/path/to/mvfouls"
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    """Values derived from the config once it is valid."""
+
+    frame_indices: tuple[int, ...]
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_indices)
+
+
+def with_schema(cfg: DictConfig) -> DictConfig:
+    """The config merged onto the root schema, so that one composed without the schema
+    (a saved run's config.yaml given as --config-path) is type-checked too."""
+    schema = OmegaConf.structured(C.MvfoulConfig)
+    dataset_schema = C.DATASET_SCHEMAS.get(OmegaConf.select(cfg, "dataset.name"))
+    if dataset_schema is not None:
+        schema.dataset = OmegaConf.structured(dataset_schema)
+    return OmegaConf.merge(schema, cfg)
+
+
+class _Problems:
+    """Collects problems; each is one line that names the key."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, key: str, message: str) -> None:
+        self.items.append(f"{key}: {message}")
+
+    def choice(self, key: str, value: Any, allowed: Iterable[str]) -> None:
+        allowed = tuple(allowed)
+        if value not in allowed:
+            self.add(key, f"{value!r} is not one of {', '.join(allowed)}")
+
+    def check(self, ok: bool, key: str, value: Any, expected: str) -> None:
+        if not ok:
+            self.add(key, f"{value!r} is out of range: expected {expected}")
+
+
+def _positive(x: Any) -> bool:
+    return x is not None and x > 0
+
+
+def _limit_ok(value: Any) -> bool:
+    # Lightning's convention: an int is a number of batches, a float a fraction of the epoch.
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 0
+    if isinstance(value, float):
+        return 0.0 <= value <= 1.0
+    return False
+
+
+def _check_dataset(cfg: DictConfig, p: _Problems) -> tuple[int, ...] | None:
+    from mvfoul.data.video import window_frame_indices
+
+    d = cfg.dataset
+    p.choice("dataset.name", d.name, C.DATASET_NAMES)
+    for key in ("train_csv", "val_csv", "test_csv"):
+        if d[key] is not None:
+            p.add(
+                f"dataset.{key}",
+                "CSV annotations are not supported yet; remove the key and point "
+                "dataset.data_dir at the SoccerNet layout (Train/ Valid/ Test/ with annotations.json)",
+            )
+    p.check(d.batch_size >= 1, "dataset.batch_size", d.batch_size, ">= 1")
+    if d.eval_batch_size is not None:
+        p.check(d.eval_batch_size >= 1, "dataset.eval_batch_size", d.eval_batch_size, ">= 1 or null")
+    p.check(d.num_workers >= 0, "dataset.num_workers", d.num_workers, ">= 0")
+    p.check(d.frame_size >= 16, "dataset.frame_size", d.frame_size, ">= 16 (px)")
+    if d.resize_size is not None:
+        p.check(
+            d.resize_size >= d.frame_size, "dataset.resize_size", d.resize_size, f">= dataset.frame_size ({d.frame_size}) or null"
+        )
+    p.check(d.train_views >= 1, "dataset.train_views", d.train_views, ">= 1")
+    p.check(0.0 <= d.hflip_prob <= 1.0, "dataset.hflip_prob", d.hflip_prob, "in [0, 1]")
+    p.check(0.0 < d.crop_scale_min <= 1.0, "dataset.crop_scale_min", d.crop_scale_min, "in (0, 1]")
+    p.check(0.0 <= d.color_jitter < 1.0, "dataset.color_jitter", d.color_jitter, "in [0, 1)")
+    p.check(d.start_frame >= 0, "dataset.start_frame", d.start_frame, ">= 0")
+    p.check(d.clip_fps > 0, "dataset.clip_fps", d.clip_fps, "> 0")
+
+    window_ok = d.end_frame > d.start_frame and 0 < d.fps <= d.clip_fps
+    if d.end_frame <= d.start_frame:
+        p.add("dataset.end_frame", f"{d.end_frame} must be greater than dataset.start_frame ({d.start_frame})")
+    if not 0 < d.fps <= d.clip_fps:
+        p.add("dataset.fps", f"{d.fps!r} is out of range: expected in (0, dataset.clip_fps={d.clip_fps}]")
+    if not window_ok:
+        return None
+    indices = tuple(window_frame_indices(d.start_frame, d.end_frame, d.fps, d.clip_fps))
+    if d.num_frames is not None and d.num_frames != len(indices):
+        p.add(
+            "dataset.num_frames",
+            f"{d.num_frames} disagrees with the window (start_frame={d.start_frame}, end_frame={d.end_frame}, "
+            f"fps={d.fps} give {len(indices)} frames): set dataset.num_frames=null to derive it, or change the window",
+        )
+    if d.name == "synthetic":
+        s = d.synthetic
+        if s is None:
+            p.add("dataset.synthetic", "missing: dataset=synthetic needs its generation settings (see conf/dataset/synthetic.yaml)")
+        else:
+            for key in ("num_train", "num_valid", "num_test"):
+                p.check(s[key] >= 1, f"dataset.synthetic.{key}", s[key], ">= 1")
+            p.check(s.resolution >= 16, "dataset.synthetic.resolution", s.resolution, ">= 16")
+            p.check(1 <= s.min_views <= s.max_views <= 4, "dataset.synthetic.min_views", s.min_views, "1 <= min_views <= max_views <= 4")
+            from mvfoul.data.synthetic import MIN_CLIP_FRAMES
+
+            # The generator draws the foul's cues up to frame MIN_CLIP_FRAMES - 1.
+            p.check(s.clip_frames >= MIN_CLIP_FRAMES, "dataset.synthetic.clip_frames", s.clip_frames, f">= {MIN_CLIP_FRAMES}")
+            if indices[-1] >= s.clip_frames:
+                p.add(
+                    "dataset.end_frame",
+                    f"{d.end_frame} reaches past the generated clips ({s.clip_frames} frames): "
+                    "lower it or raise dataset.synthetic.clip_frames",
+                )
+    return indices
+
+
+def _check_data_location(cfg: DictConfig, p: _Problems) -> None:
+    d = cfg.dataset
+    if d.name != "mvfouls":
+        return
+    if OmegaConf.is_missing(d, "data_dir") or d.data_dir in (None, ""):
+        p.add(
+            "dataset.data_dir",
+            f"missing (the folder with Train/ Valid/ Test/): run `{EXAMPLE_DATA_COMMAND}`, "
+            "or try the built-in dataset with `python train_hydra.py --config-name quick_test`",
+        )
+        return
+    if not Path(d.data_dir).expanduser().is_dir():
+        p.add("dataset.data_dir", f"{d.data_dir!r} is not a folder: point it at the folder holding Train/ Valid/ Test/")
+
+
+def _check_model(cfg: DictConfig, p: _Problems, indices: tuple[int, ...] | None) -> None:
+    from mvfoul.models.backbones import BACKBONES
+
+    m = cfg.model
+    p.choice("model.pooling", m.pooling, C.POOLINGS)
+    p.check(0.0 <= m.dropout_rate < 1.0, "model.dropout_rate", m.dropout_rate, "in [0, 1)")
+    p.check(m.shared_dim >= 1, "model.shared_dim", m.shared_dim, ">= 1")
+    if m.backbone not in BACKBONES:
+        p.choice("model.backbone", m.backbone, BACKBONES)
+        return
+    if m.weights_path is not None and not Path(m.weights_path).expanduser().is_file():
+        p.add("model.weights_path", f"{m.weights_path!r} is not a file: give the path of a saved state dict, or null")
+    if m.backbone == "tiny" and m.pretrained and m.weights_path is None:
+        p.add("model.pretrained", "the tiny backbone has no pretrained weights: set model.pretrained=false")
+    if indices is not None:
+        problem = BACKBONES[m.backbone].input_problem(len(indices), cfg.dataset.frame_size)
+        if problem:
+            p.add("model.backbone", problem)
+
+
+def _check_training(cfg: DictConfig, p: _Problems) -> None:
+    t = cfg.training
+    p.choice("training.optimizer", t.optimizer, C.OPTIMIZERS)
+    p.choice("training.scheduler", t.scheduler, C.SCHEDULERS)
+    p.check(t.max_epochs >= 1, "training.max_epochs", t.max_epochs, ">= 1")
+    p.check(_positive(t.learning_rate), "training.learning_rate", t.learning_rate, "> 0")
+    for key in ("head_lr", "backbone_lr"):
+        if t[key] is not None:
+            p.check(_positive(t[key]), f"training.{key}", t[key], "> 0 or null")
+    p.check(t.min_lr >= 0, "training.min_lr", t.min_lr, ">= 0")
+    rates = [r for r in (t.learning_rate, t.head_lr, t.backbone_lr) if r is not None and r > 0]
+    if t.scheduler == "cosine" and rates and t.min_lr >= min(rates):
+        p.add("training.min_lr", f"{t.min_lr!r} must be below every learning rate (smallest: {min(rates)!r})")
+    p.check(t.warmup_epochs >= 0, "training.warmup_epochs", t.warmup_epochs, ">= 0")
+    if t.warmup_epochs >= t.max_epochs >= 1:
+        p.add("training.warmup_epochs", f"{t.warmup_epochs!r} must be shorter than training.max_epochs ({t.max_epochs})")
+    p.check(t.weight_decay >= 0, "training.weight_decay", t.weight_decay, ">= 0")
+    p.check(0.0 <= t.momentum < 1.0, "training.momentum", t.momentum, "in [0, 1)")
+    p.check(t.step_size >= 1, "training.step_size", t.step_size, ">= 1")
+    p.check(0.0 < t.gamma <= 1.0, "training.gamma", t.gamma, "in (0, 1]")
+    p.check(t.plateau_patience >= 0, "training.plateau_patience", t.plateau_patience, ">= 0")
+    p.check(0.0 < t.plateau_factor < 1.0, "training.plateau_factor", t.plateau_factor, "in (0, 1)")
+    if t.gradient_clip_val is not None:
+        p.check(t.gradient_clip_val >= 0, "training.gradient_clip_val", t.gradient_clip_val, ">= 0 or null")
+    p.check(t.accumulate_grad_batches >= 1, "training.accumulate_grad_batches", t.accumulate_grad_batches, ">= 1")
+
+
+def _check_loss(cfg: DictConfig, p: _Problems) -> None:
+    lo = cfg.loss
+    p.choice("loss.function", lo.function, C.LOSS_FUNCTIONS)
+    p.choice("loss.class_weight_method", lo.class_weight_method, C.CLASS_WEIGHT_METHODS)
+    p.check(lo.focal_gamma >= 0, "loss.focal_gamma", lo.focal_gamma, ">= 0")
+    if lo.focal_alpha is not None:
+        p.check(0.0 < lo.focal_alpha <= 1.0, "loss.focal_alpha", lo.focal_alpha, "in (0, 1] or null")
+    p.check(0.0 <= lo.label_smoothing < 1.0, "loss.label_smoothing", lo.label_smoothing, "in [0, 1)")
+    p.check(0.0 <= lo.effective_num_beta < 1.0, "loss.effective_num_beta", lo.effective_num_beta, "in [0, 1)")
+    p.check(lo.severity_weight >= 0, "loss.severity_weight", lo.severity_weight, ">= 0")
+    p.check(lo.action_weight >= 0, "loss.action_weight", lo.action_weight, ">= 0")
+    if lo.severity_weight == 0 and lo.action_weight == 0:
+        p.add("loss.severity_weight", "and loss.action_weight are both 0: nothing would be trained")
+
+
+def _check_sampling(cfg: DictConfig, p: _Problems) -> None:
+    s = cfg.sampling
+    p.choice("sampling.balance_task", s.balance_task, C.BALANCE_TASKS)
+    p.check(s.oversample_factor >= 1.0, "sampling.oversample_factor", s.oversample_factor, ">= 1")
+    if s.samples_per_epoch is not None:
+        p.check(s.samples_per_epoch >= 1, "sampling.samples_per_epoch", s.samples_per_epoch, ">= 1 or null")
+    p.check(s.progressive_start_epoch >= 0, "sampling.progressive_start_epoch", s.progressive_start_epoch, ">= 0")
+    if s.progressive_end_epoch < s.progressive_start_epoch:
+        p.add(
+            "sampling.progressive_end_epoch",
+            f"{s.progressive_end_epoch} is before sampling.progressive_start_epoch ({s.progressive_start_epoch})",
+        )
+
+
+def _check_freezing(cfg: DictConfig, p: _Problems) -> None:
+    f = cfg.freezing
+    p.choice("freezing.freezing_strategy", f.freezing_strategy, C.FREEZING_STRATEGIES)
+    p.check(f.unfreeze_blocks >= 1, "freezing.unfreeze_blocks", f.unfreeze_blocks, ">= 1")
+    schedule = list(f.unfreeze_schedule)
+    if any(e < 0 for e in schedule) or schedule != sorted(schedule):
+        p.add("freezing.unfreeze_schedule", f"{schedule} must be non-negative epochs in increasing order")
+    p.check(f.patience_epochs >= 1, "freezing.patience_epochs", f.patience_epochs, ">= 1")
+    p.check(f.min_improvement >= 0, "freezing.min_improvement", f.min_improvement, ">= 0")
+    p.check(f.backbone_lr_ratio_after_half > 0, "freezing.backbone_lr_ratio_after_half", f.backbone_lr_ratio_after_half, "> 0")
+
+
+def _check_system(cfg: DictConfig, p: _Problems) -> None:
+    s = cfg.system
+    p.choice("system.accelerator", s.accelerator, C.ACCELERATORS)
+    p.choice("system.precision", s.precision, C.PRECISIONS)
+    p.check(s.gpus >= 0, "system.gpus", s.gpus, ">= 0")
+    p.check(s.num_nodes >= 1, "system.num_nodes", s.num_nodes, ">= 1")
+    if s.accelerator == "gpu" and s.gpus == 0:
+        p.add("system.gpus", "0 with system.accelerator=gpu: set system.gpus>=1, or use system=cpu")
+
+
+def _check_experiment(cfg: DictConfig, p: _Problems) -> None:
+    from mvfoul.training.metrics import LOWER_IS_BETTER, logged_metric_names
+
+    e = cfg.experiment
+    p.choice("experiment.mode", e.mode, C.MONITOR_MODES)
+    names = logged_metric_names()
+    if e.monitor not in names:
+        import difflib
+
+        close = difflib.get_close_matches(e.monitor, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        p.add("experiment.monitor", f"{e.monitor!r} is not a metric this run logs{hint}; logged: {', '.join(names)}")
+    elif e.mode in C.MONITOR_MODES:
+        expected = "min" if e.monitor.split("/")[-1] in LOWER_IS_BETTER else "max"
+        if e.mode != expected:
+            p.add("experiment.mode", f"{e.mode!r} would keep the worst checkpoints of {e.monitor}: use mode={expected}")
+    p.check(e.save_top_k >= -1, "experiment.save_top_k", e.save_top_k, ">= -1")
+    p.check(e.log_every_n_steps >= 1, "experiment.log_every_n_steps", e.log_every_n_steps, ">= 1")
+    for key in ("limit_train_batches", "limit_val_batches"):
+        if not _limit_ok(e[key]):
+            p.add(f"experiment.{key}", f"{e[key]!r} is out of range: expected a fraction in [0.0, 1.0] or a batch count >= 0")
+    if e.use_wandb:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            p.add("experiment.use_wandb", "true needs the wandb package: pip install -e '.[wandb]', or set experiment.use_wandb=false")
+
+
+_CHECKS: tuple[Callable[[DictConfig, _Problems], None], ...] = (
+    _check_data_location,
+    _check_training,
+    _check_loss,
+    _check_sampling,
+    _check_freezing,
+    _check_system,
+    _check_experiment,
+)
+
+
+def validate_config(cfg: DictConfig) -> ResolvedRun:
+    """Raise :class:`ConfigError` listing every problem of ``cfg``; return derived values."""
+    p = _Problems()
+    indices = _check_dataset(cfg, p)
+    _check_model(cfg, p, indices)
+    for check in _CHECKS:
+        check(cfg, p)
+    if p.items:
+        raise ConfigError(p.items)
+    assert indices is not None  # a bad window is always reported above
+    return ResolvedRun(frame_indices=indices)
+
+
+def pending_features(cfg: DictConfig) -> list[str]:
+    """Keys switched on whose behaviour this release does not have yet."""
+    on = []
+    if cfg.sampling.use_class_balanced_sampler:
+        on.append("sampling.use_class_balanced_sampler")
+    if cfg.sampling.use_class_balanced_sampler and cfg.sampling.progressive_class_balancing:
+        on.append("sampling.progressive_class_balancing")
+    if cfg.freezing.gradual_finetuning and cfg.freezing.freezing_strategy != "none":
+        on.append("freezing.gradual_finetuning")
+        if cfg.freezing.enable_backbone_lr_boost:
+            on.append("freezing.enable_backbone_lr_boost")
+    if cfg.loss.use_class_weights:
+        on.append("loss.use_class_weights")
+    return on
+
+
+def warn_pending_features(cfg: DictConfig) -> list[str]:
+    keys = pending_features(cfg)
+    if keys:
+        log.warning(
+            "not available yet, ignored in this run (uniform sampling, whole network trained, "
+            "unweighted loss): %s",
+            ", ".join(f"{k}=true" for k in keys),
+        )
+    return keys

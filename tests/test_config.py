@@ -1,0 +1,266 @@
+"""The configuration system: composition, schemas, documentation and validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
+
+from conftest import compose_config
+from mvfoul import config as C
+from mvfoul.errors import ConfigError
+from mvfoul.paths import CONF_DIR, PRESETS_DIR
+from mvfoul.validate import pending_features, validate_config, warn_pending_features, with_schema
+
+GROUP_DIRS = {group: CONF_DIR / group for group in C.GROUP_SCHEMAS}
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in GROUP_DIRS[group].glob("*.yaml"))
+
+
+def quick(*overrides: str):
+    return compose_config("quick_test", overrides)
+
+
+# --- composition ---------------------------------------------------------------------------
+
+
+def test_root_defaults_list_is_the_documented_one():
+    root = yaml.safe_load((CONF_DIR / "config.yaml").read_text())
+    chosen = {k: v for entry in root["defaults"] if isinstance(entry, dict) for k, v in entry.items()}
+    assert chosen["dataset"] == "mvfouls"
+    assert chosen["model"] == "mvit"
+    assert chosen["training"] == "baseline"
+    assert chosen["loss"] == "focal"
+    assert chosen["sampling"] == "progressive"
+    assert chosen["freezing"] == "progressive"
+    assert chosen["system"] == "single_gpu"
+    assert chosen["experiment"] == "default"
+
+
+@pytest.mark.parametrize("group", sorted(C.GROUP_SCHEMAS))
+def test_every_group_option_composes_against_its_schema(group):
+    options = group_options(group)
+    assert options, f"conf/{group}/ has no options"
+    for option in options:
+        cfg = compose_config("config", [f"{group}={option}"])
+        node = cfg[group]
+        schema = C.GROUP_SCHEMAS[group]
+        assert issubclass(OmegaConf.get_type(node), schema), f"{group}={option} is not checked by {schema.__name__}"
+
+
+def test_required_group_options_exist():
+    required = {
+        "dataset": {"mvfouls", "synthetic"},
+        "model": {"mvit", "resnet3d", "mvit_v2_s", "r2plus1d", "mc3", "s3d", "swin3d", "tiny"},
+        "training": {"baseline", "aggressive"},
+        "loss": {"focal", "ce"},
+        "sampling": {"progressive", "none"},
+        "freezing": {"progressive", "none"},
+        "system": {"single_gpu", "cpu"},
+        "experiment": {"default"},
+    }
+    for group, options in required.items():
+        assert options <= set(group_options(group)), group
+    assert {"quick_test", "production"} <= {p.stem for p in PRESETS_DIR.glob("*.yaml")}
+
+
+@pytest.mark.parametrize("preset", ["quick_test", "production"])
+def test_presets_compose_by_config_name(preset):
+    cfg = compose_config(preset)
+    assert cfg.experiment.name == preset
+
+
+def test_quick_test_is_cpu_sized_and_production_switches_everything_on():
+    q = compose_config("quick_test")
+    assert (q.dataset.name, q.model.backbone, q.system.accelerator) == ("synthetic", "tiny", "cpu")
+    assert q.training.max_epochs == 2
+    validate_config(with_schema(q))
+
+    p = compose_config("production")
+    assert p.training.max_epochs == 100
+    assert p.experiment.use_wandb is True
+    assert p.dataset.name == "mvfouls" and OmegaConf.is_missing(p.dataset, "data_dir")
+    assert p.sampling.use_class_balanced_sampler and p.sampling.progressive_class_balancing
+    assert p.freezing.gradual_finetuning and p.freezing.enable_backbone_lr_boost
+    assert p.loss.use_class_weights and p.loss.function == "focal"
+
+
+def test_the_schemas_are_registered_in_the_config_store():
+    from hydra.core.config_store import ConfigStore
+
+    repo = ConfigStore.instance().repo
+    assert C.ROOT_SCHEMA_NAME + ".yaml" in repo
+    for group in C.GROUP_SCHEMAS:
+        assert f"{group}_schema.yaml" in repo[group]
+
+
+# --- documentation -------------------------------------------------------------------------
+
+
+def _defaults_of(node) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(node))
+
+
+def test_yaml_defaults_agree_with_schema_defaults():
+    """The default option of each group sets exactly the schema's defaults."""
+    cfg = OmegaConf.to_container(compose_config("config"))
+    schema = _defaults_of(C.MvfoulConfig)
+    for group in C.GROUP_SCHEMAS:
+        assert cfg[group] == schema[group], group
+    synthetic = OmegaConf.to_container(compose_config("config", ["dataset=synthetic"]))["dataset"]
+    assert synthetic == _defaults_of(C.SyntheticDatasetConfig)
+
+
+KEY_LINE = re.compile(r"^(\s*)([A-Za-z_][\w]*):(.*)$")
+
+
+@pytest.mark.parametrize("path", sorted(CONF_DIR.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_key_is_commented_where_it_is_set(path: Path):
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("#"), f"{path}: first line must describe the option"
+    undocumented = []
+    previous = ""
+    for line in lines:
+        m = KEY_LINE.match(line)
+        if m and m.group(2) != "defaults" and not line.lstrip().startswith("-"):
+            is_parent = m.group(3).strip() == ""
+            if "#" not in line and not (is_parent or previous.lstrip().startswith("#")):
+                undocumented.append(m.group(2))
+        previous = line
+    assert not undocumented, f"{path}: keys without a comment: {undocumented}"
+
+
+def test_every_schema_key_is_set_and_documented_by_its_default_option():
+    cfg = OmegaConf.to_container(compose_config("config"))
+    for group, schema in C.GROUP_SCHEMAS.items():
+        text = (GROUP_DIRS[group] / f"{cfg_default_option(group)}.yaml").read_text()
+        for f in dataclasses.fields(schema):
+            assert re.search(rf"^{f.name}:", text, re.M), f"{group}.{f.name} is missing from its default YAML"
+        assert set(cfg[group]) == {f.name for f in dataclasses.fields(schema)}
+
+
+def cfg_default_option(group: str) -> str:
+    root = yaml.safe_load((CONF_DIR / "config.yaml").read_text())
+    return next(e[group] for e in root["defaults"] if isinstance(e, dict) and group in e)
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+def problems(cfg) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        validate_config(with_schema(cfg))
+    return info.value.problems
+
+
+def test_type_errors_fail_at_composition_naming_the_key():
+    with pytest.raises(Exception) as info:
+        quick("training.learning_rate=not_a_number")
+    cause = info.value.__cause__
+    assert isinstance(cause, ValidationError) and cause.full_key == "training.learning_rate"
+
+
+def test_every_bad_enum_and_range_is_reported_at_once():
+    found = problems(
+        quick(
+            "training.optimizer=adamx",
+            "training.scheduler=linear",
+            "loss.function=hinge",
+            "model.backbone=resnet50",
+            "model.pooling=avg",
+            "system.precision=8-bit",
+            "training.learning_rate=-1",
+            "loss.label_smoothing=1.0",
+            "sampling.oversample_factor=0.5",
+            "model.dropout_rate=1.5",
+        )
+    )
+    keys = [p.split(":")[0] for p in found]
+    assert sorted(keys) == sorted(
+        [
+            "training.optimizer",
+            "training.scheduler",
+            "loss.function",
+            "model.backbone",
+            "model.pooling",
+            "system.precision",
+            "training.learning_rate",
+            "loss.label_smoothing",
+            "sampling.oversample_factor",
+            "model.dropout_rate",
+        ]
+    )
+    assert any("'adamx' is not one of adamw, adam, sgd" in p for p in found)
+
+
+def test_missing_data_dir_names_the_key_the_example_and_quick_test():
+    (message,) = problems(compose_config("config"))
+    assert message.startswith("dataset.data_dir: missing")
+    assert "python train_hydra.py dataset.data_dir=" in message
+    assert "--config-name quick_test" in message
+
+
+def test_data_dir_must_exist(tmp_path):
+    (message,) = problems(compose_config("config", [f"dataset.data_dir={tmp_path / 'nope'}", "system=cpu"]))
+    assert "dataset.data_dir" in message and "is not a folder" in message
+
+
+def test_num_frames_is_derived_from_the_window_and_a_mismatch_is_rejected():
+    resolved = validate_config(with_schema(quick()))
+    assert resolved.num_frames == 8  # quick_test: frames 67..82 at 12.5 fps
+    default = validate_config(with_schema(quick("dataset.start_frame=63", "dataset.end_frame=87", "dataset.fps=17")))
+    assert default.frame_indices == (63, 65, 66, 68, 69, 71, 72, 74, 75, 77, 78, 80, 81, 83, 84, 86)
+    (message,) = problems(quick("dataset.num_frames=16"))
+    assert message.startswith("dataset.num_frames: 16 disagrees with the window") and "give 8 frames" in message
+
+
+def test_backbone_input_constraints_are_checked_before_training():
+    (message,) = problems(quick("model=mvit", "model.pretrained=false"))
+    assert message.startswith("model.backbone:")
+    assert "16" in message and "224" in message
+    ok = quick(
+        "model=mvit", "model.pretrained=false", "dataset.frame_size=224",
+        "dataset.start_frame=63", "dataset.end_frame=87", "dataset.fps=17",
+    )
+    validate_config(with_schema(ok))
+
+
+def test_monitor_must_be_a_logged_metric_with_a_sensible_mode():
+    (message,) = problems(quick("experiment.monitor=val/sev_accuracy"))
+    assert message.startswith("experiment.monitor:") and "val/sev_acc" in message
+    (message,) = problems(quick("experiment.monitor=val/loss"))
+    assert message.startswith("experiment.mode:") and "mode=min" in message
+    validate_config(with_schema(quick("experiment.monitor=val/leaderboard")))
+    validate_config(with_schema(quick("experiment.monitor=val/loss", "experiment.mode=min")))
+
+
+def test_a_saved_config_without_schema_is_still_type_checked():
+    plain = OmegaConf.create(OmegaConf.to_container(quick()))
+    plain.training.learning_rate = "fast"
+    with pytest.raises(ValidationError):
+        with_schema(plain)
+
+
+def test_behaviour_not_built_yet_is_announced_in_one_warning_line(caplog):
+    cfg = compose_config("production")
+    keys = pending_features(cfg)
+    assert keys == [
+        "sampling.use_class_balanced_sampler",
+        "sampling.progressive_class_balancing",
+        "freezing.gradual_finetuning",
+        "freezing.enable_backbone_lr_boost",
+        "loss.use_class_weights",
+    ]
+    with caplog.at_level(logging.WARNING, logger="mvfoul.validate"):
+        warn_pending_features(cfg)
+    (record,) = caplog.records
+    assert all(k in record.getMessage() for k in keys)
+    assert pending_features(quick()) == []
