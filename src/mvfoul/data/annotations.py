@@ -1,0 +1,263 @@
+"""Read a SoccerNet-MVFoul split folder into a list of :class:`Action`.
+
+The layout is the official one::
+
+    <data_dir>/Train/annotations.json
+    <data_dir>/Train/action_0/clip_0.mp4, clip_1.mp4, ...
+
+``annotations.json`` holds ``{"Actions": {"<id>": {"Action class": ..., "Offence": ...,
+"Severity": ..., "Clips": [{"Url": "Dataset/action_0/clip_0", ...}, ...]}}}``. Which actions
+count, and their class indices, is decided by :func:`mvfoul.labels.official_labels`, so training
+and scoring see exactly the actions the official evaluator sees. Nothing is skipped silently:
+every dropped action and missing clip lands in the :class:`SplitReport`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from mvfoul.errors import DataError
+from mvfoul.labels import OfficialLabels, official_labels
+
+logger = logging.getLogger(__name__)
+
+SPLIT_NAMES = ("train", "valid", "test", "chall")
+ANNOTATIONS_FILE = "annotations.json"
+_ACTION_FOLDER = re.compile(r"^action_(\d+)$")
+_CLIP_FILE = re.compile(r"^clip_(\d+)\.mp4$")
+
+
+@dataclass(frozen=True)
+class Action:
+    """One incident: its id, the camera views present on disk, and its official labels."""
+
+    action_id: str  # the key in annotations.json; ids stay strings (predictions are keyed by them)
+    clips: tuple[Path, ...]  # view files that exist on disk, in annotation order
+    labels: OfficialLabels | None  # None for an unlabelled split
+
+
+@dataclass
+class SplitReport:
+    """What reading a split kept and what it left out, so nothing is dropped silently."""
+
+    split_dir: Path
+    listed_actions: int
+    listed_clips: int
+    missing_clips: list[Path] = field(default_factory=list)  # listed but absent on disk
+    dropped_no_view: list[str] = field(default_factory=list)  # action ids with no view on disk
+    dropped_by_rules: dict[str, str] = field(default_factory=dict)  # action id -> reason
+
+    @property
+    def kept_actions(self) -> int:
+        return self.listed_actions - len(self.dropped_no_view) - len(self.dropped_by_rules)
+
+    def summary(self) -> str:
+        """One human line with the counts."""
+        return (
+            f"{self.split_dir}: kept {self.kept_actions} of {self.listed_actions} actions "
+            f"({len(self.dropped_by_rules)} dropped by the official label rules, "
+            f"{len(self.dropped_no_view)} with no view on disk); "
+            f"{len(self.missing_clips)} of {self.listed_clips} listed clips missing"
+        )
+
+
+def find_split_dir(data_dir: str | Path, split: str) -> Path:
+    """The folder of ``split`` under ``data_dir``, whatever its capitalisation.
+
+    SoccerNet ships ``Train/Valid/Test/Chall`` but unpacked copies are often lower-cased;
+    accepting any case spares users a rename. Two folders differing only in case are ambiguous
+    and refused rather than picked at random.
+    """
+    wanted = split.lower()
+    if wanted not in SPLIT_NAMES:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLIT_NAMES)}")
+    data_dir = Path(data_dir).expanduser()
+    expected = wanted.capitalize()
+    if not data_dir.is_dir():
+        raise DataError(
+            f"dataset folder {data_dir} does not exist (expected it to hold a {expected}/ "
+            f"folder); set dataset.data_dir to the SoccerNet mvfouls folder"
+        )
+    entries = sorted(p.name for p in data_dir.iterdir())
+    matches = [data_dir / name for name in entries if name.lower() == wanted]
+    matches = [p for p in matches if p.is_dir()]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        names = ", ".join(p.name for p in matches)
+        raise DataError(
+            f"{data_dir} has several folders for the {split!r} split ({names}); keep only one"
+        )
+    shown = ", ".join(entries[:10]) + (", ..." if len(entries) > 10 else "") or "nothing"
+    raise DataError(
+        f"no {expected}/ folder (any capitalisation) in {data_dir}; found: {shown}. "
+        f"Point dataset.data_dir at the folder holding Train/Valid/Test/Chall"
+    )
+
+
+def read_soccernet_split(
+    split_dir: Path, labelled: bool = True
+) -> tuple[list[Action], SplitReport]:
+    """Read one split folder into actions (in the order of the JSON) and a report.
+
+    With ``labelled=False`` (the challenge split) labels are ``None`` and no label rule applies;
+    if such a split has no ``annotations.json`` its ``action_*`` folders are listed instead.
+    Only the actions that survive the label rules are checked for clips on disk: a missing clip
+    of an action that is dropped anyway changes nothing.
+    """
+    split_dir = Path(split_dir)
+    if not split_dir.is_dir():
+        raise DataError(f"split folder {split_dir} does not exist; check dataset.data_dir")
+    annotations_path = split_dir / ANNOTATIONS_FILE
+    if not labelled and not annotations_path.exists():
+        return _read_action_folders(split_dir)
+
+    raw_actions = _load_actions(annotations_path)
+    report = SplitReport(
+        split_dir=split_dir,
+        listed_actions=len(raw_actions),
+        listed_clips=sum(len(_clip_urls(annotations_path, k, v)) for k, v in raw_actions.items()),
+    )
+    actions: list[Action] = []
+    for action_id, entry in raw_actions.items():
+        labels: OfficialLabels | None = None
+        if labelled:
+            verdict = official_labels(*_raw_label_strings(annotations_path, action_id, entry))
+            if isinstance(verdict, str):
+                report.dropped_by_rules[action_id] = verdict
+                continue
+            labels = verdict
+        clips: list[Path] = []
+        for url in _clip_urls(annotations_path, action_id, entry):
+            clip = _url_to_path(split_dir, url)
+            (clips if clip.is_file() else report.missing_clips).append(clip)
+        if not clips:
+            report.dropped_no_view.append(action_id)
+            continue
+        actions.append(Action(action_id=action_id, clips=tuple(clips), labels=labels))
+
+    if report.missing_clips:
+        # One line for the whole split: a partial download can miss hundreds of clips, and one
+        # warning per clip would drown the log.
+        logger.warning(
+            "%s: %d of %d listed clips are missing on disk (e.g. %s); keeping the views that "
+            "exist, %d action(s) left with no view dropped",
+            split_dir,
+            len(report.missing_clips),
+            report.listed_clips,
+            report.missing_clips[0],
+            len(report.dropped_no_view),
+        )
+    return actions, report
+
+
+def _load_actions(path: Path) -> dict[str, Any]:
+    """The ``Actions`` object of an annotations file, or a one-line DataError."""
+    fix = "restore it from the SoccerNet mvfouls download"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"annotations file {path} not found; {fix}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read annotations file {path} ({err}); {fix}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"annotations file {path} is not valid JSON ({err.msg} at line {err.lineno}, "
+            f"column {err.colno}); {fix}"
+        ) from None
+    actions = data.get("Actions") if isinstance(data, dict) else None
+    if not isinstance(actions, dict):
+        raise DataError(
+            f"annotations file {path} has no 'Actions' object (not the SoccerNet-MVFoul "
+            f"layout); {fix}"
+        )
+    return actions
+
+
+def _clip_urls(path: Path, action_id: str, entry: Any) -> list[str]:
+    clips = entry.get("Clips") if isinstance(entry, dict) else None
+    if not isinstance(clips, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("Url"), str) for c in clips
+    ):
+        raise DataError(
+            f"annotations file {path}: action {action_id!r} needs a 'Clips' list of objects "
+            f"with a 'Url' string; restore the file from the SoccerNet mvfouls download"
+        )
+    return [c["Url"] for c in clips]
+
+
+def _raw_label_strings(path: Path, action_id: str, entry: dict[str, Any]) -> tuple[str, str, str]:
+    keys = ("Action class", "Offence", "Severity")
+    missing = [k for k in keys if not isinstance(entry.get(k), str)]
+    if missing:
+        raise DataError(
+            f"annotations file {path}: action {action_id!r} lacks the label field(s) "
+            f"{', '.join(repr(k) for k in missing)}; read an unlabelled (challenge) split "
+            f"with labelled=False"
+        )
+    return entry["Action class"], entry["Offence"], entry["Severity"]
+
+
+def _url_to_path(split_dir: Path, url: str) -> Path:
+    """``"Dataset/action_0/clip_0"`` -> ``<split_dir>/action_0/clip_0.mp4``.
+
+    Only the last two components count: the ``Dataset/`` prefix names the annotators' layout,
+    not ours. Backslashes are accepted because some fields of the JSON were written on Windows.
+    """
+    parts = PurePosixPath(url.replace("\\", "/")).parts[-2:]
+    path = split_dir.joinpath(*parts)
+    return path if path.suffix == ".mp4" else path.with_name(path.name + ".mp4")
+
+
+def _read_action_folders(split_dir: Path) -> tuple[list[Action], SplitReport]:
+    """An unlabelled split without annotations: one action per ``action_<n>`` folder.
+
+    Folders and clips are ordered by their number (``action_10`` after ``action_9``), and the
+    action id is that number, as the annotation keys of the other splits are.
+    """
+    folders = []
+    for p in split_dir.iterdir():
+        match = _ACTION_FOLDER.match(p.name)
+        if match and p.is_dir():
+            folders.append((int(match.group(1)), p))
+    folders.sort()
+    actions: list[Action] = []
+    dropped: list[str] = []
+    listed_clips = 0
+    for number, folder in folders:
+        clips = sorted(
+            (int(m.group(1)), p)
+            for p in folder.iterdir()
+            if (m := _CLIP_FILE.match(p.name)) and p.is_file()
+        )
+        listed_clips += len(clips)
+        if clips:
+            actions.append(Action(str(number), tuple(p for _, p in clips), None))
+        else:
+            dropped.append(str(number))
+    if not folders:
+        raise DataError(
+            f"{split_dir} has neither {ANNOTATIONS_FILE} nor action_<n> folders; "
+            f"check dataset.data_dir"
+        )
+    if dropped:
+        logger.warning(
+            "%s: %d action folder(s) hold no clip_<n>.mp4 (e.g. action_%s); dropped",
+            split_dir,
+            len(dropped),
+            dropped[0],
+        )
+    report = SplitReport(
+        split_dir=split_dir,
+        listed_actions=len(folders),
+        listed_clips=listed_clips,
+        dropped_no_view=dropped,
+    )
+    return actions, report
