@@ -1,0 +1,91 @@
+"""View pooling: combine the per-view features of an action into one vector (``model.pooling``).
+
+Actions have 2-4 views, so a batch is padded to its largest view count and carries a boolean
+``view_mask`` ``[B, V]`` (True = a real view). Every pooling here ignores padded views
+completely: whatever their slots hold (zeros, huge values, even NaN or inf) the output and the
+gradients are those of pooling over the real views alone. Padded slots are zeroed first
+(``torch.where``, not multiplication, because ``0 * nan`` is ``nan``), so no garbage can reach an
+output or a parameter's gradient.
+
+A sample with no real view at all cannot come out of the data module; it pools to zeros rather
+than NaN, so a bug upstream shows up as a bad prediction and not as a poisoned model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _check(features: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
+    """Validate shapes and return ``features`` with padded slots zeroed."""
+    if features.dim() != 3 or view_mask.shape != features.shape[:2]:
+        raise ValueError(
+            f"view pooling expects features [B, V, D] and view_mask [B, V], got "
+            f"{list(features.shape)} and {list(view_mask.shape)}"
+        )
+    if view_mask.dtype != torch.bool:
+        raise ValueError(f"view_mask must be bool (True = real view), got {view_mask.dtype}")
+    return torch.where(view_mask.unsqueeze(-1), features, features.new_zeros(()))
+
+
+class MaxViewPooling(nn.Module):
+    """Element-wise maximum over the real views (the VARS baseline's choice)."""
+
+    def forward(self, features: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
+        features = _check(features, view_mask)
+        filled = features.masked_fill(~view_mask.unsqueeze(-1), float("-inf"))
+        pooled = filled.amax(dim=1)
+        has_view = view_mask.any(dim=1, keepdim=True)
+        return torch.where(has_view, pooled, pooled.new_zeros(()))
+
+
+class MeanViewPooling(nn.Module):
+    """Average over the real views."""
+
+    def forward(self, features: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
+        features = _check(features, view_mask)
+        count = view_mask.sum(dim=1, keepdim=True).clamp(min=1).to(features.dtype)
+        return features.sum(dim=1) / count
+
+
+class AttentionViewPooling(nn.Module):
+    """A learned weighted average: a small MLP scores each view, softmax over the real views.
+
+    Lets the model lean on the camera that shows the contact best instead of treating every
+    view alike; with few views per action a tiny scorer is enough and hard to overfit.
+    """
+
+    def __init__(self, dim: int, hidden: int = 128) -> None:
+        super().__init__()
+        hidden = max(1, min(hidden, dim))
+        self.scorer = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def forward(self, features: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
+        features = _check(features, view_mask)
+        scores = self.scorer(features).squeeze(-1)  # [B, V]
+        scores = scores.masked_fill(~view_mask, float("-inf"))
+        weights = torch.softmax(scores, dim=1)
+        # A row with no real view is softmax(all -inf) = NaN; zero it (see the module docstring).
+        weights = torch.where(view_mask, weights, weights.new_zeros(()))
+        # Broadcast multiply rather than einsum: under autocast the softmax may run in float32
+        # while features are float16, and type promotion handles that where einsum would not.
+        return (weights.unsqueeze(-1) * features).sum(dim=1)
+
+
+POOLING_KINDS: tuple[str, ...] = ("max", "mean", "attention")
+
+
+def build_view_pooling(kind: str, dim: int) -> nn.Module:
+    """The pooling named ``kind`` (``max``, ``mean`` or ``attention``) for ``dim``-wide features.
+
+    The module's forward takes ``features [B, V, D]`` and ``view_mask`` bool ``[B, V]`` and
+    returns ``[B, D]``.
+    """
+    if kind == "max":
+        return MaxViewPooling()
+    if kind == "mean":
+        return MeanViewPooling()
+    if kind == "attention":
+        return AttentionViewPooling(dim)
+    raise ValueError(f"unknown view pooling {kind!r}; choose one of: {', '.join(POOLING_KINDS)}")
