@@ -1,0 +1,102 @@
+"""The LightningModule: multi-view network, two-task loss, metrics, optimiser and schedule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mvfoul.losses import HEADS, MultiTaskLoss
+from mvfoul.models.net import MultiViewNet
+from mvfoul.training.metrics import MultiTaskScores
+from mvfoul.training.optim import build_optimizer, build_scheduler
+
+
+# The few numbers worth watching while an epoch runs; everything goes to the loggers.
+PROGRESS_BAR_METRICS = ("val/sev_acc", "val/leaderboard")
+
+
+class MultiViewFoulModule(L.LightningModule):
+    """Trains :class:`MultiViewNet` on both tasks.
+
+    The whole composed config is saved in the checkpoint's hyperparameters, so a checkpoint
+    alone is enough to rebuild the model (``MultiViewFoulModule.load_from_checkpoint``).
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": config})
+        cfg = OmegaConf.create(config)
+        self.cfg: DictConfig = cfg
+        m = cfg.model
+        self.net = MultiViewNet(
+            backbone=m.backbone,
+            pretrained=m.pretrained,
+            weights_path=m.weights_path,
+            pooling=m.pooling,
+            shared_dim=m.shared_dim,
+            dropout_rate=m.dropout_rate,
+        )
+        lo = cfg.loss
+        self.criterion = MultiTaskLoss(
+            function=lo.function,
+            focal_gamma=lo.focal_gamma,
+            focal_alpha=lo.focal_alpha,
+            label_smoothing=lo.label_smoothing,
+            severity_weight=lo.severity_weight,
+            action_weight=lo.action_weight,
+        )
+        self.train_scores = MultiTaskScores()
+        self.val_scores = MultiTaskScores()
+
+    def _scores(self, stage: str) -> MultiTaskScores:
+        return self.train_scores if stage == "train" else self.val_scores
+
+    def forward(self, video: torch.Tensor, view_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net(video, view_mask)
+
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        logits = self(batch["video"], batch["view_mask"])
+        targets = {head: batch[head] for head in HEADS}
+        loss, parts = self.criterion(logits, targets)
+        self._scores(stage).update(logits, targets)
+        batch_size = batch["video"].shape[0]
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        self.log(f"{stage}/sev_loss", parts["offence_severity"], on_epoch=True, batch_size=batch_size, sync_dist=True)
+        self.log(f"{stage}/action_loss", parts["action"], on_epoch=True, batch_size=batch_size, sync_dist=True)
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def _log_scores(self, stage: str) -> None:
+        scores = self._scores(stage).compute(stage)
+        self._scores(stage).reset()
+        # Already reduced over ranks by the confusion matrices: no second sync.
+        for name, value in scores.items():
+            self.log(name, value, prog_bar=name in PROGRESS_BAR_METRICS, sync_dist=False)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_scores("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores("val")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.cfg.training, self.net)
+        scheduler = build_scheduler(
+            self.cfg.training,
+            optimizer,
+            total_steps=int(self.trainer.estimated_stepping_batches),
+            monitor=self.cfg.experiment.monitor,
+            mode=self.cfg.experiment.mode,
+        )
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

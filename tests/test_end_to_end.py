@@ -1,0 +1,128 @@
+"""The real commands, run as a user runs them: training, multirun, real video, checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from omegaconf import OmegaConf
+
+from conftest import SMALL_SYNTHETIC, compose_config, run_command, train_command
+
+pytestmark = pytest.mark.slow
+
+# quick_test on a smaller built-in dataset, so each run takes seconds.
+QUICK = ["--config-name", "quick_test", *SMALL_SYNTHETIC]
+
+
+def run_folders(root: Path) -> list[Path]:
+    return sorted(p.parent.parent for p in root.rglob(".hydra/config.yaml"))
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_quick_test_trains_validates_and_checkpoints(tmp_path, cache_dir):
+    result = run_command(train_command(*QUICK), cwd=tmp_path, cache=cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Validation metrics" in result.stdout and "val/leaderboard" in result.stdout
+
+    (run_dir,) = run_folders(tmp_path / "outputs" / "quick_test")
+    # The run folder holds the composed config and the overrides.
+    saved = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert saved["model"]["backbone"] == "tiny" and saved["training"]["max_epochs"] == 2
+    assert "dataset.frame_size=48" in yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+
+    checkpoints = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    names = [c.name for c in checkpoints]
+    assert "last.ckpt" in names and any(n.startswith("epoch") and "val_sev_acc=" in n for n in names)
+
+    rows = read_metrics(run_dir)
+    val_rows = [r for r in rows if r.get("val/sev_acc")]
+    assert len(val_rows) == 2  # one per epoch
+    assert all(0.0 <= float(r["val/leaderboard"]) <= 100.0 for r in val_rows)
+    assert any(r.get("train/loss_epoch") for r in rows)
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+    # The run can be reproduced exactly, and kept as a named config that composes the same.
+    from mvfoul.paths import USER_CONFIGS_DIR
+    from mvfoul.runs import keep_run, rerun_command
+
+    assert rerun_command(run_dir) == "python train_hydra.py --config-name quick_test " + " ".join(SMALL_SYNTHETIC)
+    name = f"kept_{os.getpid()}"
+    kept = keep_run(run_dir, name)
+    try:
+        assert kept.parent == USER_CONFIGS_DIR
+        assert OmegaConf.to_container(compose_config(name)) == saved
+    finally:
+        kept.unlink()
+
+    # A checkpoint alone rebuilds the model: it carries the whole config.
+    from mvfoul.training.module import MultiViewFoulModule
+
+    best = next(c for c in checkpoints if c.name != "last.ckpt")
+    module = MultiViewFoulModule.load_from_checkpoint(best, map_location="cpu")
+    assert module.cfg.dataset.frame_size == 48
+    video = torch.zeros(1, 2, 3, 8, 48, 48)
+    out = module.eval()(video, torch.tensor([[True, False]]))
+    assert out["offence_severity"].shape == (1, 4) and out["action"].shape == (1, 8)
+
+
+def test_multirun_runs_one_job_per_value_in_its_own_folder(tmp_path, cache_dir):
+    result = run_command(
+        train_command(
+            "--multirun", *QUICK, "model=tiny,resnet3d", "model.pretrained=false",
+            "training.max_epochs=1", "experiment.limit_train_batches=2", "experiment.limit_val_batches=1",
+        ),
+        cwd=tmp_path,
+        cache=cache_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    folders = run_folders(tmp_path / "multirun")
+    assert len(folders) == 2
+    backbones = sorted(yaml.safe_load((f / ".hydra" / "config.yaml").read_text())["model"]["backbone"] for f in folders)
+    assert backbones == ["r3d_18", "tiny"]
+    for folder in folders:
+        assert (folder / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_single_gpu_preset_falls_back_to_cpu_with_one_warning(tmp_path, cache_dir):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: there is nothing to fall back from")
+    result = run_command(
+        train_command(*QUICK, "system=single_gpu", "experiment.fast_dev_run=true"), cwd=tmp_path, cache=cache_dir
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert output.count("no CUDA device") == 1
+
+
+def test_training_on_the_real_clips_in_the_soccernet_layout(tmp_path, cache_dir, real_sample):
+    """The real reader and decoder inside a training run: the five real actions serve as both
+    Train and Valid; the listed-but-missing clip is reported once per split, not fatal."""
+    data = tmp_path / "mvfouls"
+    data.mkdir()
+    os.symlink(real_sample / "Test", data / "Train")
+    os.symlink(real_sample / "Test", data / "valid")  # any case is found
+    result = run_command(
+        train_command(
+            f"dataset.data_dir={data}", "model=tiny", "system=cpu", "sampling=none", "freezing=none",
+            "dataset.frame_size=32", "dataset.batch_size=2", "dataset.num_workers=0",
+            "training.max_epochs=1", "training.warmup_epochs=0", "experiment.name=real",
+        ),
+        cwd=tmp_path,
+        cache=cache_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert output.count("kept 5 of 5 actions") == 2
+    assert output.count("1 of 15 listed clips missing") == 2
+    (run_dir,) = run_folders(tmp_path / "outputs" / "real")
+    assert [r for r in read_metrics(run_dir) if r.get("val/sev_acc")]

@@ -1,0 +1,159 @@
+"""Losses, metrics, optimiser groups, schedules and hardware fallback."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from conftest import compose_config
+from mvfoul.losses import MultiTaskLoss, focal_loss
+from mvfoul.models.net import MultiViewNet
+from mvfoul.training.metrics import MultiTaskScores, logged_metric_names, scores_from_confusion
+from mvfoul.training.optim import build_optimizer, build_scheduler, group_learning_rates, warmup_cosine_factor
+from mvfoul.training.trainer import checkpoint_filename, resolve_hardware
+
+# --- losses --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_focal_loss_at_gamma_zero_equals_cross_entropy(smoothing):
+    torch.manual_seed(0)
+    logits, target = torch.randn(32, 8), torch.randint(0, 8, (32,))
+    expected = F.cross_entropy(logits, target, label_smoothing=smoothing)
+    assert torch.allclose(focal_loss(logits, target, gamma=0.0, label_smoothing=smoothing), expected, atol=1e-6)
+
+
+def test_focal_loss_discounts_easy_examples_more_than_hard_ones():
+    target = torch.tensor([0])
+    easy = torch.tensor([[6.0, 0.0, 0.0, 0.0]])  # p(correct) ~ 0.99
+    hard = torch.tensor([[0.0, 2.0, 0.0, 0.0]])  # p(correct) ~ 0.1
+    ratio_easy = focal_loss(easy, target, gamma=2.0) / F.cross_entropy(easy, target)
+    ratio_hard = focal_loss(hard, target, gamma=2.0) / F.cross_entropy(hard, target)
+    assert ratio_easy < 1e-3 < 0.5 < ratio_hard < 1.0
+
+
+def test_focal_alpha_scales_the_loss():
+    logits, target = torch.randn(8, 4), torch.randint(0, 4, (8,))
+    assert torch.allclose(focal_loss(logits, target, alpha=0.25), 0.25 * focal_loss(logits, target))
+
+
+def test_task_weights_combine_the_two_heads():
+    torch.manual_seed(1)
+    logits = {"offence_severity": torch.randn(4, 4), "action": torch.randn(4, 8)}
+    targets = {"offence_severity": torch.randint(0, 4, (4,)), "action": torch.randint(0, 8, (4,))}
+    loss = MultiTaskLoss("ce", severity_weight=2.0, action_weight=0.5)
+    total, parts = loss(logits, targets)
+    assert torch.allclose(total, 2.0 * parts["offence_severity"] + 0.5 * parts["action"])
+    assert torch.allclose(parts["action"], F.cross_entropy(logits["action"], targets["action"]))
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+def test_balanced_accuracy_averages_recall_over_classes_present_in_the_truth():
+    # truth: class 0 x3, class 1 x1, class 2 absent (but predicted once)
+    confusion = torch.tensor([[2, 0, 1], [0, 1, 0], [0, 0, 0]])
+    acc, bacc = scores_from_confusion(confusion)
+    assert acc == pytest.approx(75.0)
+    assert bacc == pytest.approx(100 * (2 / 3 + 1) / 2)
+    assert all(math.isnan(x) for x in scores_from_confusion(torch.zeros(3, 3)))
+
+
+def test_multitask_scores_log_the_documented_names_and_the_leaderboard():
+    scores = MultiTaskScores()
+    targets = {"offence_severity": torch.tensor([0, 1, 2, 3]), "action": torch.tensor([0, 1, 1, 1])}
+    logits = {
+        "offence_severity": F.one_hot(torch.tensor([0, 1, 2, 2]), 4).float(),  # 3/4 right, bacc 75
+        "action": F.one_hot(torch.tensor([0, 1, 1, 0]), 8).float(),  # acc 75, bacc (1 + 2/3)/2
+    }
+    scores.update(logits, targets)
+    out = scores.compute("val")
+    assert out["val/sev_acc"] == pytest.approx(75.0)
+    assert out["val/sev_bacc"] == pytest.approx(75.0)
+    assert out["val/action_acc"] == pytest.approx(75.0)
+    assert out["val/action_bacc"] == pytest.approx(100 * (1 + 2 / 3) / 2)
+    assert out["val/leaderboard"] == pytest.approx((out["val/sev_bacc"] + out["val/action_bacc"]) / 2)
+    assert set(out) <= set(logged_metric_names())
+
+
+# --- optimiser and schedules ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_net():
+    return MultiViewNet("tiny", shared_dim=16)
+
+
+def training_cfg(**overrides):
+    cfg = compose_config("quick_test").training
+    for key, value in overrides.items():
+        cfg[key] = value
+    return cfg
+
+
+def test_head_and_backbone_groups_get_their_own_learning_rates(tiny_net):
+    opt = build_optimizer(training_cfg(learning_rate=1e-4, head_lr=1e-3, backbone_lr=None), tiny_net)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert groups["head"]["lr"] == 1e-3 and groups["backbone"]["lr"] == 1e-4
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == sum(p.numel() for p in tiny_net.parameters())
+    assert isinstance(build_optimizer(training_cfg(optimizer="sgd"), tiny_net), torch.optim.SGD)
+    assert isinstance(build_optimizer(training_cfg(optimizer="adam"), tiny_net), torch.optim.Adam)
+    assert group_learning_rates(training_cfg(learning_rate=3e-4, head_lr=None, backbone_lr=None)) == {"head": 3e-4, "backbone": 3e-4}
+
+
+def test_cosine_schedule_warms_up_then_decays_each_group_to_min_lr(tiny_net):
+    cfg = training_cfg(max_epochs=10, warmup_epochs=2.0, min_lr=1e-6, learning_rate=1e-3, head_lr=1e-2, backbone_lr=None)
+    opt = build_optimizer(cfg, tiny_net)
+    sched = build_scheduler(cfg, opt, total_steps=100, monitor="val/sev_acc", mode="max")
+    assert sched["interval"] == "step"
+    lrs = []
+    for _ in range(100):
+        lrs.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched["scheduler"].step()
+    head = [lr[0] for lr in lrs]
+    assert head[0] == pytest.approx(1e-2 / 20)  # warmup: 20 steps
+    assert head[19] == pytest.approx(1e-2)
+    assert all(a >= b for a, b in zip(head[19:], head[20:]))  # monotone decay after warmup
+    assert head[-1] < 1e-5  # the last step is almost at the floor ...
+    final = [g["lr"] for g in opt.param_groups]
+    assert final == pytest.approx([1e-6, 1e-6])  # ... which both groups reach at the end
+
+
+def test_warmup_cosine_factor_endpoints():
+    assert warmup_cosine_factor(0, 0, 10, 0.1) == pytest.approx(1.0)
+    assert warmup_cosine_factor(10, 0, 10, 0.1) == pytest.approx(0.1)
+
+
+def test_step_and_plateau_schedulers(tiny_net):
+    cfg = training_cfg(scheduler="step", step_size=3, gamma=0.5)
+    sched = build_scheduler(cfg, build_optimizer(cfg, tiny_net), 10, "val/sev_acc", "max")
+    assert isinstance(sched["scheduler"], torch.optim.lr_scheduler.StepLR) and sched["interval"] == "epoch"
+    cfg = training_cfg(scheduler="plateau")
+    sched = build_scheduler(cfg, build_optimizer(cfg, tiny_net), 10, "val/leaderboard", "max")
+    assert sched["monitor"] == "val/leaderboard"
+    assert build_scheduler(training_cfg(scheduler="none"), build_optimizer(cfg, tiny_net), 10, "x", "max") is None
+
+
+# --- trainer ------------------------------------------------------------------------------
+
+
+def test_single_gpu_without_cuda_falls_back_to_cpu_fp32_with_one_warning(caplog):
+    system = compose_config("config").system
+    with caplog.at_level(logging.WARNING, logger="mvfoul.training.trainer"):
+        hw = resolve_hardware(system, cuda_available=False)
+    assert (hw.accelerator, hw.devices, hw.precision) == ("cpu", 1, "32-true")
+    assert len(caplog.records) == 1 and "no CUDA device" in caplog.records[0].getMessage()
+    gpu = resolve_hardware(system, cuda_available=True)
+    assert (gpu.accelerator, gpu.devices, gpu.precision) == ("gpu", 1, "16-mixed")
+
+
+def test_checkpoint_names_hold_no_slash():
+    name = checkpoint_filename("val/sev_acc")
+    assert "/" not in name.replace("{val/sev_acc", "")
+    assert OmegaConf.create({"n": name}).n.startswith("epoch")
