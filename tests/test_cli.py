@@ -80,3 +80,15 @@ def test_help_lists_every_group_option_and_preset_with_its_description(run):
         assert describe(path) in out, f"--help misses the description of {path}"
     assert "--config-name" in out
     assert "_schema" not in out
+
+
+def test_unreachable_pretrained_weights_fail_fast_in_one_line(tmp_path, cache_dir):
+    # An empty torch hub cache and a proxy that refuses connections: no way to get the file.
+    env = {"TORCH_HOME": str(tmp_path / "torch"), "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    result = run_command(
+        train_command("--config-name", "quick_test", "model=resnet3d", "model.pretrained=true"),
+        cwd=tmp_path, cache=cache_dir, env=env, timeout=120,
+    )
+    line = assert_one_line_error(result, "r3d_18")
+    assert str(tmp_path / "torch" / "hub" / "checkpoints") in line
+    assert "model.weights_path" in line

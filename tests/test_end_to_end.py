@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -104,19 +105,27 @@ def test_single_gpu_preset_falls_back_to_cpu_with_one_warning(tmp_path, cache_di
     assert output.count("no CUDA device") == 1
 
 
-def test_training_on_the_real_clips_in_the_soccernet_layout(tmp_path, cache_dir, real_sample):
-    """The real reader and decoder inside a training run: the five real actions serve as both
-    Train and Valid; the listed-but-missing clip is reported once per split, not fatal."""
+def real_layout(tmp_path: Path, real_sample: Path) -> Path:
+    """A SoccerNet data folder whose Train and Valid are the five real actions."""
     data = tmp_path / "mvfouls"
     data.mkdir()
     os.symlink(real_sample / "Test", data / "Train")
     os.symlink(real_sample / "Test", data / "valid")  # any case is found
+    return data
+
+
+REAL_TINY_RUN = [
+    "model=tiny", "system=cpu", "sampling=none", "freezing=none", "dataset.frame_size=32",
+    "dataset.batch_size=2", "training.max_epochs=1", "training.warmup_epochs=0", "experiment.name=real",
+]
+
+
+def test_training_on_the_real_clips_in_the_soccernet_layout(tmp_path, cache_dir, real_sample):
+    """The real reader and decoder inside a training run: the five real actions serve as both
+    Train and Valid; the listed-but-missing clip is reported once per split, not fatal."""
+    data = real_layout(tmp_path, real_sample)
     result = run_command(
-        train_command(
-            f"dataset.data_dir={data}", "model=tiny", "system=cpu", "sampling=none", "freezing=none",
-            "dataset.frame_size=32", "dataset.batch_size=2", "dataset.num_workers=0",
-            "training.max_epochs=1", "training.warmup_epochs=0", "experiment.name=real",
-        ),
+        train_command(f"dataset.data_dir={data}", *REAL_TINY_RUN, "dataset.num_workers=0"),
         cwd=tmp_path,
         cache=cache_dir,
     )
@@ -126,3 +135,21 @@ def test_training_on_the_real_clips_in_the_soccernet_layout(tmp_path, cache_dir,
     assert output.count("1 of 15 listed clips missing") == 2
     (run_dir,) = run_folders(tmp_path / "outputs" / "real")
     assert [r for r in read_metrics(run_dir) if r.get("val/sev_acc")]
+
+
+def test_a_broken_clip_stops_the_run_with_one_line_naming_it(tmp_path, cache_dir, real_sample):
+    """Decoding happens in a DataLoader worker; its error still reaches the user as one line."""
+    data = tmp_path / "mvfouls"
+    for split in ("Train", "Valid"):
+        copy = data / split
+        shutil.copytree(real_sample / "Test", copy)
+        (copy / "action_0" / "clip_1.mp4").write_bytes(b"")  # a zero-byte download
+    result = run_command(
+        train_command(f"dataset.data_dir={data}", *REAL_TINY_RUN, "dataset.num_workers=1"),
+        cwd=tmp_path,
+        cache=cache_dir,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("mvfoul: error: ")]
+    assert "action_0/clip_1.mp4" in line and "empty (0 bytes)" in line

@@ -46,10 +46,20 @@ def _validation_message(cause: ValidationError) -> str:
     return f"{key}: {detail} (fix the value on the command line or in the YAML that sets it)"
 
 
+def _strip_worker_traceback(message: str) -> str:
+    """A DataLoader worker re-raises our error with the worker's traceback as its message:
+    keep only the original one-line message (the traceback's last line)."""
+    if "Original Traceback" not in message:
+        return message
+    last = [line for line in message.splitlines() if line.strip()][-1]
+    _, sep, original = last.partition("Error: ")
+    return original if sep else last
+
+
 def explain(exc: BaseException) -> str | None:
     """One line for an error a user can fix, or None for a bug."""
     if isinstance(exc, MvfoulError):
-        return str(exc)
+        return _strip_worker_traceback(str(exc))
     if isinstance(exc, MissingConfigException):
         return _missing_config_message(exc)
     if isinstance(exc, OverrideParseException):
