@@ -18,6 +18,7 @@ from mvfoul.data.dataset import MultiViewClipDataset, collate_views
 from mvfoul.data.synthetic import ensure_synthetic_dataset, synthetic_dataset_dir
 from mvfoul.data.transforms import ClipTransformConfig, build_clip_transform
 from mvfoul.errors import DataError
+from mvfoul.sampling import ClassBalancedSampler, task_class_ids
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,17 @@ def resolve_data_dir(dataset: DictConfig) -> Path:
 
 
 class MultiViewDataModule(L.LightningDataModule):
-    def __init__(self, dataset: DictConfig, frame_indices: Sequence[int]) -> None:
+    def __init__(
+        self, dataset: DictConfig, frame_indices: Sequence[int], sampling: DictConfig | None = None, seed: int = 0
+    ) -> None:
         super().__init__()
         self.cfg = dataset
+        self.sampling = sampling
+        self.seed = seed
         self.frame_indices = tuple(frame_indices)
         self.data_dir = resolve_data_dir(dataset)
         self.datasets: dict[str, MultiViewClipDataset] = {}
+        self.train_sampler: ClassBalancedSampler | None = None
 
     def prepare_data(self) -> None:
         # Runs once per node before setup: the only place that writes the built-in dataset.
@@ -79,18 +85,48 @@ class MultiViewDataModule(L.LightningDataModule):
         if stage in ("fit", None) and "train" not in self.datasets:
             self.datasets["train"] = self._build("train", train=True)
             self.datasets["valid"] = self._build("valid", train=False)
+            self.train_sampler = self._build_sampler()
         if stage == "validate" and "valid" not in self.datasets:
             self.datasets["valid"] = self._build("valid", train=False)
         if stage == "test" and "test" not in self.datasets:
             self.datasets["test"] = self._build("test", train=False)
 
+    def _build_sampler(self) -> ClassBalancedSampler | None:
+        """The class-balanced sampler of the training split, when sampling asks for one."""
+        s = self.sampling
+        if s is None or not s.use_class_balanced_sampler:
+            return None
+        labels = self.train_labels()
+        class_ids, names = task_class_ids(s.balance_task, labels["offence_severity"], labels["action"])
+        return ClassBalancedSampler(
+            class_ids,
+            num_classes=len(names),
+            oversample_factor=s.oversample_factor,
+            progressive=s.progressive_class_balancing,
+            start_epoch=s.progressive_start_epoch,
+            end_epoch=s.progressive_end_epoch,
+            num_samples=s.samples_per_epoch,
+            seed=self.seed,
+        )
+
+    def train_labels(self) -> dict[str, list[int]]:
+        """Each training action's labels per task (for class weights and balanced sampling)."""
+        actions = self.datasets["train"].actions
+        return {
+            "offence_severity": [a.labels.offence_severity for a in actions],
+            "action": [a.labels.action for a in actions],
+        }
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         d = self.cfg
         batch_size = d.batch_size if train or d.eval_batch_size is None else d.eval_batch_size
+        sampler = self.train_sampler if train else None
         return DataLoader(
             self.datasets[split],
             batch_size=batch_size,
-            shuffle=train,
+            # The balanced sampler draws its own order; otherwise training shuffles uniformly.
+            shuffle=train and sampler is None,
+            sampler=sampler,
             num_workers=d.num_workers,
             collate_fn=collate_views,
             pin_memory=torch.cuda.is_available(),
