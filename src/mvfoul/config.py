@@ -118,8 +118,10 @@ class TrainingConfig:
 class LossConfig:
     function: str = "focal"
     focal_gamma: float = 2.0
-    focal_alpha: Optional[float] = None
+    # null, a number in (0, 1], or "class_weights" (alpha per class = the class weights).
+    focal_alpha: Any = None
     label_smoothing: float = 0.0
+    auto_disable_label_smoothing: bool = True
     use_class_weights: bool = False
     class_weight_method: str = "effective_num"
     effective_num_beta: float = 0.99

@@ -1,12 +1,66 @@
-"""Losses of the two heads: cross-entropy and focal, with label smoothing and task weights."""
+"""Losses of the two heads: cross-entropy and focal, class weights, label smoothing, task weights.
+
+Class weights scale each sample's loss by its class's weight (and, with label smoothing, each
+class's share of the smoothed target); the batch loss is the plain mean over the batch. With
+weights normalised to mean 1 the loss keeps its scale, and focal loss at gamma 0 equals
+cross-entropy with or without weights.
+"""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mvfoul.labels import NUM_ACTION, NUM_OFFENCE_SEVERITY
+
 HEADS = ("offence_severity", "action")
+NUM_CLASSES = {"offence_severity": NUM_OFFENCE_SEVERITY, "action": NUM_ACTION}
+# loss.focal_alpha may name the class weights instead of a number.
+ALPHA_CLASS_WEIGHTS = "class_weights"
+
+
+def class_counts(labels: Sequence[int], num_classes: int) -> torch.Tensor:
+    """How many training samples each class has (labels outside [0, num_classes) are ignored)."""
+    labels = torch.as_tensor(list(labels), dtype=torch.long)
+    labels = labels[(labels >= 0) & (labels < num_classes)]
+    return torch.bincount(labels, minlength=num_classes)
+
+
+def class_weights(counts: torch.Tensor, method: str, beta: float = 0.99) -> torch.Tensor:
+    """Per-class loss weights from training counts, normalised to mean 1 over present classes.
+
+    * ``effective_num`` (Cui et al. 2019): w_c ∝ (1 - beta) / (1 - beta ** n_c) — the inverse of
+      the "effective number" of samples, which saturates for large classes;
+    * ``inverse_freq``: w_c ∝ 1 / n_c;
+    * ``balanced``: scikit-learn's N / (K * n_c). After the mean-1 normalisation it equals
+      ``inverse_freq``; both names exist because configs from the earlier trainer use them.
+
+    A class with no training sample gets weight 1: it never is a target, and leaving it out of
+    the normalisation keeps the weights of the classes that are present comparable.
+    """
+    counts = counts.to(torch.float64)
+    present = counts > 0
+    if not present.any():
+        raise ValueError("class weights need at least one labelled training sample")
+    n = counts[present]
+    if method == "effective_num":
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"effective_num_beta must be in [0, 1), got {beta}")
+        raw = (1.0 - beta) / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), n))
+    elif method == "inverse_freq":
+        raw = 1.0 / n
+    elif method == "balanced":
+        raw = n.sum() / (len(n) * n)
+    else:
+        raise ValueError(f"class_weight_method {method!r} is not one of effective_num, inverse_freq, balanced")
+    weights = torch.ones_like(counts)
+    weights[present] = raw / raw.mean()
+    return weights.to(torch.float32)
 
 
 def smoothed_targets(target: torch.Tensor, num_classes: int, label_smoothing: float) -> torch.Tensor:
@@ -21,15 +75,19 @@ def focal_loss(
     gamma: float = 2.0,
     alpha: float | None = None,
     label_smoothing: float = 0.0,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean multi-class focal loss (Lin et al. 2017) over the batch.
 
     Each class's log-likelihood term is scaled by ``(1 - p_c) ** gamma``, so confident, easy
-    examples contribute little. Written over the (smoothed) target distribution, it equals
-    ``F.cross_entropy(..., label_smoothing=...)`` exactly when ``gamma == 0``.
+    examples contribute little. Written over the (smoothed) target distribution and per-class
+    ``weight``, it equals ``F.cross_entropy(..., weight, label_smoothing, reduction="none").mean()``
+    exactly when ``gamma == 0``. ``alpha`` is a constant factor.
     """
     log_probs = F.log_softmax(logits.float(), dim=1)
     targets = smoothed_targets(target, logits.shape[1], label_smoothing)
+    if weight is not None:
+        targets = targets * weight.to(targets.device)
     modulating = (1.0 - log_probs.exp()).clamp(min=0.0).pow(gamma) if gamma else 1.0
     per_sample = -(targets * modulating * log_probs).sum(dim=1)
     if alpha is not None:
@@ -38,7 +96,11 @@ def focal_loss(
 
 
 class MultiTaskLoss(nn.Module):
-    """Weighted sum of the offence+severity and action losses."""
+    """Weighted sum of the offence+severity and action losses.
+
+    Class weights live in buffers (ones until :meth:`set_class_weights`), so a checkpoint
+    carries the weights it was trained with.
+    """
 
     def __init__(
         self,
@@ -57,16 +119,80 @@ class MultiTaskLoss(nn.Module):
         self.focal_alpha = focal_alpha
         self.label_smoothing = label_smoothing
         self.task_weights = {"offence_severity": severity_weight, "action": action_weight}
+        self.use_class_weights = False
+        for head in HEADS:
+            self.register_buffer(f"{head}_class_weights", torch.ones(NUM_CLASSES[head]))
 
-    def head_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def set_class_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        for head in HEADS:
+            getattr(self, f"{head}_class_weights").copy_(weights[head])
+        self.use_class_weights = True
+
+    def class_weights(self, head: str) -> torch.Tensor | None:
+        return getattr(self, f"{head}_class_weights") if self.use_class_weights else None
+
+    def head_loss(self, head: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weight = self.class_weights(head)
         if self.function == "ce":
-            return F.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing)
-        return focal_loss(logits, target, self.focal_gamma, self.focal_alpha, self.label_smoothing)
+            return F.cross_entropy(
+                logits.float(), target, weight=weight, label_smoothing=self.label_smoothing, reduction="none"
+            ).mean()
+        return focal_loss(logits, target, self.focal_gamma, self.focal_alpha, self.label_smoothing, weight)
 
     def forward(
         self, logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Returns the total loss and each head's unweighted loss."""
-        parts = {head: self.head_loss(logits[head], targets[head]) for head in HEADS}
+        parts = {head: self.head_loss(head, logits[head], targets[head]) for head in HEADS}
         total = sum(self.task_weights[head] * parts[head] for head in HEADS)
         return total, parts
+
+
+def uses_class_weights(loss: Any) -> bool:
+    """Whether the ``loss`` config weights classes (directly, or as focal loss's alpha)."""
+    return bool(loss.use_class_weights) or (loss.function == "focal" and loss.focal_alpha == ALPHA_CLASS_WEIGHTS)
+
+
+def scalar_focal_alpha(loss: Any) -> float | None:
+    """``loss.focal_alpha`` when it is a number (the class-weights form is handled as weights)."""
+    alpha = loss.focal_alpha
+    return None if alpha is None or alpha == ALPHA_CLASS_WEIGHTS else float(alpha)
+
+
+@dataclass(frozen=True)
+class LabelSmoothingDecision:
+    configured: float
+    effective: float
+    reason: str | None  # why it was changed; None when kept
+
+
+def resolve_label_smoothing(loss: Any, sampling: Any) -> LabelSmoothingDecision:
+    """Label smoothing is switched off when class-balanced oversampling and class weights are
+    both on: each already flattens the gradient towards rare classes, and with smoothing too
+    the rare-class signal is spread over every class. ``loss.auto_disable_label_smoothing:
+    false`` keeps it."""
+    configured = float(loss.label_smoothing)
+    oversampling = bool(sampling.use_class_balanced_sampler) and sampling.oversample_factor > 1
+    if configured > 0 and loss.auto_disable_label_smoothing and oversampling and uses_class_weights(loss):
+        reason = (
+            f"loss.label_smoothing={configured:g} switched off: class-balanced oversampling "
+            f"(sampling.oversample_factor={sampling.oversample_factor:g}) and class weights are both on and would "
+            "flatten the gradients together; set loss.auto_disable_label_smoothing=false to keep it"
+        )
+        return LabelSmoothingDecision(configured, 0.0, reason)
+    return LabelSmoothingDecision(configured, configured, None)
+
+
+def format_class_weight_table(counts: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], names: dict[str, Sequence[str]]) -> str:
+    """A small per-class table (count, weight) for each head, printed once at start."""
+    lines = []
+    for head in HEADS:
+        lines.append(f"class weights ({head}):")
+        width = max(len(n) for n in names[head])
+        for name, n, w in zip(names[head], counts[head].tolist(), weights[head].tolist()):
+            lines.append(f"  {name:<{width}}  {n:>6d}  {w:7.3f}")
+    return "\n".join(lines)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

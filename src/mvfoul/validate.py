@@ -7,7 +7,6 @@ fixes a command line in one go.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -16,8 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mvfoul import config as C
 from mvfoul.errors import ConfigError
-
-log = logging.getLogger(__name__)
+from mvfoul.losses import ALPHA_CLASS_WEIGHTS, is_number
 
 EXAMPLE_DATA_COMMAND = "python train_hydra.py dataset.data_dir=/path/to/mvfouls"
 
@@ -208,8 +206,9 @@ def _check_loss(cfg: DictConfig, p: _Problems) -> None:
     p.choice("loss.function", lo.function, C.LOSS_FUNCTIONS)
     p.choice("loss.class_weight_method", lo.class_weight_method, C.CLASS_WEIGHT_METHODS)
     p.check(lo.focal_gamma >= 0, "loss.focal_gamma", lo.focal_gamma, ">= 0")
-    if lo.focal_alpha is not None:
-        p.check(0.0 < lo.focal_alpha <= 1.0, "loss.focal_alpha", lo.focal_alpha, "in (0, 1] or null")
+    alpha = lo.focal_alpha
+    if not (alpha is None or alpha == ALPHA_CLASS_WEIGHTS or (is_number(alpha) and 0.0 < alpha <= 1.0)):
+        p.add("loss.focal_alpha", f"{alpha!r} is not allowed: expected null, a number in (0, 1], or {ALPHA_CLASS_WEIGHTS}")
     p.check(0.0 <= lo.label_smoothing < 1.0, "loss.label_smoothing", lo.label_smoothing, "in [0, 1)")
     p.check(0.0 <= lo.effective_num_beta < 1.0, "loss.effective_num_beta", lo.effective_num_beta, "in [0, 1)")
     p.check(lo.severity_weight >= 0, "loss.severity_weight", lo.severity_weight, ">= 0")
@@ -304,30 +303,3 @@ def validate_config(cfg: DictConfig) -> ResolvedRun:
         raise ConfigError(p.items)
     assert indices is not None  # a bad window is always reported above
     return ResolvedRun(frame_indices=indices)
-
-
-def pending_features(cfg: DictConfig) -> list[str]:
-    """Keys switched on whose behaviour this release does not have yet."""
-    on = []
-    if cfg.sampling.use_class_balanced_sampler:
-        on.append("sampling.use_class_balanced_sampler")
-    if cfg.sampling.use_class_balanced_sampler and cfg.sampling.progressive_class_balancing:
-        on.append("sampling.progressive_class_balancing")
-    if cfg.freezing.gradual_finetuning and cfg.freezing.freezing_strategy != "none":
-        on.append("freezing.gradual_finetuning")
-        if cfg.freezing.enable_backbone_lr_boost:
-            on.append("freezing.enable_backbone_lr_boost")
-    if cfg.loss.use_class_weights:
-        on.append("loss.use_class_weights")
-    return on
-
-
-def warn_pending_features(cfg: DictConfig) -> list[str]:
-    keys = pending_features(cfg)
-    if keys:
-        log.warning(
-            "not available yet, ignored in this run (uniform sampling, whole network trained, "
-            "unweighted loss): %s",
-            ", ".join(f"{k}=true" for k in keys),
-        )
-    return keys

@@ -4,15 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
+import logging
+
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from mvfoul.losses import HEADS, MultiTaskLoss
+from mvfoul.labels import ACTION_CLASSES, OFFENCE_SEVERITY_CLASSES
+from mvfoul.losses import (
+    HEADS,
+    MultiTaskLoss,
+    class_counts,
+    class_weights,
+    format_class_weight_table,
+    scalar_focal_alpha,
+    uses_class_weights,
+)
 from mvfoul.models.net import MultiViewNet
 from mvfoul.training.metrics import MultiTaskScores
 from mvfoul.training.optim import build_optimizer, build_scheduler
 
+
+log = logging.getLogger(__name__)
+
+CLASS_NAMES = {"offence_severity": OFFENCE_SEVERITY_CLASSES, "action": ACTION_CLASSES}
 
 # The few numbers worth watching while an epoch runs; everything goes to the loggers.
 PROGRESS_BAR_METRICS = ("val/sev_acc", "val/leaderboard")
@@ -43,13 +59,32 @@ class MultiViewFoulModule(L.LightningModule):
         self.criterion = MultiTaskLoss(
             function=lo.function,
             focal_gamma=lo.focal_gamma,
-            focal_alpha=lo.focal_alpha,
+            focal_alpha=scalar_focal_alpha(lo),
             label_smoothing=lo.label_smoothing,
             severity_weight=lo.severity_weight,
             action_weight=lo.action_weight,
         )
+        # Weights from a checkpoint's buffers are used as they are; a new run computes them in setup.
+        self.criterion.use_class_weights = uses_class_weights(lo)
         self.train_scores = MultiTaskScores()
         self.val_scores = MultiTaskScores()
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and uses_class_weights(self.cfg.loss):
+            self._set_class_weights(self.trainer.datamodule.train_labels())
+
+    def _set_class_weights(self, labels: dict[str, list[int]]) -> None:
+        """Class weights from the training split's label counts, per task."""
+        lo = self.cfg.loss
+        counts = {head: class_counts(labels[head], len(CLASS_NAMES[head])) for head in HEADS}
+        weights = {head: class_weights(counts[head], lo.class_weight_method, lo.effective_num_beta) for head in HEADS}
+        self.criterion.set_class_weights(weights)
+        self._print_class_weights(counts, weights)
+
+    @rank_zero_only
+    def _print_class_weights(self, counts: dict, weights: dict) -> None:
+        log.info("%s (%s)\n%s", "class weights", self.cfg.loss.class_weight_method,
+                 format_class_weight_table(counts, weights, CLASS_NAMES))
 
     def _scores(self, stage: str) -> MultiTaskScores:
         return self.train_scores if stage == "train" else self.val_scores
