@@ -14,7 +14,7 @@ from conftest import compose_config
 from mvfoul.losses import MultiTaskLoss, focal_loss
 from mvfoul.models.net import MultiViewNet
 from mvfoul.training.metrics import MultiTaskScores, logged_metric_names, scores_from_confusion
-from mvfoul.training.optim import build_optimizer, build_scheduler, group_learning_rates, warmup_cosine_factor
+from mvfoul.training.optim import WarmupCosineLR, build_optimizer, build_scheduler, group_learning_rates
 from mvfoul.training.trainer import checkpoint_filename, resolve_hardware
 
 # --- losses --------------------------------------------------------------------------------
@@ -125,9 +125,12 @@ def test_cosine_schedule_warms_up_then_decays_each_group_to_min_lr(tiny_net):
     assert final == pytest.approx([1e-6, 1e-6])  # ... which both groups reach at the end
 
 
-def test_warmup_cosine_factor_endpoints():
-    assert warmup_cosine_factor(0, 0, 10, 0.1) == pytest.approx(1.0)
-    assert warmup_cosine_factor(10, 0, 10, 0.1) == pytest.approx(0.1)
+def test_warmup_cosine_endpoints():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = WarmupCosineLR(opt, warmup_steps=0, total_steps=10, min_lr=0.01)
+    assert sched.lr_at(0, 0.1) == pytest.approx(0.1)
+    assert sched.lr_at(10, 0.1) == pytest.approx(0.01)
+    assert sched.lr_at(20, 0.1) == pytest.approx(0.01)  # stays at the floor past the end
 
 
 def test_step_and_plateau_schedulers(tiny_net):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -36,15 +36,30 @@ def build_optimizer(training: DictConfig, net: MultiViewNet) -> torch.optim.Opti
     raise ValueError(f"training.optimizer {name!r} is not one of adamw, adam, sgd")
 
 
-def warmup_cosine_factor(
-    step: int, warmup_steps: int, total_steps: int, floor: float
-) -> float:
-    """LR multiplier at ``step``: linear warmup to 1, then cosine decay to ``floor``."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
+    """Per step: linear warmup from ~0 to each group's base LR, then cosine decay to ``min_lr``.
+
+    ``min_lr`` is absolute and the LR is computed from ``base_lrs`` at every step, so a group
+    whose base LR changes mid-run (the backbone LR boost) keeps the same schedule shape and
+    floor.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr: float) -> None:
+        self.warmup_steps = max(0, int(warmup_steps))
+        self.total_steps = max(1, int(total_steps))
+        self.min_lr = float(min_lr)
+        super().__init__(optimizer)
+
+    def lr_at(self, step: int, base_lr: float) -> float:
+        if step < self.warmup_steps:
+            return base_lr * (step + 1) / self.warmup_steps
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        floor = min(self.min_lr, base_lr)
+        return floor + (base_lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def get_lr(self) -> list[float]:
+        return [self.lr_at(self.last_epoch, base) for base in self.base_lrs]
 
 
 def build_scheduler(
@@ -61,14 +76,7 @@ def build_scheduler(
     if name == "cosine":
         steps_per_epoch = max(1, total_steps // max(1, training.max_epochs))
         warmup_steps = int(round(training.warmup_epochs * steps_per_epoch))
-        lambdas: list[Callable[[int], float]] = []
-        for group in optimizer.param_groups:
-            # min_lr is absolute: each group decays to the same floor from its own rate.
-            floor = min(1.0, training.min_lr / group["lr"])
-            lambdas.append(
-                lambda step, f=floor: warmup_cosine_factor(step, warmup_steps, total_steps, f)
-            )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+        scheduler = WarmupCosineLR(optimizer, warmup_steps, total_steps, training.min_lr)
         return {"scheduler": scheduler, "interval": "step", "name": "lr"}
     if name == "step":
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=training.step_size, gamma=training.gamma)
