@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import re
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from conftest import compose_config
 from mvfoul import config as C
 from mvfoul.errors import ConfigError
 from mvfoul.paths import CONF_DIR, PRESETS_DIR
-from mvfoul.validate import pending_features, validate_config, warn_pending_features, with_schema
+from mvfoul.validate import validate_config, with_schema
 
 GROUP_DIRS = {group: CONF_DIR / group for group in C.GROUP_SCHEMAS}
 
@@ -247,20 +246,3 @@ def test_a_saved_config_without_schema_is_still_type_checked():
     plain.training.learning_rate = "fast"
     with pytest.raises(ValidationError):
         with_schema(plain)
-
-
-def test_behaviour_not_built_yet_is_announced_in_one_warning_line(caplog):
-    cfg = compose_config("production")
-    keys = pending_features(cfg)
-    assert keys == [
-        "sampling.use_class_balanced_sampler",
-        "sampling.progressive_class_balancing",
-        "freezing.gradual_finetuning",
-        "freezing.enable_backbone_lr_boost",
-        "loss.use_class_weights",
-    ]
-    with caplog.at_level(logging.WARNING, logger="mvfoul.validate"):
-        warn_pending_features(cfg)
-    (record,) = caplog.records
-    assert all(k in record.getMessage() for k in keys)
-    assert pending_features(quick()) == []

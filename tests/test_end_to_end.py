@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from pathlib import Path
@@ -153,3 +154,39 @@ def test_a_broken_clip_stops_the_run_with_one_line_naming_it(tmp_path, cache_dir
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("mvfoul: error: ")]
     assert "action_0/clip_1.mp4" in line and "empty (0 bytes)" in line
+
+
+def test_a_run_with_every_optimisation_on_completes_and_records_them(tmp_path, cache_dir):
+    result = run_command(
+        train_command(
+            *QUICK, "sampling=progressive", "freezing=progressive", "loss=focal", "loss.use_class_weights=true",
+            "loss.label_smoothing=0.1", "freezing.unfreeze_schedule=[1,2]", "freezing.unfreeze_blocks=2",
+            "sampling.progressive_end_epoch=2", "training.max_epochs=3", "experiment.name=all_on",
+        ),
+        cwd=tmp_path,
+        cache=cache_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "class weights (offence_severity):" in output
+    assert output.count("backbone LR boost") == 1
+    assert output.count("loss.label_smoothing=0.1 switched off") == 1
+
+    (run_dir,) = run_folders(tmp_path / "outputs" / "all_on")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["effective"]["loss.label_smoothing"]["effective"] == 0.0
+    assert summary["epochs_completed"] == 3 and summary["best"]["epoch"] in (0, 1, 2)
+
+    rows = read_metrics(run_dir)
+    by_epoch = {}
+    for row in rows:
+        for key, value in row.items():
+            if value and key.startswith(("sampling/", "freezing/")):
+                by_epoch.setdefault(int(row["epoch"]), {})[key] = float(value)
+    # The ramp: natural at epoch 0, halfway at 1, the capped target from epoch 2.
+    assert [by_epoch[e]["sampling/balance_fraction"] for e in range(3)] == [0.0, 0.5, 1.0]
+    red = [by_epoch[e]["sampling/sev/offence_red_card"] for e in range(3)]
+    assert red[0] < red[1] < red[2]
+    # Unfreezing: 0 blocks, then 2 (half: the boost), then all 4.
+    assert [by_epoch[e]["freezing/trainable_blocks"] for e in range(3)] == [0.0, 2.0, 4.0]
+    assert [by_epoch[e]["freezing/backbone_lr_boost"] for e in range(3)] == [0.0, 1.0, 0.0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 import warnings
 from pathlib import Path
@@ -13,7 +12,8 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from mvfoul.validate import validate_config, warn_pending_features, with_schema
+from mvfoul.losses import resolve_label_smoothing
+from mvfoul.validate import validate_config, with_schema
 
 log = logging.getLogger(__name__)
 
@@ -64,37 +64,68 @@ def print_summary(metrics: dict[str, float], best_path: str, best_score: float |
     console.print(f"best {monitor}: {best}  checkpoint: {best_path or 'none'}  ({elapsed:.0f} s)")
 
 
+def apply_automatic_changes(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """Settings mvfoul changes by rule; each is logged once and recorded in summary.json."""
+    changes: dict[str, dict[str, Any]] = {}
+    smoothing = resolve_label_smoothing(cfg.loss, cfg.sampling)
+    if smoothing.reason:
+        log.info(smoothing.reason)
+        cfg.loss.label_smoothing = smoothing.effective
+        changes["loss.label_smoothing"] = {
+            "configured": smoothing.configured, "effective": smoothing.effective, "reason": smoothing.reason,
+        }
+    return changes
+
+
 def train(cfg: DictConfig) -> float | None:
     """Validate ``cfg``, train, and return the best value of ``experiment.monitor``."""
     started = time.monotonic()
     cfg = with_schema(cfg)
     resolved = validate_config(cfg)
-    warn_pending_features(cfg)
 
     # Imported after validation so that a bad config fails before the heavy imports.
     from mvfoul.data.datamodule import MultiViewDataModule
     from mvfoul.training.module import MultiViewFoulModule
+    from mvfoul.training.summary import EpochHistory, git_commit, write_summary
     from mvfoul.training.trainer import build_trainer
 
     route_lightning_logs_through_root()
     silence_known_noise()
     L.seed_everything(cfg.system.seed, workers=True, verbose=False)
     run_dir = hydra_run_dir()
+    changes = apply_automatic_changes(cfg)
+    # The checkpoint carries the effective config: what the model was really trained with.
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    datamodule = MultiViewDataModule(cfg.dataset, resolved.frame_indices)
+    datamodule = MultiViewDataModule(cfg.dataset, resolved.frame_indices, cfg.sampling, seed=cfg.system.seed)
     module = MultiViewFoulModule(config)
-    trainer = build_trainer(cfg, run_dir, config)
+    history = EpochHistory()
+    trainer = build_trainer(cfg, run_dir, config, extra_callbacks=[history])
     log.info("run folder: %s", run_dir)
     trainer.fit(module, datamodule=datamodule)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     checkpoint = trainer.checkpoint_callback
-    best_score = None
-    best_path = ""
-    if checkpoint is not None and getattr(checkpoint, "best_model_score", None) is not None:
-        best_score = float(checkpoint.best_model_score)
-        best_path = checkpoint.best_model_path
-    print_summary(metrics, best_path, best_score, cfg.experiment.monitor, time.monotonic() - started)
-    if best_score is None or math.isnan(best_score):
-        return metrics.get(cfg.experiment.monitor)
-    return best_score
+    best_epoch, best_value = history.best(cfg.experiment.monitor, cfg.experiment.mode)
+    best_path = getattr(checkpoint, "best_model_path", "") or ""
+    last_path = getattr(checkpoint, "last_model_path", "") or ""
+    elapsed = time.monotonic() - started
+    if trainer.is_global_zero:
+        write_summary(
+            run_dir / "summary.json",
+            {
+                "experiment": cfg.experiment.name,
+                "run_dir": str(run_dir),
+                "monitor": cfg.experiment.monitor,
+                "mode": cfg.experiment.mode,
+                "best": {"value": best_value, "epoch": best_epoch, "checkpoint": best_path or None},
+                "last_checkpoint": last_path or None,
+                "epochs_completed": len(history.epochs),
+                "final_metrics": metrics,
+                "history": {str(e): m for e, m in sorted(history.epochs.items())},
+                "wall_time_s": round(elapsed, 1),
+                "effective": changes,
+                **git_commit(),
+            },
+        )
+    print_summary(metrics, best_path, best_value, cfg.experiment.monitor, elapsed)
+    return best_value

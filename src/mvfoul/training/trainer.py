@@ -103,8 +103,20 @@ def _batch_limit(value: int | float) -> int | float | None:
     return None if isinstance(value, float) and value == 1.0 else value
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> L.Trainer:
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, config: dict[str, Any], extra_callbacks: list[Callback] = ()
+) -> L.Trainer:
+    from mvfoul.training.balancing import build_sampling_callback
+    from mvfoul.training.freezing import build_freezing_callback, ddp_unfreezing_problem
+
     hw = resolve_hardware(cfg.system)
+    problem = ddp_unfreezing_problem(hw.strategy, cfg, devices=hw.devices * hw.num_nodes)
+    if problem:
+        log.warning(problem)
+    # Freezing first: it may boost the backbone LR at an epoch start, and LearningRateMonitor
+    # (in build_callbacks) should log the LR the epoch really uses.
+    scheduling = [c for c in (build_freezing_callback(cfg), build_sampling_callback(cfg)) if c is not None]
+    callbacks = scheduling + build_callbacks(cfg.experiment, run_dir) + list(extra_callbacks)
     e, t = cfg.experiment, cfg.training
     clip = t.gradient_clip_val if t.gradient_clip_val else None
     return L.Trainer(
@@ -117,7 +129,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> L.T
         gradient_clip_val=clip,
         accumulate_grad_batches=t.accumulate_grad_batches,
         deterministic=cfg.system.deterministic,
-        callbacks=build_callbacks(e, run_dir),
+        callbacks=callbacks,
         logger=build_loggers(e, run_dir, config),
         log_every_n_steps=e.log_every_n_steps,
         fast_dev_run=e.fast_dev_run,

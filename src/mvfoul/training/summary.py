@@ -1,0 +1,78 @@
+"""What a run leaves behind besides checkpoints: per-epoch history and ``summary.json``."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from mvfoul.paths import PROJECT_ROOT
+
+
+class EpochHistory(Callback):
+    """Every epoch's epoch-level metrics, by epoch (train and validation).
+
+    Lightning reduces epoch metrics after the epoch-end hooks have run, so each is read in the
+    first hook that sees it: validation metrics in ``on_validation_end``, an epoch's training
+    metrics when the next epoch starts or training ends.
+    """
+
+    def __init__(self) -> None:
+        self.epochs: dict[int, dict[str, float]] = {}
+        self._pending_train_epoch: int | None = None
+
+    def _record(self, trainer: L.Trainer, epoch: int, prefix: str) -> None:
+        row = self.epochs.setdefault(epoch, {})
+        for name, value in trainer.callback_metrics.items():
+            if name.startswith(prefix) and not name.endswith("_step") and value.numel() == 1:
+                row[name.removesuffix("_epoch")] = float(value)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._record(trainer, trainer.current_epoch, "val/")
+
+    def _flush_train(self, trainer: L.Trainer) -> None:
+        if self._pending_train_epoch is not None:
+            self._record(trainer, self._pending_train_epoch, "train/")
+            self._pending_train_epoch = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush_train(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pending_train_epoch = trainer.current_epoch
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush_train(trainer)
+
+    def best(self, monitor: str, mode: str) -> tuple[int | None, float | None]:
+        """(epoch, value) of the best monitored value; NaN epochs never win."""
+        scored = [(e, m[monitor]) for e, m in self.epochs.items() if monitor in m and not math.isnan(m[monitor])]
+        if not scored:
+            return None, None
+        pick = max if mode == "max" else min
+        return pick(scored, key=lambda item: item[1])
+
+
+def git_commit() -> dict[str, Any]:
+    """The project's commit and whether the tree had local changes (None outside a checkout)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        return {"git_commit": commit, "git_dirty": bool(dirty)}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    path.write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n", encoding="utf-8")
