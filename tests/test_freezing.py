@@ -32,7 +32,7 @@ from mvfoul.training.freezing import (
     ddp_unfreezing_problem,
 )
 from mvfoul.training.module import MultiViewFoulModule
-from mvfoul.training.optim import build_optimizer, build_scheduler
+from mvfoul.training.optim import configure_optimization
 
 # Lightning's advice for real runs (worker count, log interval) is noise for in-memory batches.
 pytestmark = pytest.mark.filterwarnings(
@@ -124,15 +124,7 @@ class TinyModule(L.LightningModule):
             self.log(self.cfg.experiment.monitor, float(self.monitor_values[self.current_epoch]))
 
     def configure_optimizers(self) -> Any:  # exactly as MultiViewFoulModule
-        optimizer = build_optimizer(self.cfg.training, self.net)
-        scheduler = build_scheduler(
-            self.cfg.training,
-            optimizer,
-            total_steps=int(self.trainer.estimated_stepping_batches),
-            monitor=self.cfg.experiment.monitor,
-            mode=self.cfg.experiment.mode,
-        )
-        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return configure_optimization(self.cfg, self.net, int(self.trainer.estimated_stepping_batches))
 
     def first_step(self, epoch: int) -> dict[str, Any]:
         return next(s for s in self.steps if s["epoch"] == epoch)

@@ -20,14 +20,15 @@
   already in the ``"backbone"`` group (frozen ones have no gradient, so the optimiser skips
   them). Unfreezing only flips ``requires_grad`` and the BatchNorm mode; the parameters then train
   at that group's current LR, under the running scheduler. BaseFinetuning's usual
-  ``unfreeze_and_add_param_group`` would add groups the LambdaLR schedule does not know about,
+  ``unfreeze_and_add_param_group`` would add groups the running schedule does not know about,
   so its ``on_train_epoch_start`` and ``on_fit_start`` (which store and restore those groups)
   are overridden here.
 * **backbone LR boost** (``enable_backbone_lr_boost``): once at least half of the backbone's
   blocks are trainable, the backbone group's base LR becomes ``head_lr *
   backbone_lr_ratio_after_half``, exactly once; its current LR becomes the new base times the
-  schedule's current multiplier (current LR / old base), and the scheduler's ``base_lrs`` and the
-  group's ``initial_lr`` are updated so the schedule continues from the new base.
+  schedule's current multiplier (current LR / old base) — for the warmup-cosine schedule, whose
+  floor is absolute, the schedule's value at the new base — and the scheduler's ``base_lrs`` and
+  the group's ``initial_lr`` are updated so the schedule continues from the new base.
 
 Logged every train epoch (through ``pl_module.log``): ``freezing/trainable_blocks``,
 ``freezing/backbone_trainable_fraction`` (trainable backbone parameters / all backbone

@@ -23,7 +23,7 @@ from mvfoul.losses import (
 )
 from mvfoul.models.net import MultiViewNet
 from mvfoul.training.metrics import MultiTaskScores
-from mvfoul.training.optim import build_optimizer, build_scheduler
+from mvfoul.training.optim import configure_optimization
 
 
 log = logging.getLogger(__name__)
@@ -124,14 +124,4 @@ class MultiViewFoulModule(L.LightningModule):
         self._log_scores("val")
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.cfg.training, self.net)
-        scheduler = build_scheduler(
-            self.cfg.training,
-            optimizer,
-            total_steps=int(self.trainer.estimated_stepping_batches),
-            monitor=self.cfg.experiment.monitor,
-            mode=self.cfg.experiment.mode,
-        )
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return configure_optimization(self.cfg, self.net, int(self.trainer.estimated_stepping_batches))

@@ -87,3 +87,12 @@ def build_scheduler(
         )
         return {"scheduler": scheduler, "interval": "epoch", "monitor": monitor, "name": "lr"}
     raise ValueError(f"training.scheduler {name!r} is not one of cosine, step, plateau, none")
+
+
+def configure_optimization(cfg: DictConfig, net: MultiViewNet, total_steps: int) -> Any:
+    """What ``LightningModule.configure_optimizers`` returns for the composed config ``cfg``."""
+    optimizer = build_optimizer(cfg.training, net)
+    scheduler = build_scheduler(
+        cfg.training, optimizer, total_steps=total_steps, monitor=cfg.experiment.monitor, mode=cfg.experiment.mode
+    )
+    return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
