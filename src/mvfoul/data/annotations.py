@@ -10,6 +10,11 @@ The layout is the official one::
 count, and their class indices, is decided by :func:`mvfoul.labels.official_labels`, so training
 and scoring see exactly the actions the official evaluator sees. Nothing is skipped silently:
 every dropped action and missing clip lands in the :class:`SplitReport`.
+
+Every annotation source (this JSON, or the CSV of :mod:`mvfoul.data.csv_annotations`) is first
+turned into :class:`RawAction` records (id, raw label strings, listed clip paths); one function,
+:func:`build_actions`, then applies the rules and checks the clips on disk, so both formats give
+identical actions and reports.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Iterable
 
 from mvfoul.errors import DataError
 from mvfoul.labels import OfficialLabels, official_labels
@@ -28,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "valid", "test", "chall")
 ANNOTATIONS_FILE = "annotations.json"
+LABEL_FIELDS = ("Action class", "Offence", "Severity")  # the raw label strings of an entry
 _ACTION_FOLDER = re.compile(r"^action_(\d+)$")
 _CLIP_FILE = re.compile(r"^clip_(\d+)\.mp4$")
 
@@ -45,7 +51,7 @@ class Action:
 class SplitReport:
     """What reading a split kept and what it left out, so nothing is dropped silently."""
 
-    split_dir: Path
+    split_dir: Path  # the split folder read, or the CSV file for read_csv_annotations
     listed_actions: int
     listed_clips: int
     missing_clips: list[Path] = field(default_factory=list)  # listed but absent on disk
@@ -100,46 +106,60 @@ def find_split_dir(data_dir: str | Path, split: str) -> Path:
     )
 
 
-def read_soccernet_split(
-    split_dir: Path, labelled: bool = True
-) -> tuple[list[Action], SplitReport]:
-    """Read one split folder into actions (in the order of the JSON) and a report.
+@dataclass(frozen=True)
+class RawAction:
+    """One listed action as an annotation source states it, before the rules and the disk.
 
-    With ``labelled=False`` (the challenge split) labels are ``None`` and no label rule applies;
-    if such a split has no ``annotations.json`` its ``action_*`` folders are listed instead.
-    Only the actions that survive the label rules are checked for clips on disk: a missing clip
-    of an action that is dropped anyway changes nothing.
+    Both readers (``annotations.json`` here, CSV in :mod:`mvfoul.data.csv_annotations`) turn
+    their file into these and hand them to :func:`build_actions`, so the official rules and the
+    missing-clip accounting exist once.
     """
-    split_dir = Path(split_dir)
-    if not split_dir.is_dir():
-        raise DataError(f"split folder {split_dir} does not exist; check dataset.data_dir")
-    annotations_path = split_dir / ANNOTATIONS_FILE
-    if not labelled and not annotations_path.exists():
-        return _read_action_folders(split_dir)
 
-    raw_actions = _load_actions(annotations_path)
+    action_id: str
+    clips: tuple[Path, ...]  # every listed view file, in view order, whether on disk or not
+    labels: tuple[str, str, str] | None = None  # raw (action class, offence, severity) strings
+
+
+def build_actions(
+    source: Path, raw_actions: Iterable[RawAction], labelled: bool = True
+) -> tuple[list[Action], SplitReport]:
+    """Apply the official label rules and check clips on disk: actions (in the given order) and a
+    report whose ``split_dir`` is ``source`` (the split folder, or the CSV file).
+
+    With ``labelled=True`` an action is dropped (reason in ``dropped_by_rules``) when
+    :func:`~mvfoul.labels.official_labels` rejects its raw strings; with ``labelled=False`` labels
+    are ``None`` and no rule applies. Only the actions that survive the rules are checked for clips
+    on disk: a missing clip of an action dropped anyway changes nothing. Missing clips are counted
+    and logged in one warning line; the existing views are kept; an action left without any view
+    is dropped and counted.
+    """
+    raw_actions = list(raw_actions)
     report = SplitReport(
-        split_dir=split_dir,
+        split_dir=source,
         listed_actions=len(raw_actions),
-        listed_clips=sum(len(_clip_urls(annotations_path, k, v)) for k, v in raw_actions.items()),
+        listed_clips=sum(len(raw.clips) for raw in raw_actions),
     )
     actions: list[Action] = []
-    for action_id, entry in raw_actions.items():
+    for raw in raw_actions:
         labels: OfficialLabels | None = None
         if labelled:
-            verdict = official_labels(*_raw_label_strings(annotations_path, action_id, entry))
+            if raw.labels is None:
+                raise DataError(
+                    f"{source}: action {raw.action_id!r} has no labels; read an unlabelled "
+                    f"(challenge) split with labelled=False"
+                )
+            verdict = official_labels(*raw.labels)
             if isinstance(verdict, str):
-                report.dropped_by_rules[action_id] = verdict
+                report.dropped_by_rules[raw.action_id] = verdict
                 continue
             labels = verdict
         clips: list[Path] = []
-        for url in _clip_urls(annotations_path, action_id, entry):
-            clip = _url_to_path(split_dir, url)
+        for clip in raw.clips:
             (clips if clip.is_file() else report.missing_clips).append(clip)
         if not clips:
-            report.dropped_no_view.append(action_id)
+            report.dropped_no_view.append(raw.action_id)
             continue
-        actions.append(Action(action_id=action_id, clips=tuple(clips), labels=labels))
+        actions.append(Action(action_id=raw.action_id, clips=tuple(clips), labels=labels))
 
     if report.missing_clips:
         # One line for the whole split: a partial download can miss hundreds of clips, and one
@@ -147,13 +167,55 @@ def read_soccernet_split(
         logger.warning(
             "%s: %d of %d listed clips are missing on disk (e.g. %s); keeping the views that "
             "exist, %d action(s) left with no view dropped",
-            split_dir,
+            source,
             len(report.missing_clips),
             report.listed_clips,
             report.missing_clips[0],
             len(report.dropped_no_view),
         )
     return actions, report
+
+
+def read_soccernet_split(
+    split_dir: Path, labelled: bool = True
+) -> tuple[list[Action], SplitReport]:
+    """Read one split folder into actions (in the order of the JSON) and a report.
+
+    With ``labelled=False`` (the challenge split) labels are ``None`` and no label rule applies;
+    if such a split has no ``annotations.json`` its ``action_*`` folders are listed instead.
+    The rules and the missing-clip accounting are :func:`build_actions`'.
+    """
+    split_dir = Path(split_dir)
+    if not split_dir.is_dir():
+        raise DataError(f"split folder {split_dir} does not exist; check dataset.data_dir")
+    if not labelled and not (split_dir / ANNOTATIONS_FILE).exists():
+        return _read_action_folders(split_dir)
+    return build_actions(split_dir, read_raw_split(split_dir, labelled), labelled)
+
+
+def read_raw_split(split_dir: Path, labelled: bool = True) -> list[RawAction]:
+    """The actions listed in ``<split_dir>/annotations.json``, in its order, as they stand: clip
+    URLs mapped to ``<split_dir>/action_N/clip_K.mp4``, label strings raw, nothing filtered.
+
+    With ``labelled=True`` every action must carry the three label strings (a one-line DataError
+    otherwise); with ``labelled=False`` they are kept where all three are present, else ``None``.
+    """
+    split_dir = Path(split_dir)
+    annotations_path = split_dir / ANNOTATIONS_FILE
+    raw_actions: list[RawAction] = []
+    for action_id, entry in _load_actions(annotations_path).items():
+        urls = _clip_urls(annotations_path, action_id, entry)
+        labels = None
+        if labelled or _has_label_strings(entry):
+            labels = _raw_label_strings(annotations_path, action_id, entry)
+        raw_actions.append(
+            RawAction(action_id, tuple(_url_to_path(split_dir, url) for url in urls), labels)
+        )
+    return raw_actions
+
+
+def _has_label_strings(entry: Any) -> bool:
+    return isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in LABEL_FIELDS)
 
 
 def _load_actions(path: Path) -> dict[str, Any]:
@@ -194,8 +256,7 @@ def _clip_urls(path: Path, action_id: str, entry: Any) -> list[str]:
 
 
 def _raw_label_strings(path: Path, action_id: str, entry: dict[str, Any]) -> tuple[str, str, str]:
-    keys = ("Action class", "Offence", "Severity")
-    missing = [k for k in keys if not isinstance(entry.get(k), str)]
+    missing = [k for k in LABEL_FIELDS if not isinstance(entry.get(k), str)]
     if missing:
         raise DataError(
             f"annotations file {path}: action {action_id!r} lacks the label field(s) "
