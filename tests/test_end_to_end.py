@@ -190,3 +190,45 @@ def test_a_run_with_every_optimisation_on_completes_and_records_them(tmp_path, c
     # Unfreezing: 0 blocks, then 2 (half: the boost), then all 4.
     assert [by_epoch[e]["freezing/trainable_blocks"] for e in range(3)] == [0.0, 2.0, 4.0]
     assert [by_epoch[e]["freezing/backbone_lr_boost"] for e in range(3)] == [0.0, 1.0, 0.0]
+
+
+def test_skipping_a_broken_clip_trains_on_and_reports_it_every_epoch(tmp_path, cache_dir, real_sample):
+    data = tmp_path / "mvfouls"
+    for split in ("Train", "Valid"):
+        shutil.copytree(real_sample / "Test", data / split)
+        (data / split / "action_0" / "clip_1.mp4").write_bytes(b"")  # a zero-byte download
+    result = run_command(
+        train_command(f"dataset.data_dir={data}", *REAL_TINY_RUN, "dataset.num_workers=1",
+                      "dataset.on_decode_error=skip", "training.max_epochs=2"),
+        cwd=tmp_path,
+        cache=cache_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    # Validation uses every view, so the broken one is met (and reported) in each epoch.
+    assert output.count("val epoch 0: 1 unreadable view(s) skipped") == 1
+    assert output.count("val epoch 1: 1 unreadable view(s) skipped") == 1
+    assert "action_0/clip_1.mp4" in output
+    (run_dir,) = run_folders(tmp_path / "outputs" / "real")
+    skipped = [float(r["val/data_skipped_views"]) for r in read_metrics(run_dir) if r.get("val/data_skipped_views")]
+    assert skipped == [1.0, 1.0]
+
+
+def test_training_from_csv_annotations_with_a_frame_cache(tmp_path, cache_dir, real_sample):
+    from mvfoul.data.csv_annotations import split_to_csv
+
+    data = tmp_path / "mvfouls"
+    data.mkdir()
+    os.symlink(real_sample / "Test", data / "Test")
+    split_to_csv(data / "Test", data / "actions.csv")
+    frames = tmp_path / "frames"
+    result = run_command(
+        train_command(f"dataset.data_dir={data}", *REAL_TINY_RUN, "dataset.train_csv=actions.csv",
+                      "dataset.val_csv=actions.csv", f"dataset.cache_dir={frames}", "dataset.num_workers=0"),
+        cwd=tmp_path,
+        cache=cache_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert output.count("actions.csv: kept 5 of 5 actions") == 2
+    assert len(list(frames.rglob("*.npy"))) == 14  # validation met every view

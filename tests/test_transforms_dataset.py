@@ -18,7 +18,9 @@ from mvfoul.data.transforms import (
     ClipTransformConfig,
     build_clip_transform,
 )
-from mvfoul.data.video import DecodedClip, window_frame_indices
+from mvfoul.data.frames import ClipLoader, LoadedClip
+from mvfoul.data.video import window_frame_indices
+from mvfoul.errors import DataError
 from mvfoul.labels import OfficialLabels
 
 WINDOW = window_frame_indices(63, 87, 17)
@@ -114,17 +116,21 @@ def test_transform_rejects_channels_first_or_float_input():
 
 
 class _FakeDecoder:
-    """Frames filled with the clip's number (clip_<n>), so a sample shows which views it drew."""
+    """Frames filled with the clip's number (clip_<n>), so a sample shows which views it drew.
+    Clips listed in ``broken`` fail as a damaged file would."""
 
-    def __init__(self, padded: int = 0) -> None:
+    def __init__(self, padded: int = 0, broken: Sequence[str] = ()) -> None:
         self.calls = 0
         self.padded = padded
+        self.broken = set(broken)
 
-    def __call__(self, path: str | Path, indices: Sequence[int]) -> DecodedClip:
+    def __call__(self, path: str | Path) -> LoadedClip:
         self.calls += 1
+        if str(path) in self.broken:
+            raise DataError(f"video {path} is empty (0 bytes); re-download it")
         value = int(Path(path).stem.split("_")[1])
-        frames = torch.full((len(indices), 8, 8, 3), value, dtype=torch.uint8)
-        return DecodedClip(frames=frames, padded=self.padded)
+        frames = torch.full((len(WINDOW), 8, 8, 3), value, dtype=torch.uint8)
+        return LoadedClip(frames=frames, padded=self.padded, cached=False)
 
 
 def _identity_transform(frames: torch.Tensor) -> torch.Tensor:
@@ -143,14 +149,12 @@ def _views_drawn(sample: dict) -> list[int]:
 
 def test_construction_reads_nothing():
     decoder = _FakeDecoder()
-    dataset = MultiViewClipDataset([_action("0", 3)], WINDOW, _identity_transform, None, decoder)
+    dataset = MultiViewClipDataset([_action("0", 3)], decoder, _identity_transform, None)
     assert len(dataset) == 1 and decoder.calls == 0
 
 
 def test_views_per_sample_draws_distinct_random_views_reproducibly():
-    dataset = MultiViewClipDataset(
-        [_action("0", 4)], WINDOW, _identity_transform, views_per_sample=2, decode=_FakeDecoder()
-    )
+    dataset = MultiViewClipDataset([_action("0", 4)], _FakeDecoder(), _identity_transform, views_per_sample=2)
     torch.manual_seed(123)
     draws = [_views_drawn(dataset[0]) for _ in range(20)]
     assert all(len(d) == 2 and d[0] < d[1] for d in draws)  # distinct, in annotation order
@@ -161,16 +165,16 @@ def test_views_per_sample_draws_distinct_random_views_reproducibly():
 
 def test_fewer_views_than_requested_uses_all_and_none_means_all():
     decoder = _FakeDecoder()
-    few = MultiViewClipDataset([_action("0", 2)], WINDOW, _identity_transform, 3, decoder)
+    few = MultiViewClipDataset([_action("0", 2)], decoder, _identity_transform, 3)
     assert _views_drawn(few[0]) == [0, 1]
-    every = MultiViewClipDataset([_action("0", 4)], WINDOW, _identity_transform, None, decoder)
+    every = MultiViewClipDataset([_action("0", 4)], decoder, _identity_transform, None)
     assert _views_drawn(every[0]) == [0, 1, 2, 3]
 
 
 def test_sample_carries_labels_padding_count_and_unlabelled_minus_one():
     decoder = _FakeDecoder(padded=2)
     actions = [_action("7", 3), _action("8", 2, labelled=False)]
-    dataset = MultiViewClipDataset(actions, WINDOW, _identity_transform, None, decoder)
+    dataset = MultiViewClipDataset(actions, decoder, _identity_transform, None)
     labelled, unlabelled = dataset[0], dataset[1]
     assert (labelled["offence_severity"], labelled["action"], labelled["action_id"]) == (2, 3, "7")
     assert labelled["num_padded_frames"] == 6  # 2 per view, 3 views
@@ -179,7 +183,7 @@ def test_sample_carries_labels_padding_count_and_unlabelled_minus_one():
 
 def test_collate_pads_views_with_zeros_and_masks_them():
     actions = [_action("0", 2), _action("1", 4), _action("2", 3, labelled=False)]
-    dataset = MultiViewClipDataset(actions, WINDOW, _identity_transform, None, _FakeDecoder(1))
+    dataset = MultiViewClipDataset(actions, _FakeDecoder(1), _identity_transform, None)
     loader = DataLoader(dataset, batch_size=3, collate_fn=collate_views)
     batch = next(iter(loader))
 
@@ -211,7 +215,7 @@ def real_actions() -> list[Action]:
 
 def test_real_fixture_eval_batch(real_actions):
     transform = build_clip_transform(ClipTransformConfig(frame_size=32), train=False)
-    dataset = MultiViewClipDataset(real_actions, WINDOW, transform, views_per_sample=None)
+    dataset = MultiViewClipDataset(real_actions, ClipLoader(WINDOW, 36), transform, views_per_sample=None)
     batch = collate_views([dataset[i] for i in range(len(dataset))])
 
     view_counts = [len(a.clips) for a in real_actions]  # [3, 3, 3, 2, 3]
@@ -230,9 +234,53 @@ def test_real_fixture_eval_batch(real_actions):
 def test_real_fixture_train_draws_requested_views(real_actions):
     cfg = ClipTransformConfig(frame_size=32, augment=True)
     dataset = MultiViewClipDataset(
-        real_actions[3:], WINDOW, build_clip_transform(cfg, train=True), views_per_sample=2
+        real_actions[3:], ClipLoader(WINDOW, cfg.effective_resize_size), build_clip_transform(cfg, train=True), 2
     )
     torch.manual_seed(0)
     batch = collate_views([dataset[0], dataset[1]])
     assert batch["video"].shape == (2, 2, 3, 16, 32, 32)
     assert batch["view_mask"].all()
+
+
+# --- unreadable views: raise, or skip and report ------------------------------------------
+
+
+def test_a_broken_view_raises_by_default():
+    decoder = _FakeDecoder(broken=["/nowhere/action_0/clip_1.mp4"])
+    dataset = MultiViewClipDataset([_action("0", 3)], decoder, _identity_transform, None)
+    with pytest.raises(DataError, match="clip_1.mp4"):
+        dataset[0]
+
+
+def test_skip_replaces_a_broken_view_with_another_view_of_the_same_action():
+    broken = [f"/nowhere/action_0/clip_{k}.mp4" for k in (0, 1)]
+    dataset = MultiViewClipDataset([_action("0", 4)], _FakeDecoder(broken=broken), _identity_transform, 2, "skip")
+    for seed in range(10):
+        torch.manual_seed(seed)
+        sample = dataset[0]
+        assert sorted(_views_drawn(sample)) == [2, 3]  # always two readable views
+        assert all("clip_0" in f or "clip_1" in f for f in sample["faults"])
+
+
+def test_skip_leaves_out_broken_views_in_evaluation_and_drops_an_action_with_none_left():
+    decoder = _FakeDecoder(broken=["/nowhere/action_0/clip_1.mp4", "/nowhere/action_1/clip_0.mp4", "/nowhere/action_1/clip_1.mp4"])
+    dataset = MultiViewClipDataset([_action("0", 3), _action("1", 2), _action("2", 2)], decoder, _identity_transform, None, "skip")
+    batch = collate_views([dataset[i] for i in range(3)])
+    assert batch["action_id"] == ["0", "2"]  # action 1 had no readable view
+    assert batch["dropped_action_ids"] == ["1"]
+    assert batch["view_mask"].sum(dim=1).tolist() == [2, 2]
+    assert len(batch["faults"]) == 3
+    # A batch made only of dropped actions has no video: the training loop skips it.
+    empty = collate_views([dataset[1]])
+    assert empty["video"] is None and empty["dropped_action_ids"] == ["1"]
+
+
+@pytest.mark.parametrize("height, width", [(224, 398), (720, 1280), (90, 160)])
+def test_clips_of_any_resolution_become_the_same_training_square(height, width):
+    from mvfoul.data.transforms import prepare_frames
+
+    frames = _random_clip(frames=2, height=height, width=width)
+    square = prepare_frames(frames, 64)
+    assert square.shape == (2, 64, 64, 3) and square.dtype == torch.uint8
+    out = build_clip_transform(ClipTransformConfig(frame_size=56, resize_size=64), train=False)(frames)
+    assert out.shape == (3, 2, 56, 56)

@@ -96,6 +96,15 @@ def _missing_config_message(exc: MissingConfigException) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+def _report_and_exit(exc: Exception, wants_traceback: bool) -> None:
+    """Print a user's error as one line and exit; re-raise a bug (or on request) as it is."""
+    message = None if wants_traceback else explain(exc)
+    if message is None:
+        raise exc
+    sys.stderr.write(PREFIX + message + "\n")
+    sys.exit(getattr(exc, "exit_code", 2))
+
+
 def run_hydra_app(main: Callable[[], Any]) -> None:
     """Call a ``@hydra.main`` function with mvfoul's error reporting."""
     wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -103,8 +112,13 @@ def run_hydra_app(main: Callable[[], Any]) -> None:
     try:
         main()
     except Exception as exc:  # noqa: BLE001 - every error is either explained or re-raised
-        message = None if wants_traceback else explain(exc)
-        if message is None:
-            raise
-        sys.stderr.write(PREFIX + message + "\n")
-        sys.exit(getattr(exc, "exit_code", 2))
+        _report_and_exit(exc, wants_traceback)
+
+
+def run_command_app(main: Callable[[], Any]) -> None:
+    """Call a command that composes configs itself (no ``@hydra.main``), with the same one-line
+    error reporting as the Hydra entry points."""
+    try:
+        main()
+    except Exception as exc:  # noqa: BLE001 - every error is either explained or re-raised
+        _report_and_exit(exc, os.environ.get("HYDRA_FULL_ERROR") == "1")

@@ -23,6 +23,8 @@ from mvfoul.paths import CONF_DIR
 
 # Allowed values of the enumerated keys; mvfoul.validate checks against these.
 DATASET_NAMES = ("mvfouls", "synthetic")
+DECODERS = ("auto", "pyav", "torchcodec")
+ON_DECODE_ERROR = ("raise", "skip")
 POOLINGS = ("max", "mean", "attention")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("cosine", "step", "plateau", "none")
@@ -59,6 +61,12 @@ class DatasetConfig:
     batch_size: int = 4
     eval_batch_size: Optional[int] = None
     num_workers: int = 4
+    pin_memory: Optional[bool] = None
+    persistent_workers: bool = True
+    prefetch_factor: Optional[int] = 2
+    decoder: str = "auto"
+    on_decode_error: str = "raise"
+    cache_dir: Optional[str] = None
     num_frames: Optional[int] = None
     frame_size: int = 224
     resize_size: Optional[int] = None

@@ -80,13 +80,17 @@ def _check_dataset(cfg: DictConfig, p: _Problems) -> tuple[int, ...] | None:
 
     d = cfg.dataset
     p.choice("dataset.name", d.name, C.DATASET_NAMES)
-    for key in ("train_csv", "val_csv", "test_csv"):
-        if d[key] is not None:
-            p.add(
-                f"dataset.{key}",
-                "CSV annotations are not supported yet; remove the key and point "
-                "dataset.data_dir at the SoccerNet layout (Train/ Valid/ Test/ with annotations.json)",
-            )
+    p.choice("dataset.decoder", d.decoder, C.DECODERS)
+    if d.decoder == "torchcodec":
+        from mvfoul.data.video import resolve_decoder
+
+        try:
+            resolve_decoder(d.decoder)
+        except ConfigError as err:
+            p.items.extend(err.problems)
+    p.choice("dataset.on_decode_error", d.on_decode_error, C.ON_DECODE_ERROR)
+    if d.prefetch_factor is not None:
+        p.check(d.prefetch_factor >= 1, "dataset.prefetch_factor", d.prefetch_factor, ">= 1 or null")
     p.check(d.batch_size >= 1, "dataset.batch_size", d.batch_size, ">= 1")
     if d.eval_batch_size is not None:
         p.check(d.eval_batch_size >= 1, "dataset.eval_batch_size", d.eval_batch_size, ">= 1 or null")
@@ -150,8 +154,13 @@ def _check_data_location(cfg: DictConfig, p: _Problems) -> None:
             "or try the built-in dataset with `python train_hydra.py --config-name quick_test`",
         )
         return
-    if not Path(d.data_dir).expanduser().is_dir():
+    data_dir = Path(d.data_dir).expanduser()
+    if not data_dir.is_dir():
         p.add("dataset.data_dir", f"{d.data_dir!r} is not a folder: point it at the folder holding Train/ Valid/ Test/")
+        return
+    for key in ("train_csv", "val_csv", "test_csv"):
+        if d[key] is not None and not (data_dir / Path(d[key]).expanduser()).is_file():
+            p.add(f"dataset.{key}", f"{d[key]!r} is not a file (relative paths start at dataset.data_dir)")
 
 
 def _check_model(cfg: DictConfig, p: _Problems, indices: tuple[int, ...] | None) -> None:

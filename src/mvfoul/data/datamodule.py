@@ -4,23 +4,39 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from pathlib import Path
 from typing import Sequence
 
 import lightning as L
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from mvfoul.config import SyntheticConfig
 from mvfoul.data.annotations import Action, find_split_dir, read_soccernet_split
+from mvfoul.data.csv_annotations import read_csv_annotations
 from mvfoul.data.dataset import MultiViewClipDataset, collate_views
+from mvfoul.data.frames import ClipLoader
 from mvfoul.data.synthetic import ensure_synthetic_dataset, synthetic_dataset_dir
 from mvfoul.data.transforms import ClipTransformConfig, build_clip_transform
+from mvfoul.data.video import resolve_decoder
 from mvfoul.errors import DataError
 from mvfoul.sampling import ClassBalancedSampler, task_class_ids
 
 log = logging.getLogger(__name__)
+
+
+# Split -> the dataset key of its CSV annotations.
+SPLIT_CSV_KEYS = {"train": "train_csv", "valid": "val_csv", "test": "test_csv"}
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed numpy and random in a DataLoader worker from the torch seed the loader gave it."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
 
 
 def synthetic_spec(dataset: DictConfig) -> SyntheticConfig:
@@ -46,11 +62,23 @@ class MultiViewDataModule(L.LightningDataModule):
         self.data_dir = resolve_data_dir(dataset)
         self.datasets: dict[str, MultiViewClipDataset] = {}
         self.train_sampler: ClassBalancedSampler | None = None
+        # Which split trainer.predict reads: the unlabelled challenge split unless told otherwise.
+        self.predict_split = "chall"
 
     def prepare_data(self) -> None:
         # Runs once per node before setup: the only place that writes the built-in dataset.
         if self.cfg.name == "synthetic":
             ensure_synthetic_dataset(synthetic_spec(self.cfg), self.cfg.data_dir, workers=min(2, os.cpu_count() or 1))
+
+    def clip_loader(self) -> ClipLoader:
+        """Path -> prepared frames (decoded, resized; through the frame cache when configured)."""
+        d = self.cfg
+        return ClipLoader(
+            self.frame_indices,
+            self._transform_config().effective_resize_size,
+            decoder=resolve_decoder(d.decoder),
+            cache_dir=d.cache_dir,
+        )
 
     def _transform_config(self) -> ClipTransformConfig:
         d = self.cfg
@@ -64,11 +92,20 @@ class MultiViewDataModule(L.LightningDataModule):
         )
 
     def read_split(self, split: str) -> list[Action]:
-        actions, report = read_soccernet_split(find_split_dir(self.data_dir, split))
+        """The split's actions, from its CSV when ``dataset.<split>_csv`` is set, else from
+        ``<data_dir>/<Split>/annotations.json``."""
+        csv_key = SPLIT_CSV_KEYS.get(split)
+        csv_path = self.cfg.get(csv_key) if csv_key else None
+        # The challenge split has no labels: it is read for prediction only.
+        labelled = split != "chall"
+        if csv_path:
+            actions, report = read_csv_annotations(self.data_dir / Path(csv_path).expanduser(), self.data_dir, labelled)
+        else:
+            actions, report = read_soccernet_split(find_split_dir(self.data_dir, split), labelled)
         log.info("%s: %s", split, report.summary())
         if not actions:
             raise DataError(
-                f"{report.split_dir}: no usable action (all dropped or none listed); check its annotations.json"
+                f"{report.split_dir}: no usable action (all dropped or none listed); check its annotations"
             )
         return actions
 
@@ -76,9 +113,10 @@ class MultiViewDataModule(L.LightningDataModule):
         transform = build_clip_transform(self._transform_config(), train=train)
         return MultiViewClipDataset(
             self.read_split(split),
-            self.frame_indices,
+            self.clip_loader(),
             transform,
             views_per_sample=self.cfg.train_views if train else None,
+            on_decode_error=self.cfg.on_decode_error,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -90,6 +128,8 @@ class MultiViewDataModule(L.LightningDataModule):
             self.datasets["valid"] = self._build("valid", train=False)
         if stage == "test" and "test" not in self.datasets:
             self.datasets["test"] = self._build("test", train=False)
+        if stage == "predict" and self.predict_split not in self.datasets:
+            self.datasets[self.predict_split] = self._build(self.predict_split, train=False)
 
     def _build_sampler(self) -> ClassBalancedSampler | None:
         """The class-balanced sampler of the training split, when sampling asks for one."""
@@ -121,17 +161,22 @@ class MultiViewDataModule(L.LightningDataModule):
         d = self.cfg
         batch_size = d.batch_size if train or d.eval_batch_size is None else d.eval_batch_size
         sampler = self.train_sampler if train else None
+        workers = d.num_workers
         return DataLoader(
             self.datasets[split],
             batch_size=batch_size,
             # The balanced sampler draws its own order; otherwise training shuffles uniformly.
             shuffle=train and sampler is None,
             sampler=sampler,
-            num_workers=d.num_workers,
+            num_workers=workers,
             collate_fn=collate_views,
-            pin_memory=torch.cuda.is_available(),
-            # Workers are costly to start (each imports torch): keep them across epochs.
-            persistent_workers=d.num_workers > 0,
+            pin_memory=torch.cuda.is_available() if d.pin_memory is None else d.pin_memory,
+            persistent_workers=d.persistent_workers and workers > 0,
+            prefetch_factor=d.prefetch_factor if workers > 0 else None,
+            # A seeded generator fixes each worker's torch seed (augmentation, view draws), and
+            # seed_worker extends it to numpy and random: a seeded run sees the same batches.
+            generator=torch.Generator().manual_seed(self.seed + (0 if train else 1)),
+            worker_init_fn=seed_worker,
             drop_last=False,
         )
 
@@ -143,3 +188,6 @@ class MultiViewDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_split, train=False)

@@ -15,57 +15,83 @@ import torch
 from torch.utils.data import Dataset
 
 from mvfoul.data.annotations import Action
-from mvfoul.data.video import DecodedClip, decode_frames
+from mvfoul.data.frames import LoadedClip
+from mvfoul.errors import DataError
 
 UNLABELLED = -1  # label value of an action from an unlabelled split
 
 
+ON_DECODE_ERROR = ("raise", "skip")
+
+
 class MultiViewClipDataset(Dataset):
-    """One sample per action: its views decoded at ``frame_indices`` and transformed.
+    """One sample per action: its views loaded (decoded or from the cache) and transformed.
 
     ``views_per_sample=None`` keeps every view (validation/test). An int ``k`` draws ``k``
     views at random per access (training, as the baseline does), or all of them when the action
-    has fewer. The draw uses torch's global generator, which Lightning seeds per worker, so a
+    has fewer. The draw uses torch's global generator, which each DataLoader worker seeds, so a
     seeded run draws the same views. Nothing is read at construction: workers open files lazily.
+
+    A view that cannot be decoded raises (``on_decode_error="raise"``), or with ``"skip"`` is
+    replaced by another view of the same action not drawn yet, else left out; an action left
+    with no readable view becomes a *dropped* sample that :func:`collate_views` removes. Every
+    skip travels with the batch (``faults``, ``dropped_action_ids``) so the training loop can
+    count and report them: labels are never silently wrong, and nothing is lost unreported.
     """
 
     def __init__(
         self,
         actions: Sequence[Action],
-        frame_indices: Sequence[int],
+        load_clip: Callable[[Path], LoadedClip],
         transform: Callable[[torch.Tensor], torch.Tensor],
         views_per_sample: int | None,
-        decode: Callable[[str | Path, Sequence[int]], DecodedClip] = decode_frames,
+        on_decode_error: str = "raise",
     ) -> None:
         if views_per_sample is not None and views_per_sample < 1:
             raise ValueError(f"views_per_sample must be >= 1 or None, got {views_per_sample}")
-        if len(frame_indices) == 0:
-            raise ValueError("frame_indices must not be empty")
+        if on_decode_error not in ON_DECODE_ERROR:
+            raise ValueError(f"on_decode_error must be one of {ON_DECODE_ERROR}, got {on_decode_error!r}")
         self.actions = list(actions)
-        self.frame_indices = [int(i) for i in frame_indices]
+        self.load_clip = load_clip
         self.transform = transform
         self.views_per_sample = views_per_sample
-        self.decode = decode
+        self.on_decode_error = on_decode_error
 
     def __len__(self) -> int:
         return len(self.actions)
 
-    def _choose_views(self, action: Action) -> list[Path]:
+    def _view_order(self, action: Action) -> list[int]:
+        """All view indices, the ones to use first: a random draw of k (training) or all."""
+        n = len(action.clips)
         k = self.views_per_sample
-        if k is None or len(action.clips) <= k:
-            return list(action.clips)
-        # Sorted so the chosen views keep the annotation order (the main camera first).
-        chosen = sorted(torch.randperm(len(action.clips))[:k].tolist())
-        return [action.clips[j] for j in chosen]
+        if k is None or n <= k:
+            return list(range(n))
+        order = torch.randperm(n).tolist()
+        # The drawn views keep the annotation order (the main camera first); the rest are the
+        # replacements, in random order.
+        return sorted(order[:k]) + order[k:]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         action = self.actions[index]
-        clips = []
+        order = self._view_order(action)
+        wanted = len(order) if self.views_per_sample is None else min(self.views_per_sample, len(order))
+        clips: list[torch.Tensor] = []
+        faults: list[str] = []
         num_padded = 0
-        for path in self._choose_views(action):
-            decoded = self.decode(path, self.frame_indices)
-            num_padded += decoded.padded
-            clips.append(self.transform(decoded.frames))
+        for view in order:
+            if len(clips) == wanted:
+                break
+            try:
+                loaded = self.load_clip(action.clips[view])
+            except DataError as err:
+                if self.on_decode_error == "raise":
+                    raise
+                faults.append(str(err))
+                continue
+            num_padded += loaded.padded
+            clips.append(self.transform(loaded.frames))
+        if not clips:
+            return {"dropped": True, "action_id": action.action_id, "faults": faults}
         labels = action.labels
         return {
             "video": torch.stack(clips),  # [V, C, T, H, W]
@@ -73,16 +99,25 @@ class MultiViewClipDataset(Dataset):
             "action": labels.action if labels is not None else UNLABELLED,
             "action_id": action.action_id,
             "num_padded_frames": num_padded,
+            "faults": faults,
         }
 
 
 def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack samples, padding each to the batch's largest view count with all-zero views.
 
-    ``view_mask[b, v]`` is True for a real view; pooling must ignore the False ones.
+    ``view_mask[b, v]`` is True for a real view; pooling must ignore the False ones. Dropped
+    samples (no readable view) are left out and listed in ``dropped_action_ids``; when a whole
+    batch is dropped, ``video`` is None and the training loop skips the batch.
     """
     if not samples:
         raise ValueError("collate_views got an empty batch")
+    faults = [f for s in samples for f in s.get("faults", [])]
+    dropped = [s["action_id"] for s in samples if s.get("dropped")]
+    samples = [s for s in samples if not s.get("dropped")]
+    if not samples:
+        return {"video": None, "action_id": [], "faults": faults, "dropped_action_ids": dropped,
+                "num_padded_frames": torch.zeros(0, dtype=torch.long)}
     max_views = max(s["video"].shape[0] for s in samples)
     first = samples[0]["video"]
     video = first.new_zeros((len(samples), max_views, *first.shape[1:]))
@@ -102,4 +137,6 @@ def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "action": column("action"),
         "action_id": [s["action_id"] for s in samples],
         "num_padded_frames": column("num_padded_frames"),
+        "faults": faults,
+        "dropped_action_ids": dropped,
     }

@@ -46,20 +46,38 @@ class ClipTransformConfig:
         return self.resize_size if self.resize_size is not None else round(self.frame_size * 8 / 7)
 
 
+def prepare_frames(frames: torch.Tensor, resize_size: int) -> torch.Tensor:
+    """The deterministic first stage: uint8 ``[T, H, W, 3]`` -> uint8 ``[T, R, R, 3]``.
+
+    Resizes the short side to ``R = resize_size`` (antialiased bilinear) and keeps the centre
+    square: every later step (eval's centre crop, training's random resized crop) cuts inside
+    that square, so it is all a clip needs to keep. Clips of any resolution (the dataset also
+    ships 720p) end up the same size here; this is what the frame cache stores. Frames already
+    ``R x R`` are returned as they are.
+    """
+    _check_frames(frames)
+    if frames.shape[1] == resize_size and frames.shape[2] == resize_size:
+        return frames
+    video = frames.permute(0, 3, 1, 2)  # [T, C, H, W]
+    video = v2.functional.resize(video, [resize_size], antialias=True)  # short side
+    video = v2.functional.center_crop(video, [resize_size, resize_size])
+    return video.permute(0, 2, 3, 1).contiguous()
+
+
 def build_clip_transform(
     cfg: ClipTransformConfig, train: bool
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """uint8 ``[T, H, W, 3]`` -> float32 ``[3, T, frame_size, frame_size]``, normalised.
 
+    Accepts raw frames or frames already through :func:`prepare_frames` (cached ones).
     ``train=True`` augments only when ``cfg.augment`` is set; otherwise it is the eval path.
     """
     resize = cfg.effective_resize_size
     if resize < cfg.frame_size:
         raise ValueError(f"resize_size ({resize}) must be >= frame_size ({cfg.frame_size})")
-    steps: list[v2.Transform] = [v2.Resize(resize, antialias=True)]  # int: short side
+    steps: list[v2.Transform] = []
     if train and cfg.augment:
         steps += [
-            v2.CenterCrop(resize),
             v2.RandomResizedCrop(
                 cfg.frame_size, scale=(cfg.crop_scale_min, 1.0), ratio=_CROP_RATIO, antialias=True
             ),
@@ -74,12 +92,14 @@ def build_clip_transform(
     pipeline = v2.Compose(steps)
 
     def transform(frames: torch.Tensor) -> torch.Tensor:
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
-            raise ValueError(
-                f"expected uint8 frames [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}"
-            )
-        video = tv_tensors.Video(frames.permute(0, 3, 1, 2))  # [T, C, H, W]
+        square = prepare_frames(frames, resize)
+        video = tv_tensors.Video(square.permute(0, 3, 1, 2))  # [T, C, R, R]
         out = pipeline(video)
         return out.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous()  # [C, T, S, S]
 
     return transform
+
+
+def _check_frames(frames: torch.Tensor) -> None:
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 frames [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")

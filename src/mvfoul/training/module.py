@@ -22,11 +22,17 @@ from mvfoul.losses import (
     uses_class_weights,
 )
 from mvfoul.models.net import MultiViewNet
+from mvfoul.training.data_report import DataFaultTally
 from mvfoul.training.metrics import MultiTaskScores
 from mvfoul.training.optim import configure_optimization
 
 
 log = logging.getLogger(__name__)
+
+
+@rank_zero_only
+def _warn_rank_zero(message: str) -> None:
+    log.warning(message)
 
 CLASS_NAMES = {"offence_severity": OFFENCE_SEVERITY_CLASSES, "action": ACTION_CLASSES}
 
@@ -68,6 +74,7 @@ class MultiViewFoulModule(L.LightningModule):
         self.criterion.use_class_weights = uses_class_weights(lo)
         self.train_scores = MultiTaskScores()
         self.val_scores = MultiTaskScores()
+        self.data_faults = {"train": DataFaultTally(), "val": DataFaultTally()}
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and uses_class_weights(self.cfg.loss):
@@ -92,7 +99,10 @@ class MultiViewFoulModule(L.LightningModule):
     def forward(self, video: torch.Tensor, view_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.net(video, view_mask)
 
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor | None:
+        self.data_faults[stage].add(batch)
+        if batch["video"] is None:
+            return None  # every action of this batch was dropped (dataset.on_decode_error=skip)
         logits = self(batch["video"], batch["view_mask"])
         targets = {head: batch[head] for head in HEADS}
         loss, parts = self.criterion(logits, targets)
@@ -104,7 +114,7 @@ class MultiViewFoulModule(L.LightningModule):
         self.log(f"{stage}/action_loss", parts["action"], on_epoch=True, batch_size=batch_size, sync_dist=True)
         return loss
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         return self._shared_step(batch, "train")
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -116,6 +126,17 @@ class MultiViewFoulModule(L.LightningModule):
         # Already reduced over ranks by the confusion matrices: no second sync.
         for name, value in scores.items():
             self.log(name, value, prog_bar=name in PROGRESS_BAR_METRICS, sync_dist=False)
+        self._report_data_faults(stage)
+
+    def _report_data_faults(self, stage: str) -> None:
+        tally = self.data_faults[stage]
+        if not self.trainer.sanity_checking:
+            for name, value in tally.metrics(stage).items():
+                self.log(name, value, reduce_fx="sum", sync_dist=True)
+            line = tally.summary(stage, self.current_epoch)
+            if line:
+                _warn_rank_zero(line)
+        tally.reset()
 
     def on_train_epoch_end(self) -> None:
         self._log_scores("train")

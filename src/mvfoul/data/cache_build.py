@@ -1,0 +1,115 @@
+"""Fill the frame cache for a dataset config before training (``python build_cache.py``).
+
+Training fills the cache as it goes, one clip at a time in the DataLoader workers; building it
+ahead decodes every view of every split in parallel and reports what it stored, so the first
+epoch already reads at cache speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from mvfoul.data.annotations import find_split_dir
+from mvfoul.data.datamodule import MultiViewDataModule
+from mvfoul.data.frames import ClipLoader
+from mvfoul.errors import ConfigError, DataError
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class CacheReport:
+    cache_dir: Path
+    new: int = 0  # clips decoded and stored now
+    present: int = 0  # clips already cached
+    unreadable: list[str] = field(default_factory=list)  # one message per clip that failed
+    size_bytes: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        total = self.new + self.present
+        line = (
+            f"frame cache {self.cache_dir}: {total} clips ({self.new} decoded now, {self.present} already cached), "
+            f"{human_size(self.size_bytes)}, {self.seconds:.1f} s"
+        )
+        if self.unreadable:
+            line += f"; {len(self.unreadable)} unreadable clip(s) skipped, first: {self.unreadable[0]}"
+        return line
+
+
+def human_size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def _cache_one(loader: ClipLoader, path: str) -> bool:
+    """Load one clip through the cache; True when it was already there."""
+    return loader(Path(path)).cached
+
+
+def clips_to_cache(datamodule: MultiViewDataModule) -> list[Path]:
+    """Every view of every action of the splits present (a split folder may be absent)."""
+    clips: list[Path] = []
+    for split in SPLITS:
+        has_csv = bool(datamodule.cfg.get({"train": "train_csv", "valid": "val_csv", "test": "test_csv"}[split]))
+        if not has_csv:
+            try:
+                find_split_dir(datamodule.data_dir, split)
+            except DataError:
+                continue
+        for action in datamodule.read_split(split):
+            clips.extend(action.clips)
+    # Entries are keyed by the resolved file, so splits sharing files (links) share entries.
+    return sorted({clip.resolve() for clip in clips})
+
+
+def build_cache(cfg: DictConfig, frame_indices: tuple[int, ...], workers: int, progress: bool = True) -> CacheReport:
+    if not cfg.dataset.cache_dir:
+        raise ConfigError("dataset.cache_dir: not set; give the folder the cache should live in, e.g. dataset.cache_dir=/data/mvfouls-cache")
+    started = time.monotonic()
+    datamodule = MultiViewDataModule(cfg.dataset, frame_indices, seed=cfg.system.seed)
+    datamodule.prepare_data()
+    loader = datamodule.clip_loader()
+    assert loader.cache is not None
+    clips = clips_to_cache(datamodule)
+    report = CacheReport(cache_dir=loader.cache.root)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("caching frames"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress) as bar, ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        task = bar.add_task("cache", total=len(clips))
+        futures = {pool.submit(_cache_one, loader, str(path)): path for path in clips}
+        for future in as_completed(futures):
+            try:
+                if future.result():
+                    report.present += 1
+                else:
+                    report.new += 1
+            except DataError as err:
+                report.unreadable.append(str(err))
+            bar.advance(task)
+    report.size_bytes = loader.cache.size_bytes()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python build_cache.py",
+        description="Decode every clip's frame window once into dataset.cache_dir, in parallel.",
+        epilog="Example: python build_cache.py dataset.data_dir=/data/mvfouls dataset.cache_dir=/data/mvfouls-cache",
+    )
+    parser.add_argument("--config-name", default="config", help="primary config or preset (as for train_hydra.py)")
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: dataset.num_workers, at least 1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. dataset.cache_dir=/path")
+    return parser.parse_args(argv)
