@@ -43,6 +43,12 @@ def real_sample() -> Path:
     return REAL_SAMPLE
 
 
+@pytest.fixture
+def real_test_split(real_sample) -> Path:
+    """The real sample's split folder (Test/: annotations.json and action_N/clip_K.mp4)."""
+    return real_sample / "Test"
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     """One cache for the whole session, so the built-in dataset is generated once."""

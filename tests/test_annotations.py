@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REAL_SAMPLE
 from mvfoul.data.annotations import find_split_dir, read_soccernet_split
 from mvfoul.errors import DataError
 from mvfoul.labels import official_labels
@@ -16,12 +15,6 @@ from mvfoul.labels import official_labels
 LOGGER = "mvfoul.data.annotations"
 
 
-@pytest.fixture
-def real_test_split() -> Path:
-    split = REAL_SAMPLE / "Test"
-    if not (split / "annotations.json").is_file():
-        pytest.skip(f"real fixture absent: {split}")
-    return split
 
 
 def _write_split(split_dir: Path, actions: dict[str, dict], make_clips: bool = True) -> Path:

@@ -21,12 +21,6 @@ LOGGER = "mvfoul.data.annotations"
 HEADER = "action_id,clips,action_class,offence,severity\n"
 
 
-@pytest.fixture
-def real_test_split() -> Path:
-    split = REAL_SAMPLE / "Test"
-    if not (split / "annotations.json").is_file():
-        pytest.skip(f"real fixture absent: {split}")
-    return split
 
 
 def _counts(report: SplitReport) -> dict:

@@ -13,7 +13,7 @@ import torch
 from conftest import REPO_ROOT, compose_config, run_command
 from mvfoul.data.annotations import read_soccernet_split
 from mvfoul.data.dataset import MultiViewClipDataset, collate_views
-from mvfoul.data.frames import ClipLoader, FrameCache
+from mvfoul.data.frames import ClipLoader
 from mvfoul.data.transforms import ClipTransformConfig, build_clip_transform, prepare_frames
 from mvfoul.data.video import decode_frames, window_frame_indices
 from mvfoul.errors import DataError
