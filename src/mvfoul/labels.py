@@ -11,6 +11,13 @@ included, so that the actions mvfoul trains and scores on are exactly the offici
   becomes ``1.0``;
 * offence + severity class: ``No offence`` (either capitalisation) -> 0, ``Offence`` with
   ``1.0`` -> 1, ``3.0`` -> 2, ``5.0`` -> 3.
+
+What the evaluator then counts as a correct prediction has quirks of its own (see
+:func:`evaluator_view` and :attr:`OfficialLabels.severity_match`): it compares the predicted
+``Offence`` with the *raw* ground-truth string, so an action labelled ``No Offence``, ``Between``
+or (a Dive) empty can never be matched; and it expects severity ``1.0`` from every Dive judged an
+offence, so a Dive with a card is matched by the ``Offence + No card`` prediction. mvfoul trims
+surrounding whitespace from the raw strings; the evaluator does not.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ _CLASS_TO_PREDICTION = {
     2: ("Offence", "3.0"),
     3: ("Offence", "5.0"),
 }
+_PREDICTION_TO_CLASS = {strings: cls for cls, strings in _CLASS_TO_PREDICTION.items()}
 
 
 @dataclass(frozen=True)
@@ -61,23 +69,51 @@ class OfficialLabels:
     severity: str  # normalised: "1.0", "3.0" or "5.0" (or the raw value for No offence)
     offence_severity: int  # index into OFFENCE_SEVERITY_CLASSES
     action: int  # index into ACTION_CLASSES
+    # The offence+severity class whose prediction strings (:func:`prediction_strings`) the official
+    # evaluator counts as correct for this action: normally ``offence_severity``; 1 for a Dive
+    # judged an offence (the evaluator expects severity "1.0" whatever its card); -1 when no
+    # prediction file can match (raw offence "No Offence", "Between" or empty, or strings the
+    # evaluator itself skips). Left out, it defaults to ``offence_severity``.
+    severity_match: int = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.severity_match is None:
+            object.__setattr__(self, "severity_match", self.offence_severity)
 
 
-def official_labels(action_class: str, offence: str, severity: str) -> OfficialLabels | str:
-    """Apply the official rules to one action's raw annotation strings.
+@dataclass(frozen=True)
+class EvaluatorView:
+    """One ground-truth action as the SoccerNet evaluator itself sees it.
 
-    Returns the labels, or a short reason (a string) why the official evaluator drops the action.
+    ``offence_severity`` and ``action`` are the classes it is counted under; a prediction is
+    counted correct for the offence+severity task when its ``Offence`` equals :attr:`offence` and
+    its ``Severity`` equals :attr:`severity`, and for the action task when its ``Action class``
+    equals :attr:`action_class`.
     """
-    action_class = (action_class or "").strip()
-    offence = (offence or "").strip()
-    severity = (severity or "").strip()
+
+    offence_severity: int  # ground-truth class (index into OFFENCE_SEVERITY_CLASSES)
+    action: int  # ground-truth class (index into ACTION_CLASSES)
+    action_class: str  # the raw "Action class" string a prediction must repeat
+    offence: str  # the RAW ground-truth "Offence" string ("", "Between", "No Offence" included)
+    severity: str  # the normalised severity: "" for No offence, "1.0" for a Dive, else its card
+
+    @property
+    def severity_match(self) -> int:
+        """The class whose :func:`prediction_strings` match (offence, severity), or -1."""
+        return _PREDICTION_TO_CLASS.get((self.offence, self.severity), -1)
+
+
+def _apply_rules(action_class: str, offence: str, severity: str) -> tuple[str, str, int] | str:
+    """The official filtering and mapping on the strings exactly as given.
+
+    Returns the mapped (offence, severity) and the offence+severity class, or why the action is
+    dropped. Whether the action class is a known one is the caller's business.
+    """
     is_dive = action_class == "Dive"
     is_no_offence = offence in _NO_OFFENCE_SPELLINGS
 
     if action_class in ("", "Dont know"):
         return f"action class {action_class!r} is not a class"
-    if action_class not in ACTION_INDEX:
-        return f"unknown action class {action_class!r}"
     if offence in _UNSURE_OFFENCE and not is_dive:
         return f"offence {offence!r} is undecided"
     if severity in _UNSURE_SEVERITY and not is_dive and not is_no_offence:
@@ -89,19 +125,77 @@ def official_labels(action_class: str, offence: str, severity: str) -> OfficialL
         severity = "1.0"
 
     if is_no_offence:
-        offence_severity = 0
-    elif offence == "Offence" and severity in _SEVERITY_TO_CLASS:
-        offence_severity = _SEVERITY_TO_CLASS[severity]
-    else:
-        return f"offence {offence!r} with severity {severity!r} is not an official class"
+        return offence, severity, 0
+    if offence == "Offence" and severity in _SEVERITY_TO_CLASS:
+        return offence, severity, _SEVERITY_TO_CLASS[severity]
+    return f"offence {offence!r} with severity {severity!r} is not an official class"
 
+
+def evaluator_view(action_class: str, offence: str, severity: str) -> EvaluatorView | str:
+    """What ``SoccerNet.Evaluation.MV_FoulRecognition.evaluate`` makes of one ground-truth action.
+
+    The same rules as :func:`official_labels`, on the raw strings exactly as given (the evaluator
+    trims no whitespace). Returns the view, or the reason the evaluator skips the action. Raises
+    ValueError where the evaluator itself fails: an action class outside its vocabulary that
+    survives the rules.
+    """
+    verdict = _apply_rules(action_class, offence, severity)
+    if isinstance(verdict, str):
+        return verdict
+    _, mapped_severity, offence_severity = verdict
+    if action_class not in ACTION_INDEX:
+        raise ValueError(f"unknown action class {action_class!r}")
+    # The evaluator's own normalisation, after it has picked the class: a Dive always expects
+    # "1.0" (even a Dive with a card), a No offence always expects "".
+    if action_class == "Dive":
+        mapped_severity = "1.0"
+    if offence_severity == 0:
+        mapped_severity = ""
+    return EvaluatorView(
+        offence_severity=offence_severity,
+        action=ACTION_INDEX[action_class],
+        action_class=action_class,
+        offence=offence,
+        severity=mapped_severity,
+    )
+
+
+def official_labels(action_class: str, offence: str, severity: str) -> OfficialLabels | str:
+    """Apply the official rules to one action's raw annotation strings.
+
+    Returns the labels, or a short reason (a string) why the official evaluator drops the action.
+    ``severity_match`` is computed from the raw strings exactly as the evaluator compares them
+    (see :func:`evaluator_view`).
+    """
+    raw = (action_class or "", offence or "", severity or "")
+    action_class, offence, severity = (s.strip() for s in raw)
+
+    if action_class in ("", "Dont know"):
+        return f"action class {action_class!r} is not a class"
+    if action_class not in ACTION_INDEX:
+        return f"unknown action class {action_class!r}"
+    verdict = _apply_rules(action_class, offence, severity)
+    if isinstance(verdict, str):
+        return verdict
+    offence, severity, offence_severity = verdict
+
+    try:
+        view = evaluator_view(*raw)
+    except ValueError:  # the evaluator fails on the untrimmed class: nothing can match
+        view = None
     return OfficialLabels(
         action_class=action_class,
         offence=offence,
         severity=severity,
         offence_severity=offence_severity,
         action=ACTION_INDEX[action_class],
+        severity_match=view.severity_match if isinstance(view, EvaluatorView) else -1,
     )
+
+
+def is_official_match(offence_severity_pred: int, labels: OfficialLabels) -> bool:
+    """Whether the official evaluator counts a predicted offence+severity class as correct."""
+    return labels.severity_match >= 0 and int(offence_severity_pred) == labels.severity_match
 
 
 def prediction_strings(offence_severity: int, action: int) -> dict[str, str]:

@@ -1,0 +1,2 @@
+"""Evaluation: the official SoccerNet-MVFoul metric and predictions files (:mod:`.official`),
+checkpoint evaluation and reports."""

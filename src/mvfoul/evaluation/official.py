@@ -1,0 +1,359 @@
+"""The official SoccerNet-MVFoul metric, and the predictions files it reads.
+
+:func:`official_scores` reproduces ``SoccerNet.Evaluation.MV_FoulRecognition.evaluate``
+(SoccerNet 0.2.0) number for number, quirks included:
+
+* ground-truth actions are filtered and mapped by the official rules on their raw strings, with
+  no whitespace trimming (:func:`mvfoul.labels.evaluator_view`);
+* the predicted ``Offence`` is compared with the *raw* ground-truth string, so an action labelled
+  ``No Offence``, ``Between`` or (a Dive) empty is never counted correct; the predicted
+  ``Severity`` is compared with the normalised one, which is ``""`` for No offence and ``"1.0"``
+  for every Dive judged an offence (a Dive with a card is matched by ``Offence``/``1.0`` and
+  counted under its own ground-truth class);
+* the action class is compared as raw strings;
+* a ground-truth action without a prediction is counted wrong (one warning line with the count);
+  predictions for other ids are ignored;
+* balanced accuracy is the mean over **all** classes of correct/ground-truth counts, so a class
+  absent from the ground truth makes it NaN (one warning line naming the absent classes);
+* results are percentages.
+
+The formula lives in :func:`scores_from_counts`, which training-time metrics can feed with
+per-class counts (ground truth per class, correct per class; see
+:attr:`mvfoul.labels.OfficialLabels.severity_match`) to get the same numbers.
+
+Where the official code would crash (a missing field, a non-object entry, an action class outside
+its vocabulary that survives the rules) a one-line :class:`~mvfoul.errors.DataError` is raised.
+
+Predictions files are ``{"Set": "test", "Actions": {"<id>": {"Action class": ..., "Offence":
+..., "Severity": ...}}}``, as the official VARS baseline writes them; the evaluator and the
+EvalAI server read ``Actions`` only (``Set`` is optional).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mvfoul.data.annotations import ANNOTATIONS_FILE, LABEL_FIELDS, _load_actions
+from mvfoul.data.csv_annotations import _parse_rows, _write_atomically
+from mvfoul.errors import DataError
+from mvfoul.labels import (
+    ACTION_CLASSES,
+    NUM_ACTION,
+    NUM_OFFENCE_SEVERITY,
+    OFFENCE_SEVERITY_CLASSES,
+    EvaluatorView,
+    evaluator_view,
+    prediction_strings,
+)
+
+logger = logging.getLogger(__name__)
+
+SCORE_KEYS: tuple[str, ...] = (
+    "accuracy_offence_severity",
+    "accuracy_action",
+    "balanced_accuracy_offence_severity",
+    "balanced_accuracy_action",
+    "leaderboard_value",
+)
+PREDICTION_FIELDS = LABEL_FIELDS  # ("Action class", "Offence", "Severity")
+# The (Offence, Severity) pairs a prediction can carry: one per offence+severity class.
+_PREDICTION_PAIRS = tuple(
+    (prediction_strings(c, 0)["Offence"], prediction_strings(c, 0)["Severity"])
+    for c in range(NUM_OFFENCE_SEVERITY)
+)
+
+
+# --- the metric ----------------------------------------------------------------------------
+
+
+def scores_from_counts(
+    offence_severity_total: Sequence[float],
+    offence_severity_correct: Sequence[float],
+    action_total: Sequence[float],
+    action_correct: Sequence[float],
+    warn: bool = True,
+) -> dict[str, float]:
+    """The official scores (percent) from per-class counts.
+
+    ``*_total[c]``: ground-truth actions of class ``c``; ``*_correct[c]``: those of them the
+    evaluator counts correct (4 offence+severity classes, 8 action classes; lists, NumPy arrays
+    or CPU tensors). Computed in the evaluator's own order of operations, so the floats are the
+    same. A class with no ground-truth action makes its balanced accuracy NaN, as officially;
+    a warning names such classes (``warn=False``: the caller reports it its own way).
+    """
+    os_total = _counts(offence_severity_total, NUM_OFFENCE_SEVERITY, "offence_severity_total")
+    os_correct = _counts(offence_severity_correct, NUM_OFFENCE_SEVERITY, "offence_severity_correct")
+    act_total = _counts(action_total, NUM_ACTION, "action_total")
+    act_correct = _counts(action_correct, NUM_ACTION, "action_correct")
+    for total, correct, name in ((os_total, os_correct, "offence_severity"), (act_total, act_correct, "action")):
+        if np.any(correct > total) or np.any(correct < 0):
+            raise ValueError(f"{name}: correct counts {correct.tolist()} must lie in [0, total {total.tolist()}]")
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        accuracy_os = np.sum(os_correct) / np.sum(os_total)
+        accuracy_action = np.sum(act_correct) / np.sum(act_total)
+        balanced_os = np.mean(os_correct / os_total)
+        balanced_action = np.mean(act_correct / act_total)
+    leaderboard = balanced_os * 0.5 + balanced_action * 0.5
+
+    absent = [
+        f"{task} {', '.join(repr(names[c]) for c in np.flatnonzero(total == 0))}"
+        for task, names, total in (
+            ("offence+severity", OFFENCE_SEVERITY_CLASSES, os_total),
+            ("action", ACTION_CLASSES, act_total),
+        )
+        if np.any(total == 0)
+    ]
+    if absent and warn:
+        logger.warning(
+            "balanced accuracy is NaN, as the official evaluator gives it: class(es) absent from "
+            "the ground truth: %s",
+            "; ".join(absent),
+        )
+    results = {
+        "accuracy_offence_severity": accuracy_os * 100,
+        "accuracy_action": accuracy_action * 100,
+        "balanced_accuracy_offence_severity": balanced_os * 100,
+        "balanced_accuracy_action": balanced_action * 100,
+        "leaderboard_value": leaderboard * 100,
+    }
+    return {key: float(value) for key, value in results.items()}
+
+
+def _counts(values: Sequence[float], length: int, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    if array.shape != (length,):
+        raise ValueError(f"{name}: expected {length} per-class counts, got shape {np.shape(values)}")
+    return array
+
+
+def official_scores(ground_truth: Mapping[str, Any], predictions: Mapping[str, Any]) -> dict[str, float]:
+    """The official metric on loaded ``{"Actions": {...}}`` dicts (ground truth, predictions).
+
+    Same numbers as ``SoccerNet.Evaluation.MV_FoulRecognition.evaluate`` on the same JSON, quirks
+    included (module docstring). Ids are compared as strings, as they are in JSON.
+    """
+    return _scores(ground_truth, predictions, "ground truth", "predictions")
+
+
+def _scores(
+    ground_truth: Mapping[str, Any], predictions: Mapping[str, Any], gt_name: str, pred_name: str
+) -> dict[str, float]:
+    gt_actions = _actions_object(ground_truth, gt_name)
+    pred_actions = {str(k): v for k, v in _actions_object(predictions, pred_name).items()}
+    os_total = np.zeros(NUM_OFFENCE_SEVERITY)
+    os_correct = np.zeros(NUM_OFFENCE_SEVERITY)
+    act_total = np.zeros(NUM_ACTION)
+    act_correct = np.zeros(NUM_ACTION)
+    missing: list[str] = []
+    for action_id, entry in gt_actions.items():
+        action_id = str(action_id)
+        view = _ground_truth_view(gt_name, action_id, entry)
+        if view is None:  # skipped by the official rules
+            continue
+        os_total[view.offence_severity] += 1
+        act_total[view.action] += 1
+        prediction = pred_actions.get(action_id)
+        if prediction is None and action_id not in pred_actions:
+            missing.append(action_id)
+            continue
+        _check_fields(pred_name, action_id, prediction)
+        if prediction["Offence"] == view.offence and prediction["Severity"] == view.severity:
+            os_correct[view.offence_severity] += 1
+        if prediction["Action class"] == view.action_class:
+            act_correct[view.action] += 1
+    if missing:
+        counted = int(os_total.sum())
+        logger.warning(
+            "%s: %d of %d ground-truth action(s) have no prediction; counted wrong, as the "
+            "official evaluator does (e.g. %s)",
+            pred_name,
+            len(missing),
+            counted,
+            ", ".join(repr(i) for i in missing[:5]),
+        )
+    return scores_from_counts(os_total, os_correct, act_total, act_correct)
+
+
+def _actions_object(document: Any, name: str) -> Mapping[str, Any]:
+    actions = document.get("Actions") if isinstance(document, Mapping) else None
+    if not isinstance(actions, Mapping):
+        raise DataError(
+            f"{name}: no 'Actions' object; expected {{\"Actions\": {{\"<id>\": {{\"Action class\": "
+            f"..., \"Offence\": ..., \"Severity\": ...}}}}}}"
+        )
+    return actions
+
+
+def _check_fields(name: str, action_id: str, entry: Any, strings: bool = False, hint: str = "") -> None:
+    """A one-line DataError where the official code would fail on ``entry`` (or, with ``strings``,
+    where a field is not a string)."""
+    if not isinstance(entry, Mapping):
+        raise DataError(
+            f"{name}: action {action_id!r} is {type(entry).__name__}, not an object with "
+            f"{', '.join(repr(f) for f in PREDICTION_FIELDS)}"
+        )
+    for field in PREDICTION_FIELDS:
+        if field not in entry:
+            raise DataError(f"{name}: action {action_id!r} lacks the field {field!r}{hint}")
+        if strings and not isinstance(entry[field], str):
+            raise DataError(
+                f"{name}: action {action_id!r}, field {field!r}: {entry[field]!r} is not a string"
+            )
+
+
+def _ground_truth_view(name: str, action_id: str, entry: Any) -> EvaluatorView | None:
+    """The evaluator's view of one ground-truth action; None when it skips the action."""
+    _check_fields(name, action_id, entry, strings=True, hint=" (an unlabelled, challenge, split cannot be scored)")
+    try:
+        view = evaluator_view(entry["Action class"], entry["Offence"], entry["Severity"])
+    except ValueError as err:
+        raise DataError(
+            f"{name}: action {action_id!r}, field 'Action class': {err} (allowed: "
+            f"{', '.join(repr(c) for c in ACTION_CLASSES)}, 'Dont know' or ''); the official "
+            f"evaluator fails on it: fix the annotation"
+        ) from None
+    return view if isinstance(view, EvaluatorView) else None
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def evaluate_files(ground_truth_path: str | Path, predictions_path: str | Path, strict: bool = True) -> dict[str, float]:
+    """The official scores of a predictions file against a ground truth.
+
+    The ground truth is an ``annotations.json``, a split folder holding one, or an mvfoul CSV
+    (``.csv``: raw label strings, see :mod:`mvfoul.data.csv_annotations`). The predictions file
+    is read by :func:`read_predictions` (``strict`` as there).
+    """
+    gt_path = Path(ground_truth_path).expanduser()
+    ground_truth = read_ground_truth(gt_path)
+    predictions = read_predictions(predictions_path, strict=strict)
+    return _scores(
+        ground_truth, predictions, f"ground truth {_source(gt_path)}", f"predictions {predictions_path}"
+    )
+
+
+def _source(path: Path) -> Path:
+    return path / ANNOTATIONS_FILE if path.is_dir() else path
+
+
+def read_ground_truth(path: str | Path) -> dict[str, Any]:
+    """``{"Actions": {id: {"Action class", "Offence", "Severity"}}}`` with the raw strings of an
+    ``annotations.json`` (or the split folder holding it) or of a labelled mvfoul CSV."""
+    path = Path(path).expanduser()
+    if path.suffix.lower() == ".csv":
+        rows = _parse_rows(path, labelled=True)
+        return {"Actions": {row.action_id: dict(zip(LABEL_FIELDS, row.labels)) for row in rows}}
+    actions = _load_actions(_source(path))
+    return {"Actions": dict(actions)}
+
+
+def prediction_entry(offence_severity: int, action: int) -> dict[str, str]:
+    """The ``{"Action class", "Offence", "Severity"}`` entry for predicted class indices."""
+    os_index, action_index = _class_index(offence_severity, NUM_OFFENCE_SEVERITY), _class_index(action, NUM_ACTION)
+    if os_index is None or action_index is None:
+        raise ValueError(
+            f"prediction ({offence_severity!r}, {action!r}): expected an offence+severity class in "
+            f"0..{NUM_OFFENCE_SEVERITY - 1} and an action class in 0..{NUM_ACTION - 1}"
+        )
+    return prediction_strings(os_index, action_index)
+
+
+def _class_index(value: Any, count: int) -> int | None:
+    try:
+        index = int(value)
+    except (TypeError, ValueError):
+        return None
+    return index if index == value and 0 <= index < count else None
+
+
+def _id_order(action_id: str) -> tuple[int, int, str]:
+    """Numeric ids in numeric order (``"10"`` after ``"9"``), then any other id by its text."""
+    return (0, int(action_id), "") if action_id.isdigit() else (1, 0, action_id)
+
+
+def write_predictions(
+    path: str | Path, predictions: Mapping[str, tuple[int, int]], set_name: str | None = None
+) -> Path:
+    """Write ``{"Set": set_name, "Actions": {"<id>": entry}}`` from ``id -> (offence+severity
+    class, action class)``; ids as strings in numeric order, ``Set`` only when given. The file
+    is replaced atomically (no half-written predictions). Returns the path."""
+    path = Path(path).expanduser()
+    actions: dict[str, dict[str, str]] = {}
+    for key, value in predictions.items():
+        action_id = str(key)
+        if action_id in actions:
+            raise ValueError(f"predictions: action id {action_id!r} appears twice ({key!r})")
+        try:
+            offence_severity, action = value
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"predictions: action {action_id!r}: {value!r} is not an (offence+severity, action) pair"
+            ) from None
+        try:
+            actions[action_id] = prediction_entry(offence_severity, action)
+        except ValueError as err:
+            raise ValueError(f"predictions: action {action_id!r}: {err}") from None
+    document: dict[str, Any] = {}
+    if set_name is not None:
+        document["Set"] = set_name
+    document["Actions"] = {i: actions[i] for i in sorted(actions, key=_id_order)}
+    _write_atomically(path, json.dumps(document, indent=2) + "\n", overwrite=True)
+    return path
+
+
+def read_predictions(path: str | Path, strict: bool = True) -> dict[str, Any]:
+    """Read and check a predictions file; returns the whole document (``Actions`` and any other
+    top-level key).
+
+    Every entry must be an object whose ``Action class``, ``Offence`` and ``Severity`` are
+    strings. With ``strict`` (the default) the values must also be ones a prediction can carry
+    (an action class, and ``No offence``/``""`` or ``Offence``/``1.0``, ``3.0``, ``5.0``): the
+    evaluator would silently count anything else wrong. A malformed file raises a one-line
+    DataError naming the file, the action id and the field.
+    """
+    path = Path(path).expanduser()
+    fix = "write it with mvfoul.evaluation.official.write_predictions (or evaluate_hydra.py)"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"predictions file {path} not found; check the path") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read predictions file {path} ({err}); {fix}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"predictions file {path} is not valid JSON ({err.msg} at line {err.lineno}, column "
+            f"{err.colno}); {fix}"
+        ) from None
+    name = f"predictions file {path}"
+    actions = _actions_object(document, name)
+    if "Set" in document and not isinstance(document["Set"], str):
+        raise DataError(f"{name}: 'Set' is {document['Set']!r}, not a string such as \"test\"")
+    for action_id, entry in actions.items():
+        _check_fields(name, action_id, entry, strings=True)
+        if not strict:
+            continue
+        if entry["Action class"] not in ACTION_CLASSES:
+            raise DataError(
+                f"{name}: action {action_id!r}, field 'Action class': {entry['Action class']!r} "
+                f"is not one of {', '.join(repr(c) for c in ACTION_CLASSES)}"
+            )
+        pair = (entry["Offence"], entry["Severity"])
+        if pair not in _PREDICTION_PAIRS:
+            allowed = ", ".join(f"{o!r}/{s!r}" for o, s in _PREDICTION_PAIRS)
+            field = "Offence" if entry["Offence"] not in {o for o, _ in _PREDICTION_PAIRS} else "Severity"
+            raise DataError(
+                f"{name}: action {action_id!r}, field {field!r}: Offence/Severity "
+                f"{pair[0]!r}/{pair[1]!r} is not a pair the evaluator can count correct "
+                f"(allowed: {allowed})"
+            )
+    return document
