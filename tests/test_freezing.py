@@ -71,12 +71,16 @@ def loader(num_batches: int = 3, seed: int = 0) -> DataLoader:
     for _ in range(num_batches):
         mask = torch.ones(2, 2, dtype=torch.bool)
         mask[0, 1] = False  # one padded view, as in real batches
+        offence_severity = torch.randint(0, 4, (2,), generator=g)
         batches.append(
             {
                 "video": torch.randn(2, 2, 3, 4, 16, 16, generator=g),
                 "view_mask": mask,
-                "offence_severity": torch.randint(0, 4, (2,), generator=g),
+                "offence_severity": offence_severity,
+                "severity_match": offence_severity,
                 "action": torch.randint(0, 8, (2,), generator=g),
+                "faults": [],
+                "dropped_action_ids": [],
             }
         )
     return DataLoader(batches, batch_size=None)

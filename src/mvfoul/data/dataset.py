@@ -97,6 +97,8 @@ class MultiViewClipDataset(Dataset):
             "video": torch.stack(clips),  # [V, C, T, H, W]
             "offence_severity": labels.offence_severity if labels is not None else UNLABELLED,
             "action": labels.action if labels is not None else UNLABELLED,
+            # The offence+severity prediction the official evaluator accepts (labels.py).
+            "severity_match": labels.severity_match if labels is not None else UNLABELLED,
             "action_id": action.action_id,
             "num_padded_frames": num_padded,
             "faults": faults,
@@ -135,6 +137,7 @@ def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "view_mask": view_mask,  # [B, Vmax]
         "offence_severity": column("offence_severity"),
         "action": column("action"),
+        "severity_match": column("severity_match"),
         "action_id": [s["action_id"] for s in samples],
         "num_padded_frames": column("num_padded_frames"),
         "faults": faults,

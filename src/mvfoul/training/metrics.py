@@ -1,21 +1,27 @@
-"""Per-task accuracy and balanced accuracy, and the leaderboard value.
+"""Per-task accuracy and balanced accuracy, and the leaderboard value, exactly as official.
 
-One torchmetrics confusion matrix per task accumulates over an epoch (and syncs across DDP
-ranks); the scores are read off it. Balanced accuracy is the mean recall over the classes
-present in the ground truth, which is what the official metric averages; torchmetrics'
-``MulticlassAccuracy(average="macro")`` differs when a class is predicted but absent.
-Everything is in percent, like the official evaluator.
+Each epoch accumulates, per task and class, how many ground-truth actions there were and how
+many of them the official evaluator would count correct — for offence+severity that is a
+prediction equal to :attr:`OfficialLabels.severity_match`, which reproduces the evaluator's
+string-comparison quirks. The scores come from :func:`mvfoul.evaluation.official.scores_from_counts`,
+the one place the official formula lives, so the logged validation metrics equal what the
+official evaluator gives on the same predictions (NaN balanced accuracy included, when a class
+is absent from the ground truth). Everything is in percent.
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
-from torch import nn
-from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics import Metric
 
-from mvfoul.labels import NUM_ACTION, NUM_OFFENCE_SEVERITY
+from mvfoul.evaluation.official import scores_from_counts
+from mvfoul.labels import ACTION_CLASSES, NUM_ACTION, NUM_OFFENCE_SEVERITY, OFFENCE_SEVERITY_CLASSES
 
-# Head name -> (metric prefix, number of classes).
+log = logging.getLogger(__name__)
+
+# Head -> (metric prefix, number of classes).
 TASKS: dict[str, tuple[str, int]] = {
     "offence_severity": ("sev", NUM_OFFENCE_SEVERITY),
     "action": ("action", NUM_ACTION),
@@ -23,6 +29,14 @@ TASKS: dict[str, tuple[str, int]] = {
 STAGES = ("train", "val")
 LOWER_IS_BETTER = ("loss", "sev_loss", "action_loss")
 _SCORES = ("acc", "bacc")
+# Official result key -> mvfoul metric name (without the stage).
+_NAMES = {
+    "accuracy_offence_severity": "sev_acc",
+    "balanced_accuracy_offence_severity": "sev_bacc",
+    "accuracy_action": "action_acc",
+    "balanced_accuracy_action": "action_bacc",
+    "leaderboard_value": "leaderboard",
+}
 
 
 def logged_metric_names() -> list[str]:
@@ -35,47 +49,59 @@ def logged_metric_names() -> list[str]:
     return names
 
 
-def scores_from_confusion(confusion: torch.Tensor) -> tuple[float, float]:
-    """(accuracy, balanced accuracy) in percent from a [true, predicted] confusion matrix.
+class MultiTaskScores(Metric):
+    """Per-class ground-truth and officially-correct counts of both tasks over an epoch.
 
-    Balanced accuracy averages the recall of the classes that occur in the ground truth; with no
-    samples at all both are NaN.
+    A torchmetrics Metric, so the counts are summed across DDP ranks before scoring.
     """
-    confusion = confusion.double()
-    total = confusion.sum()
-    if total == 0:
-        return float("nan"), float("nan")
-    support = confusion.sum(dim=1)
-    present = support > 0
-    recall = confusion.diagonal()[present] / support[present]
-    return float(100.0 * confusion.diagonal().sum() / total), float(100.0 * recall.mean())
 
-
-class MultiTaskScores(nn.Module):
-    """Accumulates both tasks' predictions over an epoch; ``compute`` gives named scores."""
+    full_state_update = False
 
     def __init__(self) -> None:
         super().__init__()
-        self.confusion = nn.ModuleDict(
-            {head: MulticlassConfusionMatrix(num_classes=n) for head, (_, n) in TASKS.items()}
+        for head, (_, n) in TASKS.items():
+            self.add_state(f"{head}_total", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
+            self.add_state(f"{head}_correct", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
+        self._warned_absent = False
+
+    def update(self, logits: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:  # type: ignore[override]
+        """``batch`` holds the true classes (``offence_severity``, ``action``) and
+        ``severity_match``, the offence+severity prediction the evaluator accepts."""
+        accepted = {"offence_severity": batch["severity_match"], "action": batch["action"]}
+        for head, (_, n) in TASKS.items():
+            truth = batch[head]
+            right = logits[head].detach().argmax(dim=1) == accepted[head]
+            getattr(self, f"{head}_total").add_(torch.bincount(truth, minlength=n))
+            getattr(self, f"{head}_correct").add_(torch.bincount(truth[right], minlength=n))
+
+    def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return {name: getattr(self, name) for head in TASKS for name in (f"{head}_total", f"{head}_correct")}
+
+    def scores(self, stage: str) -> dict[str, float]:
+        """``{stage}/sev_acc``, ``sev_bacc``, ``action_acc``, ``action_bacc``, ``leaderboard``."""
+        counts = {k: v.cpu() for k, v in self.compute().items()}
+        results = scores_from_counts(
+            counts["offence_severity_total"],
+            counts["offence_severity_correct"],
+            counts["action_total"],
+            counts["action_correct"],
+            warn=False,
         )
+        self._warn_absent_once(stage, counts)
+        return {f"{stage}/{_NAMES[key]}": value for key, value in results.items()}
 
-    def update(self, logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> None:
-        for head, matrix in self.confusion.items():
-            matrix.update(logits[head].detach().argmax(dim=1), targets[head])
-
-    def compute(self, stage: str) -> dict[str, float]:
-        out: dict[str, float] = {}
-        balanced = []
-        for head, (prefix, _) in TASKS.items():
-            acc, bacc = scores_from_confusion(self.confusion[head].compute())
-            out[f"{stage}/{prefix}_acc"] = acc
-            out[f"{stage}/{prefix}_bacc"] = bacc
-            balanced.append(bacc)
-        # The leaderboard value: mean of the two balanced accuracies.
-        out[f"{stage}/leaderboard"] = sum(balanced) / len(balanced)
-        return out
-
-    def reset(self) -> None:
-        for matrix in self.confusion.values():
-            matrix.reset()
+    def _warn_absent_once(self, stage: str, counts: dict[str, torch.Tensor]) -> None:
+        if self._warned_absent or int(counts["offence_severity_total"].sum()) == 0:
+            return
+        absent = [
+            names[c]
+            for head, names in (("offence_severity", OFFENCE_SEVERITY_CLASSES), ("action", ACTION_CLASSES))
+            for c in torch.nonzero(counts[f"{head}_total"] == 0).flatten().tolist()
+        ]
+        if absent:
+            self._warned_absent = True
+            log.warning(
+                "%s: balanced accuracy and leaderboard are NaN, as the official evaluator gives them: "
+                "class(es) absent from the %s data: %s",
+                stage, stage, ", ".join(absent),
+            )
