@@ -15,6 +15,8 @@ import yaml
 # Groups shown, in the order of the defaults list; each is a folder of conf/.
 GROUPS = ("dataset", "model", "training", "loss", "sampling", "freezing", "system", "experiment")
 PRESET_FOLDERS = ("presets", "user")
+# Groups of whole searches, off by default, used with --multirun (not GROUPS: they have no schema).
+SEARCH_GROUPS = ("hparams_search",)
 
 USAGE = """\
 mvfoul: multi-view soccer foul recognition (SoccerNet-MVFoul / VARS), configured with Hydra.
@@ -82,6 +84,11 @@ def render_help(conf_dir: Path) -> str:
     for group in GROUPS:
         parts.append(f"  {group}")
         parts.extend(_option_lines(conf_dir / group, defaults.get(group)))
+    for group in SEARCH_GROUPS:
+        if (conf_dir / group).is_dir():
+            parts.append("")
+            parts.append(f"Hyperparameter search (--multirun {group}=NAME; off by default)")
+            parts.extend(_option_lines(conf_dir / group, None))
     parts.append("")
     parts.append(FOOTER)
     parts.append("Hydra flags\n$FLAGS_HELP")

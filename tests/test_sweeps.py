@@ -1,0 +1,244 @@
+"""Sweep tables (mvfoul.sweeps) and the Optuna search (conf/hparams_search/optuna.yaml)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import SMALL_SYNTHETIC, compose_config, run_command, train_command
+from mvfoul import sweeps
+from mvfoul.errors import MvfoulError
+
+# quick_test on the small built-in dataset, one epoch of two batches: seconds per job.
+QUICK = ["--config-name", "quick_test", *SMALL_SYNTHETIC, "training.max_epochs=1", "experiment.limit_train_batches=2"]
+TINY = [*QUICK, "experiment.limit_val_batches=1"]
+SEARCH_KEYS = {"training.learning_rate", "model.dropout_rate", "loss.focal_gamma", "sampling.oversample_factor"}
+
+
+def sweep_folders(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.rglob(sweeps.SWEEP_STATE))
+
+
+def read_csv(sweep_dir: Path) -> list[dict[str, str]]:
+    with open(sweep_dir / sweeps.SUMMARY_CSV, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def same(cell: str, value) -> bool:
+    """A CSV cell holds exactly this summary.json value (NaN included, None as empty)."""
+    if value is None:
+        return cell == ""
+    if isinstance(value, float) and math.isnan(value):
+        return cell == "nan"
+    return float(cell) == float(value)
+
+
+def one_error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("mvfoul: error: ")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def lr_sweep(tmp_path_factory, cache_dir):
+    """A real 2-job sweep, run once for the tests that read it."""
+    cwd = tmp_path_factory.mktemp("lr-sweep")
+    result = run_command(train_command("--multirun", *TINY, "training.learning_rate=1e-3,5e-4"), cwd=cwd, cache=cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = sweep_folders(cwd / "multirun" / "quick_test")
+    return result, sweep_dir
+
+
+@pytest.mark.slow
+def test_a_multirun_ends_with_its_table_written_and_printed(lr_sweep):
+    result, sweep_dir = lr_sweep
+    assert (sweep_dir / sweeps.SUMMARY_CSV).is_file() and (sweep_dir / sweeps.SUMMARY_MD).is_file()
+    assert json.loads((sweep_dir / sweeps.SWEEP_STATE).read_text())["ended"]
+
+    rows = read_csv(sweep_dir)
+    assert [r["job"] for r in rows] == ["0", "1"]
+    assert [r["training.learning_rate"] for r in rows] == ["0.001", "0.0005"]  # the only varying override
+    assert not any(k.startswith("dataset.") for k in rows[0])  # common ones are in the header
+    for row in rows:
+        summary = json.loads((sweep_dir / row["job"] / "summary.json").read_text())
+        best_epoch = summary["best"]["epoch"]
+        assert row["status"] == "done" and row["monitor"] == summary["monitor"] == "val/sev_acc"
+        assert same(row["best_value"], summary["best"]["value"])
+        assert row["best_epoch"] == str(best_epoch)
+        assert same(row["val_leaderboard_at_best_epoch"], summary["history"][str(best_epoch)]["val/leaderboard"])
+        assert same(row["val_leaderboard_at_last_epoch"], summary["final_metrics"]["val/leaderboard"])
+        assert same(row["wall_time_s"], summary["wall_time_s"])
+
+    md = (sweep_dir / sweeps.SUMMARY_MD).read_text()
+    assert "- sweep: finished" in md and "- jobs: 2 done (2 planned)" in md
+    common = next(line for line in md.splitlines() if line.startswith("- common overrides: "))
+    assert "dataset.frame_size=48" in common and "training.learning_rate" not in common
+    assert "| job | training.learning_rate | status | best val/sev_acc |" in md
+    # ... and printed at the end of the sweep.
+    assert "sweep: finished" in result.stdout and f"Sweep {sweep_dir}" in result.stdout
+    assert "training.learning_rate" in result.stdout and "done" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_crashed_or_running_sweep_is_summarized_from_what_exists(lr_sweep, tmp_path):
+    sweep_dir = shutil.copytree(lr_sweep[1], tmp_path / "sweep")
+    for name in ("summary.json", sweeps.JOB_STATUS):  # job 1 never finished
+        (sweep_dir / "1" / name).unlink()
+    half = sweep_dir / "2" / ".hydra"  # job 2: its overrides written, nothing else
+    half.mkdir(parents=True)
+    overrides = yaml.safe_load((sweep_dir / "0" / ".hydra" / "overrides.yaml").read_text())
+    (half / "overrides.yaml").write_text(yaml.safe_dump([o for o in overrides if "learning_rate" not in o] + ["training.learning_rate=0.0001"]))
+    (sweep_dir / "3").mkdir()  # job 3: a bare folder
+    state_file = sweep_dir / sweeps.SWEEP_STATE
+    record = json.loads(state_file.read_text())
+
+    def statuses(**changes):
+        state_file.write_text(json.dumps({**record, **changes}))
+        summary = sweeps.summarize_sweep(sweep_dir)
+        return summary.state, [j.status for j in summary.jobs]
+
+    # The sweep reached its end: unfinished jobs were interrupted.
+    assert statuses() == ("finished", ["done", "incomplete", "incomplete", "incomplete"])
+    # Its process (here: this one) is alive: they are running.
+    me = {"ended": None, "pid": os.getpid(), "pid_start": sweeps._process_start(os.getpid()), "host": socket.gethostname()}
+    assert statuses(**me) == ("running", ["done", "running", "running", "running"])
+    # Its process is gone (the pid now names another process): stopped.
+    assert statuses(**{**me, "pid_start": -1}) == ("stopped", ["done", "incomplete", "incomplete", "incomplete"])
+    # A job the callback saw fail is failed, with its error, whatever the sweep's state.
+    (sweep_dir / "2" / sweeps.JOB_STATUS).write_text(json.dumps({"status": "failed", "error": "boom", "duration_s": 3.0}))
+    assert statuses(**me)[1] == ["done", "running", "failed", "running"]
+    # No record of the sweep's process: recent activity in a job folder says running.
+    state_file.unlink()
+    assert [j.status for j in sweeps.summarize_sweep(sweep_dir).jobs] == ["done", "running", "failed", "running"]
+    later = time.time() + 2 * sweeps.ACTIVE_WITHIN_S
+    assert [j.status for j in sweeps.summarize_sweep(sweep_dir, now=later).jobs] == ["done", "incomplete", "failed", "incomplete"]
+
+    summary = sweeps.summarize_sweep(sweep_dir)
+    assert summary.planned == 2  # read back from Hydra's multirun.yaml
+    assert [j.varying for j in summary.jobs] == [
+        {"training.learning_rate": "0.001"}, {"training.learning_rate": "0.0005"},
+        {"training.learning_rate": "0.0001"}, {},
+    ]
+    assert summary.jobs[2].error == "boom"
+
+    # The command rebuilds the files of any sweep folder.
+    for name in (sweeps.SUMMARY_CSV, sweeps.SUMMARY_MD):
+        (sweep_dir / name).unlink()
+    result = run_command(["-m", "mvfoul.sweeps", "summarize", str(sweep_dir)], cwd=tmp_path, cache=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [r["status"] for r in read_csv(sweep_dir)] == ["done", "running", "failed", "running"]
+    assert "boom" in (sweep_dir / sweeps.SUMMARY_MD).read_text() and "boom" in result.stdout
+    assert f"wrote {sweep_dir / sweeps.SUMMARY_CSV}" in result.stdout
+
+
+def test_summarize_says_in_one_line_what_a_folder_is_when_it_is_not_a_sweep(tmp_path, capsys):
+    result = run_command(["-m", "mvfoul.sweeps", "summarize", str(tmp_path)], cwd=tmp_path, cache=tmp_path)
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert f"{tmp_path} is not a sweep folder" in line and "multirun/<experiment.name>/<date_time>/" in line
+    assert not list(tmp_path.iterdir())  # nothing written
+
+    sweep = tmp_path / "multirun" / "demo" / "2026-01-01_00-00-00"
+    (sweep / "0" / ".hydra").mkdir(parents=True)
+    (tmp_path / "file.txt").write_text("x")
+    cases = {
+        tmp_path / "nope": "no such folder",
+        tmp_path / "file.txt": "is a file, not a sweep folder",
+        sweep / "0": f"is one job of a sweep: give the sweep folder, {sweep}",
+        sweep.parent: f"holds 1 sweep(s), not jobs: give one of them, e.g. the latest, {sweep}",
+    }
+    for folder, expected in cases.items():
+        with pytest.raises(MvfoulError, match="^" + re.escape(str(folder))):
+            sweeps.summarize_sweep(folder)
+        assert sweeps.main(["summarize", str(folder)]) == 2
+        assert expected in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_a_failing_job_leaves_a_table_saying_so(tmp_path, cache_dir):
+    """Hydra's basic sweeper runs the other jobs, then stops with the failure: the table that the
+    callback kept up to date says which job failed and why, and that the sweep stopped."""
+    result = run_command(train_command("--multirun", *TINY, "training.learning_rate=-1,1e-3"), cwd=tmp_path, cache=cache_dir)
+    assert result.returncode != 0
+    assert "training.learning_rate: -1.0 is out of range" in one_error_line(result.stderr)
+    (sweep_dir,) = sweep_folders(tmp_path / "multirun")
+    rows = read_csv(sweep_dir)  # nobody ran `summarize`: the callback wrote it
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "failed"), ("1", "done")]
+    assert "training.learning_rate: -1.0 is out of range" in rows[0]["error"]
+    assert "- sweep: stopped" in (sweep_dir / sweeps.SUMMARY_MD).read_text()
+
+
+# --- Optuna --------------------------------------------------------------------------------------
+
+
+def needs_optuna():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the optuna extra is not installed: pip install -e '.[optuna]'")
+
+
+def test_the_optuna_search_config_composes_with_a_stable_storage():
+    needs_optuna()
+    cfg = compose_config("quick_test", ["hparams_search=optuna"])
+    assert (cfg.experiment.monitor, cfg.experiment.mode) == ("val/leaderboard", "max")
+    from hydra import compose, initialize_config_dir
+
+    from mvfoul.paths import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        hydra_cfg = compose("quick_test", ["hparams_search=optuna"], return_hydra_config=True).hydra
+    sweeper = hydra_cfg.sweeper
+    assert sweeper._target_ == sweeps.OPTUNA_SWEEPER
+    assert sweeper.direction == "maximize" and sweeper.study_name == "quick_test"
+    assert sweeper.storage == f"sqlite:///{os.getcwd()}/optuna/quick_test.db"  # no timestamp: every launch finds it
+    assert set(sweeper.params) == SEARCH_KEYS
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Deprecated API features detected")  # optuna 2.10 on SQLAlchemy 1.4
+def test_an_optuna_search_relaunched_resumes_the_same_study(tmp_path, cache_dir):
+    needs_optuna()
+    import optuna
+
+    # No validation batch limit here: on one batch some class is absent, val/leaderboard is NaN
+    # (as the official evaluator gives it) and a trial with no value counts as failed.
+    command = train_command("--multirun", *QUICK, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+                            "hydra.sweeper.study_name=resume_test")
+    first = run_command(command, cwd=tmp_path, cache=cache_dir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    time.sleep(1.1)  # the next sweep folder's name is the time to the second
+    second = run_command(command, cwd=tmp_path, cache=cache_dir)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Using an existing study with name 'resume_test'" in second.stdout + second.stderr
+
+    database = tmp_path / "optuna" / "resume_test.db"
+    assert database.is_file()
+    study = optuna.load_study(study_name="resume_test", storage=f"sqlite:///{database}")
+    trials = study.trials
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert all(set(t.params) == SEARCH_KEYS for t in trials)
+
+    sweep_dirs = sweep_folders(tmp_path / "multirun" / "quick_test")
+    assert len(sweep_dirs) == 2
+    jobs = [sweep_dir / str(n) for sweep_dir in sweep_dirs for n in (0, 1)]
+    for trial, job in zip(trials, jobs):
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["monitor"] == "val/leaderboard"
+        assert trial.value == summary["best"]["value"]
+        overrides = dict(o.split("=", 1) for o in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
+        assert float(overrides["training.learning_rate"]) == trial.params["training.learning_rate"]
+    for sweep_dir in sweep_dirs:
+        rows = read_csv(sweep_dir)
+        assert [r["status"] for r in rows] == ["done", "done"] and SEARCH_KEYS <= set(rows[0])
+        md = (sweep_dir / sweeps.SUMMARY_MD).read_text()
+        assert f"sweeper: optuna, study resume_test in sqlite:///{database}" in md
