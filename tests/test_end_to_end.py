@@ -45,6 +45,8 @@ def test_quick_test_trains_validates_and_checkpoints(tmp_path, cache_dir):
     checkpoints = sorted((run_dir / "checkpoints").glob("*.ckpt"))
     names = [c.name for c in checkpoints]
     assert "last.ckpt" in names and any(n.startswith("epoch") and "val_sev_acc=" in n for n in names)
+    # last.ckpt is the latest epoch (for resuming), whichever epoch scored best.
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
 
     rows = read_metrics(run_dir)
     val_rows = [r for r in rows if r.get("val/sev_acc")]
@@ -232,3 +234,20 @@ def test_training_from_csv_annotations_with_a_frame_cache(tmp_path, cache_dir, r
     output = result.stdout + result.stderr
     assert output.count("actions.csv: kept 5 of 5 actions") == 2
     assert len(list(frames.rglob("*.npy"))) == 14  # validation met every view
+
+
+def test_weights_and_biases_logs_offline_without_credentials_or_network(tmp_path, cache_dir):
+    pytest.importorskip("wandb", reason="wandb not installed (pip install -e '.[wandb]')")
+    home = tmp_path / "home"  # no ~/.netrc, no cached login
+    home.mkdir()
+    env = {"HOME": str(home), "WANDB_API_KEY": "", "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+           "WANDB_DIR": "", "WANDB_MODE": ""}
+    result = run_command(
+        train_command(*QUICK, "experiment.use_wandb=true", "training.max_epochs=1", "experiment.limit_train_batches=2",
+                      "experiment.test_after_fit=false", "experiment.name=wandb"),
+        cwd=tmp_path, cache=cache_dir, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = run_folders(tmp_path / "outputs" / "wandb")
+    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1 and list(offline_runs[0].glob("*.wandb"))

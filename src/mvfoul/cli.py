@@ -88,6 +88,8 @@ def _missing_config_message(exc: MissingConfigException) -> str:
         presets = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
         return f"{text.splitlines()[0]} Presets: {presets}; your own configs go in conf/user/."
     missing = exc.missing_cfg_file or ""
+    if missing == "hydra/sweeper/optuna":
+        return "hparams_search=optuna needs Hydra's Optuna sweeper: pip install -e '.[optuna]'"
     group, _, option = missing.rpartition("/")
     if group in GROUPS and exc.options:
         # The schemas live in each group too (for the YAML defaults lists); they are not options.

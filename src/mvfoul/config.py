@@ -180,6 +180,7 @@ class ExperimentConfig:
     mode: str = "max"
     save_last: bool = True
     log_every_n_steps: int = 50
+    test_after_fit: bool = True
     use_wandb: bool = False
     wandb_project: str = "mvfoul"
     debug: bool = False
@@ -202,6 +203,16 @@ class MvfoulConfig:
     system: SystemConfig = field(default_factory=SystemConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
 
+
+@dataclass
+class EvaluateConfig(MvfoulConfig):
+    """``evaluate_hydra.py``: the training keys (any can be overridden) plus what to evaluate."""
+
+    ckpt_path: Optional[str] = MISSING
+    split: str = "test"
+
+
+EVALUATION_SPLITS = ("train", "valid", "test", "chall")
 
 # group name -> its schema; the YAML files of a group list "<group>_schema" first in their
 # defaults, so Hydra checks them against the dataclass.
@@ -228,6 +239,7 @@ def register_configs() -> None:
     """Register the schemas in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name=ROOT_SCHEMA_NAME, node=MvfoulConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=group, name=schema_name(group), node=schema)
     cs.store(group="dataset", name="synthetic_schema", node=SyntheticDatasetConfig)

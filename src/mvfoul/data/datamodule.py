@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from mvfoul.config import SyntheticConfig
-from mvfoul.data.annotations import Action, find_split_dir, read_soccernet_split
+from mvfoul.data.annotations import ANNOTATIONS_FILE, Action, find_split_dir, read_soccernet_split
 from mvfoul.data.csv_annotations import read_csv_annotations
 from mvfoul.data.dataset import MultiViewClipDataset, collate_views
 from mvfoul.data.frames import ClipLoader
@@ -90,6 +90,20 @@ class MultiViewDataModule(L.LightningDataModule):
             crop_scale_min=d.crop_scale_min,
             color_jitter=d.color_jitter,
         )
+
+    def annotations_path(self, split: str) -> Path:
+        """The file holding the split's ground truth: its CSV, or its annotations.json."""
+        csv_key = SPLIT_CSV_KEYS.get(split)
+        csv_path = self.cfg.get(csv_key) if csv_key else None
+        if csv_path:
+            return self.data_dir / Path(csv_path).expanduser()
+        return find_split_dir(self.data_dir, split) / ANNOTATIONS_FILE
+
+    def has_split(self, split: str) -> bool:
+        try:
+            return self.annotations_path(split).is_file() or split == "chall"
+        except DataError:
+            return False
 
     def read_split(self, split: str) -> list[Action]:
         """The split's actions, from its CSV when ``dataset.<split>_csv`` is set, else from

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import logging
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -106,7 +107,7 @@ class MultiViewFoulModule(L.LightningModule):
         logits = self(batch["video"], batch["view_mask"])
         targets = {head: batch[head] for head in HEADS}
         loss, parts = self.criterion(logits, targets)
-        self._scores(stage).update(logits, targets)
+        self._scores(stage).update(logits, batch)
         batch_size = batch["video"].shape[0]
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
@@ -120,8 +121,31 @@ class MultiViewFoulModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._shared_step(batch, "val")
 
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Class probabilities of both heads for each action of the batch (with its id)."""
+        dropped = {"dropped_action_ids": batch.get("dropped_action_ids", []), "faults": batch.get("faults", [])}
+        if batch["video"] is None:
+            return {"action_id": [], **dropped}
+        logits = self(batch["video"], batch["view_mask"])
+        return {
+            "action_id": list(batch["action_id"]),
+            **{head: logits[head].float().softmax(dim=1).cpu() for head in HEADS},
+            **dropped,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> "MultiViewFoulModule":
+        """Load a trained module. Its weights all come from the checkpoint, so the backbone is
+        built without fetching pretrained weights (no download, no weights_path needed)."""
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        config = checkpoint["hyper_parameters"]["config"]
+        config["model"] = {**config["model"], "pretrained": False, "weights_path": None}
+        module = cls(config)
+        module.load_state_dict(checkpoint["state_dict"])
+        return module.eval()
+
     def _log_scores(self, stage: str) -> None:
-        scores = self._scores(stage).compute(stage)
+        scores = self._scores(stage).scores(stage)
         self._scores(stage).reset()
         # Already reduced over ranks by the confusion matrices: no second sync.
         for name, value in scores.items():

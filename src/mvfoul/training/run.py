@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,38 +12,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mvfoul.losses import resolve_label_smoothing
+from mvfoul.runtime import hydra_run_dir, quiet_library_noise
 from mvfoul.validate import validate_config, with_schema
 
 log = logging.getLogger(__name__)
-
-
-def silence_known_noise() -> None:
-    # Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates; nothing a user can act on.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-
-
-def route_lightning_logs_through_root() -> None:
-    """Let Lightning's messages reach the console once, in Hydra's format and log file.
-
-    The ``lightning`` package adds its own console handler on import and still propagates to
-    the root logger, which Hydra has given a console handler too: every line would print twice.
-    """
-    if logging.getLogger().handlers:
-        lightning_logger = logging.getLogger("lightning")
-        for handler in list(lightning_logger.handlers):
-            if isinstance(handler, logging.StreamHandler):
-                lightning_logger.removeHandler(handler)
-
-
-def hydra_run_dir() -> Path:
-    """The run folder Hydra made for this job (or ./outputs/manual outside a Hydra app)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir)
-    path = Path("outputs") / "manual" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @rank_zero_only
@@ -86,11 +57,10 @@ def train(cfg: DictConfig) -> float | None:
     # Imported after validation so that a bad config fails before the heavy imports.
     from mvfoul.data.datamodule import MultiViewDataModule
     from mvfoul.training.module import MultiViewFoulModule
-    from mvfoul.training.summary import EpochHistory, git_commit, write_summary
+    from mvfoul.training.summary import EpochHistory, git_commit, plot_training_curves, write_summary
     from mvfoul.training.trainer import build_trainer
 
-    route_lightning_logs_through_root()
-    silence_known_noise()
+    quiet_library_noise()
     L.seed_everything(cfg.system.seed, workers=True, verbose=False)
     run_dir = hydra_run_dir()
     changes = apply_automatic_changes(cfg)
@@ -107,25 +77,44 @@ def train(cfg: DictConfig) -> float | None:
     checkpoint = trainer.checkpoint_callback
     best_epoch, best_value = history.best(cfg.experiment.monitor, cfg.experiment.mode)
     best_path = getattr(checkpoint, "best_model_path", "") or ""
-    last_path = getattr(checkpoint, "last_model_path", "") or ""
-    elapsed = time.monotonic() - started
-    if trainer.is_global_zero:
-        write_summary(
-            run_dir / "summary.json",
-            {
-                "experiment": cfg.experiment.name,
-                "run_dir": str(run_dir),
-                "monitor": cfg.experiment.monitor,
-                "mode": cfg.experiment.mode,
-                "best": {"value": best_value, "epoch": best_epoch, "checkpoint": best_path or None},
-                "last_checkpoint": last_path or None,
-                "epochs_completed": len(history.epochs),
-                "final_metrics": metrics,
-                "history": {str(e): m for e, m in sorted(history.epochs.items())},
-                "wall_time_s": round(elapsed, 1),
-                "effective": changes,
-                **git_commit(),
-            },
-        )
-    print_summary(metrics, best_path, best_value, cfg.experiment.monitor, elapsed)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last_path = str(last) if last.is_file() else ""
+    if not trainer.is_global_zero:
+        return best_value
+    summary: dict[str, Any] = {
+        "experiment": cfg.experiment.name,
+        "run_dir": str(run_dir),
+        "monitor": cfg.experiment.monitor,
+        "mode": cfg.experiment.mode,
+        "best": {"value": best_value, "epoch": best_epoch, "checkpoint": best_path or None},
+        "last_checkpoint": last_path or None,
+        "epochs_completed": len(history.epochs),
+        "final_metrics": metrics,
+        "history": {str(e): m for e, m in sorted(history.epochs.items())},
+        "effective": changes,
+        **git_commit(),
+    }
+    curves = plot_training_curves(history.epochs, run_dir / "training_curves.png", f"{cfg.experiment.name}: {run_dir.name}")
+    summary["training_curves"] = str(curves) if curves else None
+    if cfg.experiment.test_after_fit and not cfg.experiment.fast_dev_run and datamodule.has_split("test"):
+        summary["test"] = test_best_model(module, best_path, cfg, resolved.frame_indices, run_dir)
+    summary["wall_time_s"] = round(time.monotonic() - started, 1)
+    write_summary(run_dir / "summary.json", summary)
+    print_summary(metrics, best_path, best_value, cfg.experiment.monitor, summary["wall_time_s"])
     return best_value
+
+
+def test_best_model(module: Any, best_path: str, cfg: DictConfig, frame_indices: tuple[int, ...], run_dir: Path) -> dict[str, Any]:
+    """Evaluate the best checkpoint (or the final weights when none was kept) on the test split,
+    writing predictions, metrics and reports into the run folder."""
+    from mvfoul.evaluation.evaluate import evaluate_checkpoint
+    from mvfoul.training.module import MultiViewFoulModule
+
+    model = MultiViewFoulModule.from_checkpoint(best_path) if best_path else module.eval()
+    result = evaluate_checkpoint(model, cfg, frame_indices, "test", run_dir)
+    log.info("test (%s): %s", "best checkpoint" if best_path else "final weights", result.summary())
+    return {
+        "checkpoint": best_path or None,
+        "metrics": result.metrics,
+        "files": [str(p) for p in result.files],
+    }

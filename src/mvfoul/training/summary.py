@@ -76,3 +76,43 @@ def git_commit() -> dict[str, Any]:
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
     path.write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n", encoding="utf-8")
+
+
+# Panels of the training-curves figure: title -> metric names (without the stage prefix).
+CURVE_PANELS = {
+    "loss": ("loss",),
+    "offence + severity (%)": ("sev_acc", "sev_bacc"),
+    "action (%)": ("action_acc", "action_bacc"),
+    "leaderboard (%)": ("leaderboard",),
+}
+
+
+def plot_training_curves(history: dict[int, dict[str, float]], path: Path, title: str = "") -> Path | None:
+    """Loss and the main metrics per epoch, train and validation, as one PNG (None: no epochs)."""
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed (servers, CI)
+    import matplotlib.pyplot as plt
+
+    epochs = sorted(history)
+    fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(4.2 * len(CURVE_PANELS), 3.6))
+    for ax, (panel, names) in zip(axes, CURVE_PANELS.items()):
+        for colour, name in zip(("tab:blue", "tab:orange"), names):
+            # One colour per metric: dashed for training, solid for validation.
+            for stage, style in (("train", "--"), ("val", "-")):
+                key = f"{stage}/{name}"
+                points = [(e, history[e][key]) for e in epochs if key in history[e]]
+                if points:
+                    ax.plot(*zip(*points), style, color=colour, marker="o", markersize=3, label=key)
+        ax.set_title(panel)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -51,6 +51,9 @@ def resolve_hardware(system: DictConfig, cuda_available: bool | None = None) -> 
     return Hardware("cpu", 1, precision, "auto", 1)
 
 
+LAST_CHECKPOINT = "last"  # checkpoints/last.ckpt: the latest epoch, for resuming
+
+
 def checkpoint_filename(monitor: str) -> str:
     # The metric name holds a slash, which Lightning would turn into a sub-folder: keep the
     # slash out of the file name and insert the value under a flat label.
@@ -59,19 +62,28 @@ def checkpoint_filename(monitor: str) -> str:
 
 
 def build_callbacks(experiment: DictConfig, run_dir: Path) -> list[Callback]:
-    checkpoint = ModelCheckpoint(
+    best = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename=checkpoint_filename(experiment.monitor),
         auto_insert_metric_name=False,
         monitor=experiment.monitor,
         mode=experiment.mode,
         save_top_k=experiment.save_top_k,
-        save_last=experiment.save_last,
         # Training metrics are logged after validation: rank them at the end of the epoch.
         save_on_train_epoch_end=experiment.monitor.startswith("train/"),
     )
-    callbacks: list[Callback] = [checkpoint, LearningRateMonitor(logging_interval="epoch")]
-    callbacks.append(RichProgressBar(leave=True))
+    callbacks: list[Callback] = [best]
+    if experiment.save_last:
+        # Lightning's own save_last only refreshes last.ckpt when a top-k checkpoint is saved;
+        # resuming needs the latest state every epoch, so a second, unmonitored checkpoint
+        # keeps exactly one file: the latest.
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints", filename=LAST_CHECKPOINT, monitor=None, save_top_k=1,
+                enable_version_counter=False,
+            )
+        )
+    callbacks += [LearningRateMonitor(logging_interval="epoch"), RichProgressBar(leave=True)]
     return callbacks
 
 

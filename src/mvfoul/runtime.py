@@ -1,0 +1,44 @@
+"""Process-level set-up shared by the entry points: where the run's files go, and a quiet log."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+
+
+def hydra_run_dir() -> Path:
+    """The run folder Hydra made for this job (or ./outputs/manual outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    path = Path("outputs") / "manual" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class _DropAdverts(logging.Filter):
+    """Lightning logs a product tip at INFO on every Trainer; nothing a user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_library_noise() -> None:
+    """One clean console log: each library message once, in Hydra's format, no known noise.
+
+    The ``lightning`` package adds its own console handler on import and still propagates to
+    the root logger, which Hydra has given a console handler too: every line would print twice.
+    """
+    # Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    if logging.getLogger().handlers:
+        lightning_logger = logging.getLogger("lightning")
+        for handler in list(lightning_logger.handlers):
+            if isinstance(handler, logging.StreamHandler):
+                lightning_logger.removeHandler(handler)
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropAdverts) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropAdverts())
