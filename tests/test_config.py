@@ -121,7 +121,11 @@ def test_yaml_defaults_agree_with_schema_defaults():
 KEY_LINE = re.compile(r"^(\s*)([A-Za-z_][\w]*):(.*)$")
 
 
-@pytest.mark.parametrize("path", sorted(CONF_DIR.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+# conf/user/ holds the user's own kept or converted configs: generated, not documented by hand.
+SHIPPED_YAML = sorted(p for p in CONF_DIR.glob("*/*.yaml") if p.parent.name != "user")
+
+
+@pytest.mark.parametrize("path", SHIPPED_YAML, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_key_is_commented_where_it_is_set(path: Path):
     lines = path.read_text().splitlines()
     assert lines[0].startswith("#"), f"{path}: first line must describe the option"

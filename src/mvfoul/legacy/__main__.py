@@ -1,0 +1,12 @@
+"""``python -m mvfoul.legacy --markdown``: print MIGRATION.md; any other words: the same as
+``python training/train.py`` (translate an old command line and run it)."""
+
+import sys
+
+from mvfoul.legacy import migration_markdown, run
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--markdown"]:
+        sys.stdout.write(migration_markdown())
+    else:
+        run()
