@@ -203,7 +203,7 @@ def read_raw_split(split_dir: Path, labelled: bool = True) -> list[RawAction]:
     split_dir = Path(split_dir)
     annotations_path = split_dir / ANNOTATIONS_FILE
     raw_actions: list[RawAction] = []
-    for action_id, entry in _load_actions(annotations_path).items():
+    for action_id, entry in load_actions_object(annotations_path).items():
         urls = _clip_urls(annotations_path, action_id, entry)
         labels = None
         if labelled or _has_label_strings(entry):
@@ -218,22 +218,27 @@ def _has_label_strings(entry: Any) -> bool:
     return isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in LABEL_FIELDS)
 
 
-def _load_actions(path: Path) -> dict[str, Any]:
-    """The ``Actions`` object of an annotations file, or a one-line DataError."""
-    fix = "restore it from the SoccerNet mvfouls download"
+def read_json_document(path: Path, kind: str, fix: str, missing_fix: str | None = None) -> Any:
+    """A JSON file's content, or a one-line DataError naming the ``kind`` of file, the problem
+    (missing, unreadable, invalid JSON with its position) and the ``fix``."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DataError(f"annotations file {path} not found; {fix}") from None
+        raise DataError(f"{kind} {path} not found; {missing_fix or fix}") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read annotations file {path} ({err}); {fix}") from None
+        raise DataError(f"cannot read {kind} {path} ({err}); {fix}") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(
-            f"annotations file {path} is not valid JSON ({err.msg} at line {err.lineno}, "
-            f"column {err.colno}); {fix}"
+            f"{kind} {path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); {fix}"
         ) from None
+
+
+def load_actions_object(path: Path) -> dict[str, Any]:
+    """The ``Actions`` object of an annotations file, or a one-line DataError."""
+    fix = "restore it from the SoccerNet mvfouls download"
+    data = read_json_document(path, "annotations file", fix)
     actions = data.get("Actions") if isinstance(data, dict) else None
     if not isinstance(actions, dict):
         raise DataError(

@@ -131,7 +131,7 @@ def read_csv_annotations(
     """
     csv_path = Path(csv_path).expanduser()
     data_dir = Path(data_dir).expanduser()
-    rows = _parse_rows(csv_path, labelled)
+    rows = parse_csv_rows(csv_path, labelled)
     if not data_dir.is_dir():
         raise DataError(
             f"dataset folder {data_dir} does not exist (the clip paths of {csv_path} are "
@@ -224,7 +224,7 @@ def label_problem(column: str, value: str) -> str | None:
     return f"{value!r} is not an allowed value (allowed: {_allowed(allowed)}){hint}"
 
 
-def _parse_rows(csv_path: Path, labelled: bool | None) -> list[_Row]:
+def parse_csv_rows(csv_path: Path, labelled: bool | None) -> list[_Row]:
     """Every data row, validated; ``labelled=None`` reads the labels when the columns exist."""
     text = _read_text(csv_path)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -304,7 +304,7 @@ def _parse_rows(csv_path: Path, labelled: bool | None) -> list[_Row]:
 # --- converting ----------------------------------------------------------------------------
 
 
-def _write_atomically(path: Path, text: str, overwrite: bool) -> None:
+def write_atomically(path: Path, text: str, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise DataError(f"{path} already exists; pass --force to overwrite it")
     try:
@@ -369,7 +369,7 @@ def split_to_csv(split_dir: str | Path, out_csv: str | Path, overwrite: bool = F
                     )
             row += raw.labels
         writer.writerow(row)
-    _write_atomically(out_csv, out.getvalue(), overwrite)
+    write_atomically(out_csv, out.getvalue(), overwrite)
     return len(raw_actions), n_clips, n_missing
 
 
@@ -387,7 +387,7 @@ def csv_to_split(
     csv_path = Path(csv_path).expanduser()
     data_dir = Path(data_dir).expanduser()
     out_split_dir = Path(out_split_dir).expanduser()
-    rows = _parse_rows(csv_path, labelled=None)
+    rows = parse_csv_rows(csv_path, labelled=None)
     try:
         split_rel = out_split_dir.resolve().relative_to(data_dir.resolve())
     except ValueError:
@@ -433,7 +433,7 @@ def csv_to_split(
         "Number of actions": len(actions),
         "Actions": actions,
     }
-    _write_atomically(out_split_dir / ANNOTATIONS_FILE, json.dumps(document, indent=4) + "\n", overwrite)
+    write_atomically(out_split_dir / ANNOTATIONS_FILE, json.dumps(document, indent=4) + "\n", overwrite)
     return len(actions), n_clips, n_missing
 
 

@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from mvfoul.data.annotations import ANNOTATIONS_FILE, LABEL_FIELDS, _load_actions
-from mvfoul.data.csv_annotations import _parse_rows, _write_atomically
+from mvfoul.data.annotations import ANNOTATIONS_FILE, LABEL_FIELDS, load_actions_object, read_json_document
+from mvfoul.data.csv_annotations import parse_csv_rows, write_atomically
 from mvfoul.errors import DataError
 from mvfoul.labels import (
     ACTION_CLASSES,
@@ -249,9 +249,9 @@ def read_ground_truth(path: str | Path) -> dict[str, Any]:
     ``annotations.json`` (or the split folder holding it) or of a labelled mvfoul CSV."""
     path = Path(path).expanduser()
     if path.suffix.lower() == ".csv":
-        rows = _parse_rows(path, labelled=True)
+        rows = parse_csv_rows(path, labelled=True)
         return {"Actions": {row.action_id: dict(zip(LABEL_FIELDS, row.labels)) for row in rows}}
-    actions = _load_actions(_source(path))
+    actions = load_actions_object(_source(path))
     return {"Actions": dict(actions)}
 
 
@@ -305,7 +305,7 @@ def write_predictions(
     if set_name is not None:
         document["Set"] = set_name
     document["Actions"] = {i: actions[i] for i in sorted(actions, key=_id_order)}
-    _write_atomically(path, json.dumps(document, indent=2) + "\n", overwrite=True)
+    write_atomically(path, json.dumps(document, indent=2) + "\n", overwrite=True)
     return path
 
 
@@ -321,19 +321,7 @@ def read_predictions(path: str | Path, strict: bool = True) -> dict[str, Any]:
     """
     path = Path(path).expanduser()
     fix = "write it with mvfoul.evaluation.official.write_predictions (or evaluate_hydra.py)"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"predictions file {path} not found; check the path") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read predictions file {path} ({err}); {fix}") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(
-            f"predictions file {path} is not valid JSON ({err.msg} at line {err.lineno}, column "
-            f"{err.colno}); {fix}"
-        ) from None
+    document = read_json_document(path, "predictions file", fix, missing_fix="check the path")
     name = f"predictions file {path}"
     actions = _actions_object(document, name)
     if "Set" in document and not isinstance(document["Set"], str):
