@@ -35,3 +35,20 @@ class DataError(MvfoulError):
 
 class WeightsUnavailableError(MvfoulError):
     """Pretrained weights were asked for and cannot be loaded."""
+
+
+class OutputError(MvfoulError):
+    """A file or folder mvfoul writes (run folder, checkpoint, report, cache) cannot be written."""
+
+
+class RunFolderError(MvfoulError):
+    """The run folder is taken by another run, holds a finished run, or cannot be used."""
+
+    exit_code = 2
+
+
+class DivergenceError(MvfoulError):
+    """Training produced a non-finite loss or non-finite weights; the run was stopped."""
+
+    exit_code = 3
+

@@ -19,7 +19,7 @@ A job's status:
     it wrote ``summary.json`` (training ran to its end);
 ``failed``
     it raised an error: the callback records that, with the message, in the job's
-    ``job_status.json``;
+    ``job_status.json`` (a run the divergence guard stopped says so in its ``summary.json``);
 ``running``
     neither, and the sweep is still running: the process that launched it, recorded in the
     sweep's ``sweep_state.json``, is alive;
@@ -57,6 +57,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from mvfoul import atomic
 from mvfoul.errors import MvfoulError
 
 log = logging.getLogger(__name__)
@@ -282,7 +283,10 @@ def read_job(num: int, folder: Path, state: str, now: float | None = None) -> Jo
     summary = _read_json(folder / RUN_SUMMARY)
     marker = _read_json(folder / JOB_STATUS) or {}
     if summary is not None:
-        row.status = "done"
+        # A run the divergence guard stopped writes its summary too, saying so.
+        row.status = "failed" if summary.get("status") == "diverged" else "done"
+        if row.status == "failed":
+            row.error = summary.get("stopped")
         row.monitor, row.mode = summary.get("monitor"), summary.get("mode")
         best = summary.get("best") or {}
         row.best, row.best_epoch = best.get("value"), best.get("epoch")
@@ -538,9 +542,7 @@ def format_markdown(summary: SweepSummary) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, text, durable=False)
 
 
 def write_summary_files(summary: SweepSummary) -> tuple[Path, Path]:
@@ -698,7 +700,7 @@ class SweepSummaryCallback(Callback):
                 "return_value": value if _is_number(value) else None,
                 "error": _error_line(value) if failed else None,
             }
-            _write_atomic(job_dir / JOB_STATUS, json.dumps(record, indent=2, allow_nan=True) + "\n")
+            _write_atomic(job_dir / JOB_STATUS, atomic.dumps_json(record))
             write_summary_files(summarize_sweep(_sweep_dir_of(config)))
         except Exception as exc:  # noqa: BLE001 - bookkeeping never stops a sweep
             log.warning("sweep summary: could not update it after this job: %s", exc)

@@ -65,10 +65,8 @@ import csv
 import difflib
 import io
 import json
-import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Sequence
@@ -82,8 +80,9 @@ from mvfoul.data.annotations import (
     build_actions,
     read_raw_split,
 )
+from mvfoul import atomic
 from mvfoul.errors import DataError
-from mvfoul.labels import ACTION_CLASSES
+from mvfoul.labels import ACTION_CLASS_VALUES, OFFENCE_VALUES, SEVERITY_VALUES
 
 ID_COLUMN = "action_id"
 CLIPS_COLUMN = "clips"
@@ -91,10 +90,7 @@ LABEL_COLUMNS = ("action_class", "offence", "severity")  # same order as the JSO
 CSV_COLUMNS = (ID_COLUMN, CLIPS_COLUMN, *LABEL_COLUMNS)  # the order to-csv writes
 CLIP_SEPARATOR = ";"
 
-# The raw strings annotations.json uses; anything else in a label column is a typo.
-ACTION_CLASS_VALUES: tuple[str, ...] = (*ACTION_CLASSES, "Dont know", "")
-OFFENCE_VALUES: tuple[str, ...] = ("Offence", "No offence", "No Offence", "Between", "")
-SEVERITY_VALUES: tuple[str, ...] = ("", "1.0", "2.0", "3.0", "4.0", "5.0")
+# The raw strings annotations.json uses (mvfoul.labels); anything else in a label column is a typo.
 LABEL_VALUES: dict[str, tuple[str, ...]] = dict(
     zip(LABEL_COLUMNS, (ACTION_CLASS_VALUES, OFFENCE_VALUES, SEVERITY_VALUES))
 )
@@ -305,20 +301,15 @@ def parse_csv_rows(csv_path: Path, labelled: bool | None) -> list[_Row]:
 
 
 def write_atomically(path: Path, text: str, overwrite: bool) -> None:
+    """Write ``text`` to ``path`` atomically (:mod:`mvfoul.atomic`), refusing to replace an
+    existing file unless ``overwrite``."""
     if path.exists() and not overwrite:
         raise DataError(f"{path} already exists; pass --force to overwrite it")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
     except OSError as err:
         raise DataError(f"cannot write {path} ({err.strerror or err})") from None
+    atomic.write_text(path, text)
 
 
 def split_to_csv(split_dir: str | Path, out_csv: str | Path, overwrite: bool = False) -> tuple[int, int, int]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from mvfoul import atomic
 from mvfoul.labels import ACTION_CLASSES, OFFENCE_SEVERITY_CLASSES
 
 # Head -> (short name used in file names, class names).
@@ -45,11 +47,12 @@ def per_class_rows(matrix: np.ndarray, names: Sequence[str]) -> list[dict[str, o
 
 
 def write_confusion_csv(matrix: np.ndarray, names: Sequence[str], path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["true \\ predicted", *names])
-        for name, row in zip(names, matrix.tolist()):
-            writer.writerow([name, *row])
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["true \\ predicted", *names])
+    for name, row in zip(names, matrix.tolist()):
+        writer.writerow([name, *row])
+    atomic.write_text(path, out.getvalue())
 
 
 def write_confusion_png(matrix: np.ndarray, names: Sequence[str], title: str, path: Path) -> None:
@@ -75,23 +78,25 @@ def write_confusion_png(matrix: np.ndarray, names: Sequence[str], title: str, pa
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color="white" if shares[i, j] > 0.5 else "black")
     fig.colorbar(image, ax=ax, label="share of the true class")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
 
 
 def write_per_class_table(rows_by_task: dict[str, list[dict[str, object]]], csv_path: Path, md_path: Path) -> None:
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["task", "class", "precision", "recall", "support", "predicted"])
-        for task, rows in rows_by_task.items():
-            for r in rows:
-                writer.writerow([task, r["class"], _num(r["precision"]), _num(r["recall"]), r["support"], r["predicted"]])
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["task", "class", "precision", "recall", "support", "predicted"])
+    for task, rows in rows_by_task.items():
+        for r in rows:
+            writer.writerow([task, r["class"], _num(r["precision"]), _num(r["recall"]), r["support"], r["predicted"]])
+    atomic.write_text(csv_path, out.getvalue())
     lines = []
     for task, rows in rows_by_task.items():
         lines += [f"### {task}", "", "| class | precision % | recall % | support | predicted |", "|---|---|---|---|---|"]
         lines += [f"| {r['class']} | {_num(r['precision'])} | {_num(r['recall'])} | {r['support']} | {r['predicted']} |" for r in rows]
         lines.append("")
-    md_path.write_text("\n".join(lines), encoding="utf-8")
+    atomic.write_text(md_path, "\n".join(lines))
 
 
 def _num(value: object) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from mvfoul import atomic
 from mvfoul.legacy.flags import LegacyFlagError
 from mvfoul.legacy.overrides import Command, Translation, override_key, parse_override
 from mvfoul.paths import CONF_DIR, PRESETS_DIR, USER_CONFIGS_DIR
@@ -106,5 +107,5 @@ def write_config(
     header.append(f"# Same as: {command.render()}")
     text = "\n".join(header) + "\n" + yaml.safe_dump(body, sort_keys=False)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
+    atomic.write_text(target, text)
     return target
