@@ -11,10 +11,12 @@ severity x action table whose column sums are exactly the action counts and whos
 324 / 1330 / 1172 / 27 (No card reduced by 72 to match N = 2853), with 6 empty combinations
 (e.g. no Dive is a yellow or red card, as in the real data).
 
-Statistical tolerance, used by every check on a draw: one epoch of n = 3000 draws; per class,
-``|observed - expected| <= 4 * sqrt(expected * (1 - expected) / n)`` (4 binomial standard
-errors, ~6e-5 two-sided chance per class of a false alarm for an honest sampler), and a class
-with expected frequency 0 must never be drawn. Seeds are fixed, so the tests are deterministic.
+Each class's count in an epoch is fixed (largest remainder of its expected share), so a draw's
+class frequencies are within one draw of the expected ones; the checks on a draw keep a
+statistical tolerance anyway (one epoch of n = 3000 draws; per class
+``|observed - expected| <= 4 * sqrt(expected * (1 - expected) / n)``), which also holds for the
+other task's classes, drawn at random within each balanced class. A class with expected
+frequency 0 must never be drawn. Seeds are fixed, so the tests are deterministic.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ import pytest
 from mvfoul.labels import ACTION_CLASSES, OFFENCE_SEVERITY_CLASSES
 from mvfoul.sampling import (
     ClassBalancedSampler,
+    Draw,
+    EpochShuffleSampler,
     capped_balanced_distribution,
+    epoch_class_counts,
     expected_distribution,
     natural_distribution,
     ramp_fraction,
@@ -67,8 +72,12 @@ def joint_labels() -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(sev, reps)[order], np.repeat(act, reps)[order]
 
 
+def drawn_indices(sampler) -> np.ndarray:
+    return np.fromiter((draw.index for draw in sampler), dtype=np.int64)
+
+
 def observed(sampler: ClassBalancedSampler, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    indices = np.fromiter(iter(sampler), dtype=np.int64)
+    indices = drawn_indices(sampler)
     return np.bincount(labels[indices], minlength=num_classes) / indices.size
 
 
@@ -200,7 +209,7 @@ def test_joint_classes_are_the_combinations_present() -> None:
 
     sampler = ClassBalancedSampler(ids, len(names), oversample_factor=1000.0, progressive=False, num_samples=DRAWS)
     assert_draw_matches(observed(sampler, ids, len(names)), np.full(26, 1 / 26))
-    drawn = np.fromiter(iter(sampler), dtype=np.int64)
+    drawn = drawn_indices(sampler)
     drawn_pairs = set(zip(severity[drawn].tolist(), action[drawn].tolist()))
     assert drawn_pairs == set((int(s), int(a)) for s, a in present)  # all present, none absent
 
@@ -239,7 +248,7 @@ def test_samples_per_epoch_sets_the_length_otherwise_the_dataset_size() -> None:
     assert len(fixed) == len(list(fixed)) == 1234
     default = ClassBalancedSampler(labels, 4)
     assert len(default) == len(list(default)) == 2925
-    assert all(0 <= i < 2925 for i in default)
+    assert all(0 <= draw.index < 2925 for draw in default)
 
 
 @pytest.mark.skipif(DistributedSamplerWrapper is None, reason="lightning is not installed")
@@ -284,3 +293,81 @@ def test_bad_task_inputs_raise_a_clear_error() -> None:
     with pytest.raises(ValueError, match="oversample_factor must be >= 1"):
         capped_balanced_distribution(np.array([0.5, 0.5]), 0.99)
 
+
+
+# --- fixed counts per epoch ------------------------------------------------------------------
+
+
+def test_the_cap_holds_in_every_epoch_not_only_on_average() -> None:
+    """27 red cards of 2925 at oversample_factor 2: never more than 54 per epoch (a multinomial
+    draw went up to ~3x its natural frequency in about half of the epochs)."""
+    labels = labels_from_counts(SEVERITY_COUNTS)
+    p = np.array(SEVERITY_COUNTS) / 2925
+    for progressive in (False, True):
+        sampler = ClassBalancedSampler(labels, 4, 2.0, progressive=progressive, start_epoch=0, end_epoch=20, seed=9)
+        worst = 0.0
+        for epoch in range(120):
+            sampler.set_epoch(epoch)
+            counts = np.bincount(labels[drawn_indices(sampler)], minlength=4)
+            worst = max(worst, float((counts / counts.sum() / p).max()))
+            assert counts[3] <= 54, (epoch, counts)
+        assert worst <= 2.0 + 1e-12
+
+
+def test_each_class_is_drawn_its_expected_count_within_one_and_the_epochs_agree() -> None:
+    labels = labels_from_counts(ACTION_COUNTS)
+    sampler = ClassBalancedSampler(labels, 8, 2.0, progressive=True, start_epoch=0, end_epoch=4, num_samples=1000, seed=1)
+    for epoch in range(6):
+        sampler.set_epoch(epoch)
+        counts = np.bincount(labels[drawn_indices(sampler)], minlength=8)
+        expected = sampler.class_distribution(epoch) * 1000
+        assert counts.sum() == 1000
+        assert (np.abs(counts - expected) < 1).all(), (epoch, counts, expected)
+        np.testing.assert_array_equal(counts, sampler.class_counts(epoch))
+    # Two epochs with the same distribution draw the same counts: no epoch-to-epoch variance.
+    np.testing.assert_array_equal(sampler.class_counts(4), sampler.class_counts(5))
+
+
+def test_within_a_class_every_member_is_drawn_evenly() -> None:
+    labels = labels_from_counts([5, 40])  # 5 members oversampled to 2x: each drawn exactly twice
+    sampler = ClassBalancedSampler(labels, 2, 2.0, progressive=False, seed=4)
+    indices = drawn_indices(sampler)
+    rare = np.flatnonzero(labels == 0)
+    per_member = np.bincount(indices, minlength=labels.size)[rare]
+    assert per_member.tolist() == [2, 2, 2, 2, 2]
+    common = np.bincount(indices, minlength=labels.size)[labels == 1]
+    assert set(common.tolist()) <= {0, 1}  # 35 of the 40 drawn once, none twice
+
+
+def test_largest_remainder_rounding_respects_the_caps() -> None:
+    counts = epoch_class_counts(np.array([0.5, 0.25, 0.25]), 10, caps=np.array([10, 2, 10]))
+    assert counts.tolist() == [5, 2, 3]  # the capped class gives its remainder up
+    assert epoch_class_counts(np.array([1 / 3, 1 / 3, 1 / 3, 0.0]), 10).tolist() in ([4, 3, 3, 0], [3, 4, 3, 0], [3, 3, 4, 0])
+    assert epoch_class_counts(np.array([0.0, 1.0]), 7).tolist() == [0, 7]  # an absent class is never drawn
+
+
+def test_every_draw_carries_its_own_seed_fixed_by_seed_epoch_and_position() -> None:
+    labels = labels_from_counts(SEVERITY_COUNTS)
+    sampler = ClassBalancedSampler(labels, 4, 2.0, num_samples=200, seed=3)
+    sampler.set_epoch(2)
+    draws = list(sampler)
+    assert all(isinstance(d, Draw) for d in draws)
+    assert len({d.seed for d in draws}) == len(draws)  # a seed per position
+    again = ClassBalancedSampler(labels, 4, 2.0, num_samples=200, seed=3)
+    again.set_epoch(2)
+    assert list(again) == draws
+    again.set_epoch(3)
+    assert {d.seed for d in again}.isdisjoint({d.seed for d in draws})
+
+
+def test_uniform_sampling_is_a_permutation_per_epoch_fixed_by_seed_and_epoch() -> None:
+    sampler = EpochShuffleSampler(50, seed=7)
+    first = [d.index for d in sampler]
+    assert sorted(first) == list(range(50)) and len(sampler) == 50
+    assert [d.index for d in sampler] == first
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert sorted(d.index for d in second) == list(range(50)) and [d.index for d in second] != first
+    other = EpochShuffleSampler(50, seed=7)
+    other.set_epoch(1)
+    assert list(other) == second

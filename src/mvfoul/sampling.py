@@ -24,16 +24,25 @@ Tasks: ``offence_severity`` (4 classes), ``action`` (8) or ``joint``, where ever
 (offence_severity, action) combination present in the training split is one class, so both
 tasks' rare classes are lifted at once.
 
-The draw is with replacement, from a generator seeded by ``(seed, epoch)`` only: every DDP rank
-builds the same index list, and the distributed wrapper shards it.
+**The draw of an epoch** is fixed per class, not left to chance: class ``c`` is drawn exactly
+``floor`` or ``ceil`` of ``q_c * S`` times (``S`` = samples per epoch; largest-remainder rounding,
+never above ``oversample_factor * p_c * S`` where the sizes allow it), and within its class each
+member is drawn ``floor(count / n_c)`` or one more time (repeated permutations). The cap therefore
+holds in every epoch, not only on average (a multinomial draw of 27 red cards at 2x went up to
+~3x in half the epochs), and the epoch-to-epoch variance of what the network sees is minimal.
+The concatenated draw is then shuffled.
+
+Every choice comes from generators seeded by ``(seed, epoch)`` only: every DDP rank and every
+rerun or resumed run builds the same list, and the distributed wrapper shards it. Each drawn
+sample also carries its own seed (:class:`Draw`), from which the dataset draws its views and
+augmentation, so these do not depend on the DataLoader worker, the rank or the process either.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, NamedTuple, Sequence
 
 import numpy as np
-import torch
 from torch.utils.data import Sampler
 
 from mvfoul.labels import ACTION_CLASSES, OFFENCE_SEVERITY_CLASSES
@@ -42,6 +51,56 @@ if TYPE_CHECKING:
     from mvfoul.data.annotations import Action
 
 BALANCE_TASKS = ("offence_severity", "action", "joint")
+
+
+class Draw(NamedTuple):
+    """One training draw: which sample, and the seed of its random choices (views, augmentation).
+
+    The training samplers yield these instead of bare indices; the dataset seeds a generator with
+    ``seed`` for this sample alone. The seed is a function of ``(seed, epoch, position in the
+    epoch's draw)``, so a sample's augmentation does not depend on which DataLoader worker loads
+    it, on the number of workers, on what a worker drew before, or on the process loading it (a
+    resumed run, another DDP rank's share).
+    """
+
+    index: int
+    seed: int
+
+
+def _epoch_streams(seed: int, epoch: int) -> tuple[np.random.Generator, np.random.SeedSequence]:
+    """The generator that decides an epoch's draw and order, and the seed sequence of its
+    per-sample seeds: both from ``(seed, epoch)`` only. SeedSequence mixes them into well-spread
+    state, so neighbouring seeds or epochs do not give correlated streams."""
+    order, samples = np.random.SeedSequence([seed % 2**64, epoch % 2**64]).spawn(2)
+    return np.random.default_rng(order), samples
+
+
+def _draws(indices: np.ndarray, samples: np.random.SeedSequence) -> list[Draw]:
+    seeds = samples.generate_state(max(1, indices.size), dtype=np.uint64) & np.uint64(2**63 - 1)
+    return [Draw(int(i), int(s)) for i, s in zip(indices.tolist(), seeds.tolist())]
+
+
+def epoch_class_counts(distribution: np.ndarray, num_samples: int, caps: np.ndarray | None = None) -> np.ndarray:
+    """How many draws each class gets in an epoch of ``num_samples``: ``floor`` or ``ceil`` of
+    ``distribution * num_samples``, summing to ``num_samples`` (largest remainder).
+
+    The extra draws go to the classes with the largest remainders among those still below
+    ``caps`` (a count per class); only when the caps cannot hold ``num_samples`` together do the
+    others get one too. A class with probability 0 is never drawn.
+    """
+    exact = np.asarray(distribution, dtype=np.float64) * num_samples
+    # 1e-9 absorbs float noise: 53.9999999 draws is 54, not 53 plus a remainder of 0.9999999.
+    counts = np.floor(exact + 1e-9).astype(np.int64)
+    remainder = np.where(exact > 0, exact - counts, -np.inf)
+    left = int(num_samples - counts.sum())
+    if left > 0:
+        below_cap = np.ones(counts.size, dtype=bool) if caps is None else counts < caps
+        # Sort by: below its cap first, then the largest remainder, then the class index.
+        order = np.lexsort((np.arange(counts.size), -remainder, ~below_cap))
+        eligible = [c for c in order if np.isfinite(remainder[c])]
+        for c in eligible[:left]:
+            counts[c] += 1
+    return counts
 
 
 def labels_of(actions: Sequence[Action]) -> tuple[np.ndarray, np.ndarray]:
@@ -149,8 +208,9 @@ def expected_distribution(sample_probs: np.ndarray, labels: Sequence[int] | np.n
     return np.bincount(labels, weights=sample_probs, minlength=num_classes)
 
 
-class ClassBalancedSampler(Sampler[int]):
-    """Draws ``num_samples`` indices per epoch, with replacement, at that epoch's class mix.
+class ClassBalancedSampler(Sampler[Draw]):
+    """Draws ``num_samples`` samples per epoch at that epoch's class mix, each class a fixed
+    number of times (see the module docstring), and yields them as :class:`Draw`.
 
     The per-epoch distribution depends only on the epoch and the fixed labels, and the draw
     only on ``(seed, epoch)``, so every DDP rank (and every rerun) draws the same list.
@@ -184,6 +244,7 @@ class ClassBalancedSampler(Sampler[int]):
         self.seed = int(seed)
         self.epoch = 0
         self._class_counts = np.bincount(self.class_ids, minlength=self.num_classes)
+        self._members = [np.flatnonzero(self.class_ids == c) for c in range(self.num_classes)]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -206,16 +267,60 @@ class ClassBalancedSampler(Sampler[int]):
         )
         return per_class[self.class_ids]
 
-    def _generator(self, epoch: int) -> torch.Generator:
-        # SeedSequence mixes (seed, epoch) into well-spread state, so neighbouring seeds or
-        # epochs don't give correlated streams; the mask keeps the value a valid torch seed.
-        state = np.random.SeedSequence([self.seed % 2**64, epoch % 2**64]).generate_state(1, dtype=np.uint64)[0]
-        return torch.Generator().manual_seed(int(state) & (2**63 - 1))
+    def class_counts(self, epoch: int | None = None) -> np.ndarray:
+        """How many times each class is drawn at ``epoch``: fixed, see :func:`epoch_class_counts`."""
+        caps = np.floor(self.oversample_factor * self.natural * self.num_samples + 1e-9).astype(np.int64)
+        return epoch_class_counts(self.class_distribution(epoch), self.num_samples, caps)
 
-    def __iter__(self) -> Iterator[int]:
-        weights = torch.from_numpy(self.sample_weights(self.epoch))
-        draw = torch.multinomial(weights, self.num_samples, replacement=True, generator=self._generator(self.epoch))
-        return iter(draw.tolist())
+    def epoch_indices(self, epoch: int | None = None) -> np.ndarray:
+        """The sample indices drawn at ``epoch``, in the order they are served."""
+        epoch = self.epoch if epoch is None else epoch
+        rng, _ = _epoch_streams(self.seed, epoch)
+        chosen = []
+        for cls, count in enumerate(self.class_counts(epoch)):
+            members = self._members[cls]
+            if count == 0:
+                continue
+            # Whole permutations of the class, then part of one more: each member is drawn
+            # floor(count / n) or ceil(count / n) times.
+            rounds, rest = divmod(int(count), members.size)
+            chosen += [rng.permutation(members) for _ in range(rounds)]
+            chosen.append(rng.permutation(members)[:rest])
+        return rng.permutation(np.concatenate(chosen))
+
+    def __iter__(self) -> Iterator[Draw]:
+        _, samples = _epoch_streams(self.seed, self.epoch)
+        return iter(_draws(self.epoch_indices(), samples))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class EpochShuffleSampler(Sampler[Draw]):
+    """Uniform sampling (``sampling.use_class_balanced_sampler=false``): every sample once per
+    epoch, in an order drawn from ``(seed, epoch)`` only, each as a :class:`Draw` with its seed.
+
+    The stand-in for ``shuffle=True``, whose order comes from a generator that advances with every
+    epoch: a run resumed at epoch 7 could not know where it stood.
+    """
+
+    def __init__(self, num_samples: int, seed: int = 0) -> None:
+        if num_samples < 1:
+            raise ValueError(f"EpochShuffleSampler needs at least one sample; got {num_samples}")
+        self.num_samples = int(num_samples)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def epoch_indices(self, epoch: int | None = None) -> np.ndarray:
+        rng, _ = _epoch_streams(self.seed, self.epoch if epoch is None else epoch)
+        return rng.permutation(self.num_samples)
+
+    def __iter__(self) -> Iterator[Draw]:
+        _, samples = _epoch_streams(self.seed, self.epoch)
+        return iter(_draws(self.epoch_indices(), samples))
 
     def __len__(self) -> int:
         return self.num_samples

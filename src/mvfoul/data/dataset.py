@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from mvfoul.data.annotations import Action
 from mvfoul.data.frames import LoadedClip
 from mvfoul.errors import DataError
+from mvfoul.sampling import Draw
 
 UNLABELLED = -1  # label value of an action from an unlabelled split
 
@@ -29,8 +30,10 @@ class MultiViewClipDataset(Dataset):
 
     ``views_per_sample=None`` keeps every view (validation/test). An int ``k`` draws ``k``
     views at random per access (training, as the baseline does), or all of them when the action
-    has fewer. The draw uses torch's global generator, which each DataLoader worker seeds, so a
-    seeded run draws the same views. Nothing is read at construction: workers open files lazily.
+    has fewer. Indexed with a :class:`Draw`, the view draw and the augmentation use a generator
+    seeded with the draw's seed (the process's own random state is left as it was); indexed with
+    a plain int they use torch's global generator. Nothing is read at construction: workers open
+    files lazily.
 
     A view that cannot be decoded raises (``on_decode_error="raise"``), or with ``"skip"`` is
     replaced by another view of the same action not drawn yet, else left out; an action left
@@ -71,12 +74,23 @@ class MultiViewClipDataset(Dataset):
         # replacements, in random order.
         return sorted(order[:k]) + order[k:]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, item: int | Draw) -> dict[str, Any]:
+        if isinstance(item, tuple):
+            index, seed = item
+            # fork_rng restores the caller's generator afterwards: loading in the main process
+            # (num_workers=0) must not move the RNG that dropout in the training step uses.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self._load(int(index))
+        return self._load(int(item))
+
+    def _load(self, index: int) -> dict[str, Any]:
         action = self.actions[index]
         order = self._view_order(action)
         wanted = len(order) if self.views_per_sample is None else min(self.views_per_sample, len(order))
         clips: list[torch.Tensor] = []
         faults: list[str] = []
+        repairs: list[str] = []
         num_padded = 0
         for view in order:
             if len(clips) == wanted:
@@ -89,9 +103,11 @@ class MultiViewClipDataset(Dataset):
                 faults.append(str(err))
                 continue
             num_padded += loaded.padded
+            if loaded.repaired:
+                repairs.append(loaded.repaired)
             clips.append(self.transform(loaded.frames))
         if not clips:
-            return {"dropped": True, "action_id": action.action_id, "faults": faults}
+            return {"dropped": True, "action_id": action.action_id, "faults": faults, "cache_repairs": repairs}
         labels = action.labels
         return {
             "video": torch.stack(clips),  # [V, C, T, H, W]
@@ -102,6 +118,7 @@ class MultiViewClipDataset(Dataset):
             "action_id": action.action_id,
             "num_padded_frames": num_padded,
             "faults": faults,
+            "cache_repairs": repairs,
         }
 
 
@@ -115,11 +132,12 @@ def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
     if not samples:
         raise ValueError("collate_views got an empty batch")
     faults = [f for s in samples for f in s.get("faults", [])]
+    repairs = [r for s in samples for r in s.get("cache_repairs", [])]
     dropped = [s["action_id"] for s in samples if s.get("dropped")]
     samples = [s for s in samples if not s.get("dropped")]
     if not samples:
         return {"video": None, "action_id": [], "faults": faults, "dropped_action_ids": dropped,
-                "num_padded_frames": torch.zeros(0, dtype=torch.long)}
+                "num_padded_frames": torch.zeros(0, dtype=torch.long), "cache_repairs": repairs}
     max_views = max(s["video"].shape[0] for s in samples)
     first = samples[0]["video"]
     video = first.new_zeros((len(samples), max_views, *first.shape[1:]))
@@ -142,4 +160,5 @@ def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "num_padded_frames": column("num_padded_frames"),
         "faults": faults,
         "dropped_action_ids": dropped,
+        "cache_repairs": repairs,
     }
