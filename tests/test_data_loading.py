@@ -162,3 +162,94 @@ def test_the_unlabelled_challenge_split_loads_for_prediction(real_sample, tmp_pa
     assert batch["action_id"] == ["0", "1", "2", "3", "4"]
     assert batch["offence_severity"].tolist() == [-1] * 5 and batch["action"].tolist() == [-1] * 5
     assert batch["view_mask"].sum(dim=1).tolist() == [3, 3, 3, 2, 3]
+
+
+# --- damaged cache entries ---------------------------------------------------------------------------
+
+
+def _damage(entry: Path, how: str) -> None:
+    import numpy as np
+
+    if how == "truncated":
+        entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
+    elif how == "bit flip":  # same shape and dtype, one pixel changed: only the checksum sees it
+        array = np.load(entry)
+        array.flat[12345] ^= 0xFF
+        np.save(entry, array)
+    elif how == "wrong shape":
+        np.save(entry, np.zeros((16, SQUARE, SQUARE // 2, 3), dtype=np.uint8))
+    elif how == "wrong dtype":
+        np.save(entry, np.zeros((16, SQUARE, SQUARE, 3), dtype=np.float32))
+    elif how == "record gone":
+        entry.with_suffix(".json").unlink()
+    elif how == "array gone":
+        entry.unlink()
+
+
+@pytest.mark.parametrize("how", ["truncated", "bit flip", "wrong shape", "wrong dtype", "array gone"])
+def test_a_damaged_cache_entry_is_decoded_again_counted_and_never_read(clip, tmp_path, how):
+    loader = ClipLoader(WINDOW, SQUARE, "pyav", tmp_path / "cache")
+    expected = loader(clip).frames
+    (entry,) = entries(tmp_path / "cache")
+    _damage(entry, how)
+
+    repaired = loader(clip)
+    assert not repaired.cached and repaired.repaired is not None and str(clip) in repaired.repaired
+    assert torch.equal(repaired.frames, expected)
+    again = loader(clip)  # rewritten: a clean hit from now on
+    assert again.cached and again.repaired is None and torch.equal(again.frames, expected)
+
+
+def test_an_entry_without_its_record_is_an_incomplete_write_not_damage(clip, tmp_path):
+    loader = ClipLoader(WINDOW, SQUARE, "pyav", tmp_path / "cache")
+    loader(clip)
+    (entry,) = entries(tmp_path / "cache")
+    _damage(entry, "record gone")
+    reloaded = loader(clip)
+    assert not reloaded.cached and reloaded.repaired is None  # a plain miss
+
+
+def test_repairs_travel_with_the_batch_and_are_reported_each_epoch(clip, tmp_path):
+    from mvfoul.data.annotations import Action
+    from mvfoul.training.data_report import DataFaultTally
+
+    loader = ClipLoader(WINDOW, SQUARE, "pyav", tmp_path / "cache")
+    loader(clip)
+    _damage(entries(tmp_path / "cache")[0], "bit flip")
+    transform = build_clip_transform(ClipTransformConfig(frame_size=32), train=False)
+    dataset = MultiViewClipDataset([Action("0", (clip,), None)], loader, transform, None)
+    tally = DataFaultTally()
+    tally.add(collate_views([dataset[0]]))
+    assert tally.metrics("train")["train/data_cache_repaired"] == 1.0
+    assert "1 damaged frame-cache entr(y/ies) decoded again" in tally.summary("train", 3)
+
+
+# --- the same draws whatever loads them ---------------------------------------------------------------
+
+
+def test_a_draw_is_the_same_in_any_worker_count_and_any_epoch_order(real_sample, tmp_path):
+    """Augmentation and view choice come from each draw's own seed: 0 or 2 workers, the epoch
+    reached directly (as a resumed run does) or after another, give the same tensors."""
+    from mvfoul.data.datamodule import MultiViewDataModule
+
+    data = tmp_path / "mvfouls"
+    data.mkdir()
+    os.symlink(real_sample / "Test", data / "Train")
+    os.symlink(real_sample / "Test", data / "Valid")
+
+    def epoch_batches(workers: int, epochs: list[int], first_epoch: int = 0) -> list[torch.Tensor]:
+        cfg = compose_config("config", [f"dataset.data_dir={data}", "dataset.frame_size=32", f"dataset.num_workers={workers}",
+                                         "dataset.batch_size=5", "dataset.decoder=pyav"])
+        dm = MultiViewDataModule(cfg.dataset, WINDOW, sampling=cfg.sampling, seed=3, first_epoch=first_epoch)
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        out = []
+        for epoch in epochs:
+            dm.train_sampler.set_epoch(epoch)
+            out.append(next(iter(loader))["video"])
+        return out
+
+    in_order = epoch_batches(0, [0, 1])
+    assert torch.equal(epoch_batches(2, [0, 1])[1], in_order[1])
+    assert torch.equal(epoch_batches(2, [1], first_epoch=1)[0], in_order[1])
+    assert not torch.equal(in_order[0], in_order[1])

@@ -28,6 +28,7 @@ class CacheReport:
     cache_dir: Path
     new: int = 0  # clips decoded and stored now
     present: int = 0  # clips already cached
+    repaired: int = 0  # damaged entries found and decoded again (counted in new too)
     unreadable: list[str] = field(default_factory=list)  # one message per clip that failed
     size_bytes: int = 0
     seconds: float = 0.0
@@ -38,6 +39,8 @@ class CacheReport:
             f"frame cache {self.cache_dir}: {total} clips ({self.new} decoded now, {self.present} already cached), "
             f"{human_size(self.size_bytes)}, {self.seconds:.1f} s"
         )
+        if self.repaired:
+            line += f"; {self.repaired} damaged entr(y/ies) decoded again"
         if self.unreadable:
             line += f"; {len(self.unreadable)} unreadable clip(s) skipped, first: {self.unreadable[0]}"
         return line
@@ -50,9 +53,10 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
-def _cache_one(loader: ClipLoader, path: str) -> bool:
-    """Load one clip through the cache; True when it was already there."""
-    return loader(Path(path)).cached
+def _cache_one(loader: ClipLoader, path: str) -> tuple[bool, bool]:
+    """Load one clip through the cache: (it was already there, a damaged entry was replaced)."""
+    clip = loader(Path(path))
+    return clip.cached, clip.repaired is not None
 
 
 def clips_to_cache(datamodule: MultiViewDataModule) -> list[Path]:
@@ -90,10 +94,12 @@ def build_cache(cfg: DictConfig, frame_indices: tuple[int, ...], workers: int, p
         futures = {pool.submit(_cache_one, loader, str(path)): path for path in clips}
         for future in as_completed(futures):
             try:
-                if future.result():
+                cached, repaired = future.result()
+                if cached:
                     report.present += 1
                 else:
                     report.new += 1
+                report.repaired += repaired
             except DataError as err:
                 report.unreadable.append(str(err))
             bar.advance(task)

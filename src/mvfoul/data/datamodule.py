@@ -23,7 +23,7 @@ from mvfoul.data.synthetic import ensure_synthetic_dataset, synthetic_dataset_di
 from mvfoul.data.transforms import ClipTransformConfig, build_clip_transform
 from mvfoul.data.video import resolve_decoder
 from mvfoul.errors import DataError
-from mvfoul.sampling import ClassBalancedSampler, task_class_ids
+from mvfoul.sampling import ClassBalancedSampler, EpochShuffleSampler, task_class_ids
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +52,25 @@ def resolve_data_dir(dataset: DictConfig) -> Path:
 
 class MultiViewDataModule(L.LightningDataModule):
     def __init__(
-        self, dataset: DictConfig, frame_indices: Sequence[int], sampling: DictConfig | None = None, seed: int = 0
+        self,
+        dataset: DictConfig,
+        frame_indices: Sequence[int],
+        sampling: DictConfig | None = None,
+        seed: int = 0,
+        first_epoch: int = 0,
     ) -> None:
         super().__init__()
         self.cfg = dataset
         self.sampling = sampling
         self.seed = seed
+        # The epoch training starts at (a resumed run's). Lightning builds the loader's iterator
+        # (and persistent workers prefetch from the sampler) before it first sets the sampler's
+        # epoch, so the sampler must start at the right one.
+        self.first_epoch = first_epoch
         self.frame_indices = tuple(frame_indices)
         self.data_dir = resolve_data_dir(dataset)
         self.datasets: dict[str, MultiViewClipDataset] = {}
-        self.train_sampler: ClassBalancedSampler | None = None
+        self.train_sampler: ClassBalancedSampler | EpochShuffleSampler | None = None
         # Which split trainer.predict reads: the unlabelled challenge split unless told otherwise.
         self.predict_split = "chall"
 
@@ -82,7 +91,11 @@ class MultiViewDataModule(L.LightningDataModule):
 
     def _transform_config(self) -> ClipTransformConfig:
         d = self.cfg
+        # train_hydra.py and evaluate_hydra.py fill mean/std with the backbone's own (or the
+        # checkpoint's record); bare configs fall back to the R3D statistics.
+        normalisation = {key: tuple(d[key]) for key in ("mean", "std") if d.get(key) is not None}
         return ClipTransformConfig(
+            **normalisation,
             frame_size=d.frame_size,
             resize_size=d.resize_size,
             augment=d.augment,
@@ -138,6 +151,7 @@ class MultiViewDataModule(L.LightningDataModule):
             self.datasets["train"] = self._build("train", train=True)
             self.datasets["valid"] = self._build("valid", train=False)
             self.train_sampler = self._build_sampler()
+            self.train_sampler.set_epoch(self.first_epoch)
         if stage == "validate" and "valid" not in self.datasets:
             self.datasets["valid"] = self._build("valid", train=False)
         if stage == "test" and "test" not in self.datasets:
@@ -145,11 +159,13 @@ class MultiViewDataModule(L.LightningDataModule):
         if stage == "predict" and self.predict_split not in self.datasets:
             self.datasets[self.predict_split] = self._build(self.predict_split, train=False)
 
-    def _build_sampler(self) -> ClassBalancedSampler | None:
-        """The class-balanced sampler of the training split, when sampling asks for one."""
+    def _build_sampler(self) -> ClassBalancedSampler | EpochShuffleSampler:
+        """The training split's sampler: class-balanced when sampling asks for it, else a uniform
+        shuffle. Both draw each epoch from ``(seed, epoch)`` alone (see :mod:`mvfoul.sampling`),
+        so a resumed run draws exactly what the uninterrupted run would have."""
         s = self.sampling
         if s is None or not s.use_class_balanced_sampler:
-            return None
+            return EpochShuffleSampler(len(self.datasets["train"]), seed=self.seed)
         labels = self.train_labels()
         class_ids, names = task_class_ids(s.balance_task, labels["offence_severity"], labels["action"])
         return ClassBalancedSampler(
@@ -179,16 +195,16 @@ class MultiViewDataModule(L.LightningDataModule):
         return DataLoader(
             self.datasets[split],
             batch_size=batch_size,
-            # The balanced sampler draws its own order; otherwise training shuffles uniformly.
-            shuffle=train and sampler is None,
+            # Training order comes from the sampler (seeded by epoch); evaluation keeps file order.
+            shuffle=False,
             sampler=sampler,
             num_workers=workers,
             collate_fn=collate_views,
             pin_memory=torch.cuda.is_available() if d.pin_memory is None else d.pin_memory,
             persistent_workers=d.persistent_workers and workers > 0,
             prefetch_factor=d.prefetch_factor if workers > 0 else None,
-            # A seeded generator fixes each worker's torch seed (augmentation, view draws), and
-            # seed_worker extends it to numpy and random: a seeded run sees the same batches.
+            # Training samples carry their own seeds (mvfoul.sampling.Draw); the seeded generator
+            # still fixes each worker's base seed, and seed_worker extends it to numpy and random.
             generator=torch.Generator().manual_seed(self.seed + (0 if train else 1)),
             worker_init_fn=seed_worker,
             drop_last=False,
