@@ -45,6 +45,12 @@ NUM_ACTION = len(ACTION_CLASSES)
 
 ACTION_INDEX = {name: i for i, name in enumerate(ACTION_CLASSES)}
 
+# Every raw string annotations.json uses for each label field (before the rules). A value outside
+# these is a typo or a newer vocabulary, never a legitimate "undecided" label.
+ACTION_CLASS_VALUES: tuple[str, ...] = (*ACTION_CLASSES, "Dont know", "")
+OFFENCE_VALUES: tuple[str, ...] = ("Offence", "No offence", "No Offence", "Between", "")
+SEVERITY_VALUES: tuple[str, ...] = ("", "1.0", "2.0", "3.0", "4.0", "5.0")
+
 _NO_OFFENCE_SPELLINGS = ("No offence", "No Offence")
 _UNSURE_OFFENCE = ("", "Between")
 _UNSURE_SEVERITY = ("", "2.0", "4.0")
@@ -191,6 +197,19 @@ def official_labels(action_class: str, offence: str, severity: str) -> OfficialL
         action=ACTION_INDEX[action_class],
         severity_match=view.severity_match if isinstance(view, EvaluatorView) else -1,
     )
+
+
+def vocabulary_problem(action_class: str, offence: str, severity: str) -> str | None:
+    """Which raw label string (trimmed) is outside the dataset's vocabulary, e.g.
+    ``"action class 'Tacklin'"``; None when all three are known values."""
+    for field, value, allowed in (
+        ("action class", action_class, ACTION_CLASS_VALUES),
+        ("offence", offence, OFFENCE_VALUES),
+        ("severity", severity, SEVERITY_VALUES),
+    ):
+        if (value or "").strip() not in allowed:
+            return f"{field} {value!r}"
+    return None
 
 
 def is_official_match(offence_severity_pred: int, labels: OfficialLabels) -> bool:

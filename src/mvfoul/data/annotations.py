@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 from mvfoul.errors import DataError
-from mvfoul.labels import OfficialLabels, official_labels
+from mvfoul.labels import OfficialLabels, official_labels, vocabulary_problem
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ class SplitReport:
     missing_clips: list[Path] = field(default_factory=list)  # listed but absent on disk
     dropped_no_view: list[str] = field(default_factory=list)  # action ids with no view on disk
     dropped_by_rules: dict[str, str] = field(default_factory=dict)  # action id -> reason
+    # Of those, the actions whose labels are outside the vocabulary (typos): action id -> the value.
+    unknown_labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def kept_actions(self) -> int:
@@ -151,6 +153,9 @@ def build_actions(
             verdict = official_labels(*raw.labels)
             if isinstance(verdict, str):
                 report.dropped_by_rules[raw.action_id] = verdict
+                unknown = vocabulary_problem(*raw.labels)
+                if unknown:
+                    report.unknown_labels[raw.action_id] = unknown
                 continue
             labels = verdict
         clips: list[Path] = []
@@ -161,6 +166,15 @@ def build_actions(
             continue
         actions.append(Action(action_id=raw.action_id, clips=tuple(clips), labels=labels))
 
+    if report.unknown_labels:
+        # The official rules' own drops ("Dont know", "Between"...) are expected and counted in the
+        # split's info line; a value outside the vocabulary is a typo someone should fix.
+        shown = "; ".join(f"action {i}: {v}" for i, v in list(report.unknown_labels.items())[:10])
+        more = " ..." if len(report.unknown_labels) > 10 else ""
+        logger.warning(
+            "%s: %d action(s) left out for labels outside the SoccerNet vocabulary (%s%s); fix the annotations",
+            source, len(report.unknown_labels), shown, more,
+        )
     if report.missing_clips:
         # One line for the whole split: a partial download can miss hundreds of clips, and one
         # warning per clip would drown the log.
