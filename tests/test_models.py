@@ -607,3 +607,41 @@ def test_bad_weights_path_names_the_file_and_the_problem(tmp_path, kind, expecte
     assert str(path) in message
     assert expected in message
     assert "model.weights_path" in message
+
+
+# --- each backbone's input statistics ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_each_backbone_carries_its_weights_input_statistics(name):
+    from torchvision.models import get_model_weights
+
+    from mvfoul.data.transforms import KINETICS_MEAN, KINETICS_STD
+
+    spec = BACKBONES[name]
+    if name == "tiny":
+        assert (spec.mean, spec.std) == (KINETICS_MEAN, KINETICS_STD)  # no weights: the R3D values
+        return
+    preset = get_model_weights(spec.torchvision_name).DEFAULT.transforms()
+    assert list(spec.mean) == list(preset.mean) and list(spec.std) == list(preset.std)
+
+
+@pytest.mark.parametrize(("model", "backbone"), [("mvit", "mvit_base_16x4"), ("swin3d", "swin3d_t"), ("resnet3d", "r3d_18"), ("tiny", "tiny")])
+def test_the_data_pipeline_normalises_with_the_backbones_statistics(model, backbone):
+    from conftest import compose_config
+    from mvfoul.data.datamodule import MultiViewDataModule
+    from mvfoul.validate import validate_config, with_schema
+
+    cfg = with_schema(compose_config("quick_test", [f"model={model}", "model.pretrained=false", "dataset.frame_size=224",
+                                                     "dataset.start_frame=63", "dataset.end_frame=87", "dataset.fps=17"]))
+    resolved = validate_config(cfg)
+    spec = BACKBONES[backbone]
+    assert (resolved.mean, resolved.std) == (spec.mean, spec.std)
+    cfg.dataset.mean, cfg.dataset.std = list(resolved.mean), list(resolved.std)  # as train() records them
+    transform = MultiViewDataModule(cfg.dataset, resolved.frame_indices)._transform_config()
+    grey = torch.full((16, 256, 256, 3), 128, dtype=torch.uint8)
+    from mvfoul.data.transforms import build_clip_transform
+
+    out = build_clip_transform(transform, train=False)(grey)
+    for c in range(3):
+        assert out[c].mean().item() == pytest.approx((128 / 255 - spec.mean[c]) / spec.std[c], abs=1e-5)

@@ -23,6 +23,8 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+# torchvision's R3D/R(2+1)D/MC3/S3D Kinetics-400 statistics: the default when a caller names none.
+# Each backbone's own come from its weights (mvfoul.models.BACKBONES[name].mean/.std).
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 # Aspect-ratio range of the random crop, relative to the (square) region it is cut from:
@@ -34,8 +36,8 @@ _CROP_RATIO = (3 / 4, 4 / 3)
 class ClipTransformConfig:
     frame_size: int
     resize_size: int | None = None  # None -> round(frame_size * 8 / 7): 256 for 224
-    mean: tuple[float, float, float] = KINETICS_MEAN
-    std: tuple[float, float, float] = KINETICS_STD
+    mean: tuple[float, ...] = KINETICS_MEAN
+    std: tuple[float, ...] = KINETICS_STD
     augment: bool = False
     hflip_prob: float = 0.5
     crop_scale_min: float = 0.8  # smallest crop area, as a fraction of the centre square

@@ -17,6 +17,7 @@ file (``weights_path``). Every failure is a one-line :class:`~mvfoul.errors.Weig
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -35,6 +36,7 @@ from torch import nn
 from torchvision.models import video as tv_video
 from torchvision.models._api import WeightsEnum
 
+from mvfoul.data.transforms import KINETICS_MEAN, KINETICS_STD
 from mvfoul.errors import ConfigError, WeightsUnavailableError
 
 log = logging.getLogger(__name__)
@@ -48,9 +50,15 @@ DOWNLOAD_STALL_TIMEOUT_S = 15.0
 _DEFAULT_WINDOW = "the default dataset.start_frame=63, end_frame=87, fps=17 gives 16"
 
 
+# The Kinetics-400 statistics of torchvision's ResNet-3D family (R3D, R(2+1)D, MC3) and S3D:
+# what the tiny backbone, which has no weights of its own, is fed too.
+R3D_MEAN, R3D_STD = KINETICS_MEAN, KINETICS_STD
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
-    """What a backbone is and which inputs it accepts (measured on torchvision 0.29)."""
+    """What a backbone is, which inputs it accepts (measured on torchvision 0.29) and how they
+    are normalised (``mean``/``std``, read from its torchvision weights' ``transforms()``)."""
 
     name: str  # the config name (model.backbone)
     description: str  # one line, for --help and errors
@@ -59,6 +67,9 @@ class BackboneSpec:
     min_frames: int
     exact_size: int | None  # square frames, side in px; None = no exact requirement
     min_size: int
+    torchvision_name: str | None = None  # torchvision.models.get_model(name); None: not torchvision's
+    mean: tuple[float, ...] = R3D_MEAN  # per-channel input mean the weights were trained with
+    std: tuple[float, ...] = R3D_STD
 
     def input_problem(self, num_frames: int, frame_size: int) -> str | None:
         """None when ``num_frames`` frames of ``frame_size`` px are accepted, else one line
@@ -255,7 +266,21 @@ _ENTRIES: list[tuple[BackboneSpec, _Recipe]] = [
     ),
 ]
 
-BACKBONES: dict[str, BackboneSpec] = {spec.name: spec for spec, _ in _ENTRIES}
+def _with_weight_facts(spec: BackboneSpec, recipe: _Recipe) -> BackboneSpec:
+    """The spec with what torchvision's weights entry states: the model's registry name and the
+    input statistics its ``transforms()`` normalise with (not restated here, so they cannot drift)."""
+    if recipe.weights is None:
+        return spec
+    preset = recipe.weights.transforms()
+    return dataclasses.replace(
+        spec,
+        torchvision_name=recipe.build.__name__,
+        mean=tuple(float(v) for v in preset.mean),
+        std=tuple(float(v) for v in preset.std),
+    )
+
+
+BACKBONES: dict[str, BackboneSpec] = {spec.name: _with_weight_facts(spec, recipe) for spec, recipe in _ENTRIES}
 _RECIPES: dict[str, _Recipe] = {spec.name: recipe for spec, recipe in _ENTRIES}
 
 
