@@ -250,3 +250,86 @@ def test_a_saved_config_without_schema_is_still_type_checked():
     plain.training.learning_rate = "fast"
     with pytest.raises(ValidationError):
         with_schema(plain)
+
+
+# --- the seed's defaults --------------------------------------------------------------------------
+
+# Every value the seed's old command line sets (MIGRATION.md, "What changed"), by key.
+SEED_VALUES = {
+    "dataset.batch_size": 16,
+    "model.backbone": "mvit_base_16x4",
+    "training.learning_rate": 1e-3,
+    "training.head_lr": 1e-3,
+    "training.backbone_lr": 1e-4,
+    "training.max_epochs": 50,
+    "training.optimizer": "adamw",
+    "training.scheduler": "cosine",
+    "training.weight_decay": 1e-4,
+    "training.gradient_clip_val": 1.0,
+    "sampling.use_class_balanced_sampler": True,
+    "sampling.oversample_factor": 2.0,
+    "sampling.progressive_class_balancing": True,
+    "freezing.gradual_finetuning": True,
+    "freezing.enable_backbone_lr_boost": True,
+    "freezing.backbone_lr_ratio_after_half": 0.6,
+    "loss.function": "focal",
+    "loss.focal_gamma": 2.0,
+    "loss.label_smoothing": 0.1,
+    "loss.use_class_weights": True,
+    "loss.effective_num_beta": 0.99,
+    "system.gpus": 1,
+    "system.precision": "16-mixed",
+    "experiment.save_top_k": 3,
+    "experiment.monitor": "val/sev_acc",
+    "experiment.log_every_n_steps": 50,
+}
+
+
+def test_cfg_job_shows_the_seeds_value_for_every_key_its_old_command_sets(tmp_path, cache_dir):
+    from conftest import run_command, train_command
+
+    result = run_command(train_command(f"dataset.data_dir={tmp_path}", "--cfg", "job"), cwd=tmp_path, cache=cache_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    shown = yaml.safe_load(result.stdout)
+    for key, value in SEED_VALUES.items():
+        group, name = key.split(".")
+        assert shown[group][name] == value, key
+
+
+def test_the_seeds_old_command_is_the_defaults_and_so_is_the_legacy_front_without_flags():
+    from mvfoul.legacy.flags import translate_legacy
+    from mvfoul.legacy.markdown import SEED_COMMAND
+
+    seed = translate_legacy(SEED_COMMAND).translation.commands[0]
+    paths = [o for o in seed.overrides if o.startswith(("dataset.data_dir=", "dataset.train_csv=", "dataset.val_csv="))]
+    assert len(paths) == 3 and len(seed.overrides) == len(SEED_VALUES) + 3
+    assert OmegaConf.to_container(compose_config("config", seed.overrides)) == OmegaConf.to_container(compose_config("config", paths))
+    # training/train.py with no flags: no override at all, so exactly train_hydra.py's defaults.
+    assert translate_legacy([]).translation.commands[0].overrides == []
+
+
+def test_on_the_defaults_label_smoothing_switches_itself_off_and_says_so(caplog):
+    from mvfoul.training.run import apply_automatic_changes
+
+    cfg = with_schema(compose_config("config", ["dataset.data_dir=/data"]))
+    with caplog.at_level("INFO"):
+        changes = apply_automatic_changes(cfg)
+    assert changes["loss.label_smoothing"]["configured"] == 0.1 and changes["loss.label_smoothing"]["effective"] == 0.0
+    assert cfg.loss.label_smoothing == 0.0
+    assert caplog.text.count("loss.label_smoothing=0.1 switched off") == 1
+
+
+def test_a_key_added_with_plus_is_refused_like_any_unknown_key():
+    found = problems(quick("+training.learnin_rate=0.1", "+dataset.synthetic.sed=1", "+foo=2"))
+    assert "training.learnin_rate: unknown key in 'training'; did you mean training.learning_rate?" in found
+    assert "dataset.synthetic.sed: unknown key in 'dataset.synthetic'; did you mean dataset.synthetic.seed?" in found
+    assert any(p.startswith("foo: unknown key in 'the root config'") for p in found)
+
+
+def test_a_cache_dir_that_is_a_file_is_refused_at_startup(tmp_path):
+    (tmp_path / "frames").write_text("")
+    (message,) = problems(quick(f"dataset.cache_dir={tmp_path / 'frames'}"))
+    assert message.startswith("dataset.cache_dir:") and "is a file, not a folder" in message
+    (message,) = problems(quick(f"dataset.cache_dir={tmp_path / 'frames' / 'sub'}"))
+    assert "lies under" in message
+    validate_config(with_schema(quick(f"dataset.cache_dir={tmp_path / 'new' / 'cache'}")))  # created when needed

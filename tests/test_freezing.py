@@ -60,6 +60,8 @@ def make_cfg(**overrides: Any) -> DictConfig:
         "training.backbone_lr": BACKBONE_LR,
         "training.scheduler": "none",
         "training.warmup_epochs": 0.0,
+        # These tests feed plain DataLoaders: there is no training split to count classes in.
+        "loss.use_class_weights": "false",
     }
     base.update(overrides)
     return compose_config("quick_test", [f"{k}={v}" for k, v in base.items()])

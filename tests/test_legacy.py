@@ -141,6 +141,9 @@ SPECIAL_VALUES = {
     "experiment.monitor": "val/leaderboard",
     "experiment.mode": "max",
     "experiment.tags": ["legacy", "two words", "7"],
+    "dataset.mean": [0.5, 0.25, 0.125],  # a list of floats
+    "dataset.std": [0.2, 0.3, 0.4],
+    "experiment.resume": "auto",
     "experiment.limit_train_batches": 10,  # an int: a batch count
     "experiment.limit_val_batches": 0.5,  # a float: a fraction
     "training.gradient_clip_val": None,  # null for an optional key

@@ -58,7 +58,7 @@ class DatasetConfig:
     train_csv: Optional[str] = None
     val_csv: Optional[str] = None
     test_csv: Optional[str] = None
-    batch_size: int = 4
+    batch_size: int = 16
     eval_batch_size: Optional[int] = None
     num_workers: int = 4
     pin_memory: Optional[bool] = None
@@ -79,6 +79,10 @@ class DatasetConfig:
     hflip_prob: float = 0.5
     crop_scale_min: float = 0.8
     color_jitter: float = 0.2
+    # Per-channel normalisation; null = the backbone's own (its torchvision weights' transforms).
+    # A run records the values it used here, so evaluation feeds the checkpoint the same input.
+    mean: Optional[List[float]] = None
+    std: Optional[List[float]] = None
 
 
 @dataclass
@@ -87,6 +91,7 @@ class SyntheticDatasetConfig(DatasetConfig):
 
     name: str = "synthetic"
     data_dir: Optional[str] = None
+    batch_size: int = 4
     num_workers: int = 2
     frame_size: int = 112
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
@@ -104,10 +109,10 @@ class ModelConfig:
 
 @dataclass
 class TrainingConfig:
-    max_epochs: int = 30
-    learning_rate: float = 1e-4
-    head_lr: Optional[float] = None
-    backbone_lr: Optional[float] = None
+    max_epochs: int = 50
+    learning_rate: float = 1e-3
+    head_lr: Optional[float] = 1e-3
+    backbone_lr: Optional[float] = 1e-4
     optimizer: str = "adamw"
     momentum: float = 0.9
     scheduler: str = "cosine"
@@ -117,9 +122,10 @@ class TrainingConfig:
     gamma: float = 0.1
     plateau_patience: int = 3
     plateau_factor: float = 0.5
-    weight_decay: float = 0.01
+    weight_decay: float = 1e-4
     gradient_clip_val: Optional[float] = 1.0
     accumulate_grad_batches: int = 1
+    stop_on_divergence: bool = True
 
 
 @dataclass
@@ -128,9 +134,9 @@ class LossConfig:
     focal_gamma: float = 2.0
     # null, a number in (0, 1], or "class_weights" (alpha per class = the class weights).
     focal_alpha: Any = None
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     auto_disable_label_smoothing: bool = True
-    use_class_weights: bool = False
+    use_class_weights: bool = True
     class_weight_method: str = "effective_num"
     effective_num_beta: float = 0.99
     severity_weight: float = 1.0
@@ -188,6 +194,8 @@ class ExperimentConfig:
     # int = a number of batches, float = a fraction of the epoch (Lightning's convention).
     limit_train_batches: Any = 1.0
     limit_val_batches: Any = 1.0
+    # null: a new run; auto: continue <run folder>/checkpoints/last.ckpt (hydra.run.dir); or a path.
+    resume: Optional[str] = None
 
 
 @dataclass

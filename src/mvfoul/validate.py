@@ -25,6 +25,9 @@ class ResolvedRun:
     """Values derived from the config once it is valid."""
 
     frame_indices: tuple[int, ...]
+    # Per-channel input normalisation: dataset.mean/std, or the backbone's own when null.
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
     @property
     def num_frames(self) -> int:
@@ -75,6 +78,16 @@ def _limit_ok(value: Any) -> bool:
     return False
 
 
+def _folder_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be (or become) a folder: it is a file, or lies under one."""
+    if path.exists():
+        return None if path.is_dir() else "is a file, not a folder"
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"lies under {parent}, which is a file"
+    return None
+
+
 def _check_dataset(cfg: DictConfig, p: _Problems) -> tuple[int, ...] | None:
     from mvfoul.data.video import window_frame_indices
 
@@ -104,6 +117,18 @@ def _check_dataset(cfg: DictConfig, p: _Problems) -> tuple[int, ...] | None:
     p.check(0.0 <= d.hflip_prob <= 1.0, "dataset.hflip_prob", d.hflip_prob, "in [0, 1]")
     p.check(0.0 < d.crop_scale_min <= 1.0, "dataset.crop_scale_min", d.crop_scale_min, "in (0, 1]")
     p.check(0.0 <= d.color_jitter < 1.0, "dataset.color_jitter", d.color_jitter, "in [0, 1)")
+    for key in ("mean", "std"):
+        values = d.get(key)
+        if values is not None and (len(values) != 3 or (key == "std" and min(values) <= 0)):
+            p.add(
+                f"dataset.{key}",
+                f"{list(values)} is not allowed: expected null (the backbone's own) or 3 per-channel values (RGB)"
+                + (", each > 0" if key == "std" else ""),
+            )
+    if d.cache_dir:
+        problem = _folder_problem(Path(d.cache_dir).expanduser())
+        if problem:
+            p.add("dataset.cache_dir", f"{d.cache_dir!r} {problem}: give a folder (it is created if missing), or null for no cache")
     p.check(d.start_frame >= 0, "dataset.start_frame", d.start_frame, ">= 0")
     p.check(d.clip_fps > 0, "dataset.clip_fps", d.clip_fps, "> 0")
 
@@ -278,6 +303,13 @@ def _check_experiment(cfg: DictConfig, p: _Problems) -> None:
         expected = "min" if e.monitor.split("/")[-1] in LOWER_IS_BETTER else "max"
         if e.mode != expected:
             p.add("experiment.mode", f"{e.mode!r} would keep the worst checkpoints of {e.monitor}: use mode={expected}")
+    resume = e.get("resume")
+    if resume not in (None, "auto") and not Path(str(resume)).expanduser().is_file():
+        p.add(
+            "experiment.resume",
+            f"{resume!r} is not a file: give a checkpoint (e.g. <run>/checkpoints/last.ckpt), auto "
+            "(this run folder's last.ckpt) or null",
+        )
     p.check(e.save_top_k >= -1, "experiment.save_top_k", e.save_top_k, ">= -1")
     p.check(e.log_every_n_steps >= 1, "experiment.log_every_n_steps", e.log_every_n_steps, ">= 1")
     for key in ("limit_train_batches", "limit_val_batches"):
@@ -301,9 +333,34 @@ _CHECKS: tuple[Callable[[DictConfig, _Problems], None], ...] = (
 )
 
 
+def _check_unknown_keys(cfg: DictConfig, p: _Problems) -> None:
+    """Keys no schema declares. Composition refuses a misspelt ``key=value``, but Hydra's append
+    syntax ``+training.learnin_rate=0.1`` adds a key past the schema on purpose."""
+    import dataclasses
+    import difflib
+
+    schemas = {**C.GROUP_SCHEMAS, "dataset": C.DATASET_SCHEMAS.get(OmegaConf.select(cfg, "dataset.name"), C.DatasetConfig)}
+    if OmegaConf.select(cfg, "dataset.name") == "synthetic":
+        schemas["dataset.synthetic"] = C.SyntheticConfig
+
+    def walk(node: DictConfig, schema: type, path: str) -> None:
+        fields = [f.name for f in dataclasses.fields(schema)]
+        for key in node.keys():
+            name = f"{path}.{key}" if path else str(key)
+            if key not in fields:
+                close = difflib.get_close_matches(str(key), fields, n=1)
+                hint = f"did you mean {path + '.' if path else ''}{close[0]}?" if close else f"keys there: {', '.join(fields)}"
+                p.add(name, f"unknown key in '{path or 'the root config'}'; {hint}")
+            elif name in schemas and isinstance(node[key], DictConfig):
+                walk(node[key], schemas[name], name)
+
+    walk(cfg, C.EvaluateConfig if "ckpt_path" in cfg else C.MvfoulConfig, "")
+
+
 def validate_config(cfg: DictConfig) -> ResolvedRun:
     """Raise :class:`ConfigError` listing every problem of ``cfg``; return derived values."""
     p = _Problems()
+    _check_unknown_keys(cfg, p)
     indices = _check_dataset(cfg, p)
     _check_model(cfg, p, indices)
     for check in _CHECKS:
@@ -311,4 +368,16 @@ def validate_config(cfg: DictConfig) -> ResolvedRun:
     if p.items:
         raise ConfigError(p.items)
     assert indices is not None  # a bad window is always reported above
-    return ResolvedRun(frame_indices=indices)
+    return ResolvedRun(frame_indices=indices, **input_normalisation(cfg))
+
+
+def input_normalisation(cfg: DictConfig) -> dict[str, tuple[float, ...]]:
+    """``{"mean": ..., "std": ...}``: ``dataset.mean``/``std`` where set, else the backbone's own
+    (its torchvision weights' ``transforms()``; the R3D statistics for the tiny backbone)."""
+    from mvfoul.models.backbones import BACKBONES
+
+    spec = BACKBONES[cfg.model.backbone]
+    return {
+        key: tuple(float(v) for v in cfg.dataset[key]) if cfg.dataset.get(key) is not None else getattr(spec, key)
+        for key in ("mean", "std")
+    }

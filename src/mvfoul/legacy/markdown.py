@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from mvfoul import atomic
 from mvfoul.help import GROUPS
 from mvfoul.legacy.flags import (
     ALIASES,
@@ -35,6 +36,22 @@ LEGACY_EXAMPLE = [
     "--learning_rate", "3e-4", "--loss_function", "ce", "--use_class_weights",
     "--no-gradual_finetuning", "--unfreeze_schedule", "5", "10", "--gpus", "2",
 ]
+# The old trainer's command the migration guide this project was specified from lists as "50+
+# arguments just to run basic training": mvfoul's defaults are exactly these values, so it
+# translates to nothing but the data paths.
+SEED_COMMAND = [
+    "--data_dir", "/path/to/data", "--train_csv", "train.csv", "--val_csv", "val.csv",
+    "--backbone", "mvit_base_16x4", "--batch_size", "16", "--learning_rate", "1e-3", "--head_lr", "1e-3",
+    "--backbone_lr", "1e-4", "--max_epochs", "50", "--optimizer", "adamw", "--scheduler", "cosine",
+    "--weight_decay", "1e-4", "--gradient_clip_val", "1.0", "--use_class_balanced_sampler",
+    "--oversample_factor", "2.0", "--progressive_class_balancing", "--gradual_finetuning",
+    "--enable_backbone_lr_boost", "--backbone_lr_ratio_after_half", "0.6", "--loss_function", "focal",
+    "--focal_gamma", "2.0", "--label_smoothing", "0.1", "--use_class_weights", "--effective_num_beta", "0.99",
+    "--gpus", "1", "--precision", "16-mixed", "--save_top_k", "3", "--monitor", "val/sev_acc",
+    "--log_every_n_steps", "50",
+]
+# The data paths of SEED_COMMAND: the only flags whose value is not a default.
+SEED_DATA_FLAGS = ("--data_dir", "--train_csv", "--val_csv")
 # The baseline's README: "if you use the code from the GitHub repository and run: ... you should
 # get similar results" (VARS model/README.md, "Baseline hyperparameters").
 VARS_EXAMPLE = [
@@ -127,6 +144,47 @@ def _converting() -> list[str]:
         "override /group: option..., _self_]`, then only the values the command line set: keys it did not "
         "set keep following `conf/`, exactly as on the command line. A name that a preset or `conf/` "
         "already uses is refused (`--config-name` would find that one first).",
+        "",
+    ]
+
+
+def _what_changed() -> list[str]:
+    from mvfoul.models.backbones import BACKBONES
+
+    seed = translate_legacy(SEED_COMMAND).translation.commands[0]
+    keys = [o for o in seed.overrides if not o.startswith(("dataset.data_dir=", "dataset.train_csv=", "dataset.val_csv="))]
+    rows = [
+        (f"`{name}`", f"`{spec.torchvision_name or '-'}`", ", ".join(f"{v:g}" for v in spec.mean), ", ".join(f"{v:g}" for v in spec.std))
+        for name, spec in BACKBONES.items()
+    ]
+    return [
+        "## What changed",
+        "",
+        "**The defaults are the old trainer's.** `python train_hydra.py dataset.data_dir=...` trains exactly "
+        "what the old trainer's basic command line did; every value that command sets is the default, so it "
+        "translates to the data paths alone:",
+        "",
+        "```bash",
+        "python training/train.py " + " ".join(SEED_COMMAND),
+        "# runs:",
+        seed.render(),
+        "```",
+        "",
+        f"The {len(keys)} keys it sets, all at their defaults: " + ", ".join(f"`{k}`" for k in keys) + ". "
+        "Earlier versions of mvfoul defaulted to a batch size of 4, one learning rate of 1e-4, 30 epochs, "
+        "weight decay 0.01, no label smoothing and no class weights; a command or kept config that relied on "
+        "those now gets the values above (set them explicitly to keep the old ones). On these defaults "
+        "class-balanced oversampling and class weights are both on, so label smoothing (0.1) switches itself "
+        "off, with one log line.",
+        "",
+        "**Each backbone gets its own input statistics.** Clips used to be normalised with the ResNet-3D "
+        "Kinetics statistics for every backbone. They are now normalised with the statistics of the "
+        "backbone's own torchvision weights (`transforms()` of its weights entry), as the VARS baseline does; "
+        "`dataset.mean`/`dataset.std` override them, and every run records the values it used in its "
+        "checkpoint, so evaluation feeds the same input. A checkpoint from before this change records "
+        "nothing and is evaluated with the ResNet-3D statistics it was trained with.",
+        "",
+        *_table(["backbone", "torchvision weights of", "mean (R, G, B)", "std (R, G, B)"], rows),
         "",
     ]
 
@@ -300,6 +358,7 @@ def migration_markdown() -> str:
         "through `training/train.py`, which translates them into exactly that form.",
         "",
         *_phases(),
+        *_what_changed(),
         *_converting(),
         *_naming(),
         *_old_trainer_table(),
@@ -312,5 +371,5 @@ def migration_markdown() -> str:
 
 
 def write_migration_md(path: Path = MIGRATION_MD) -> Path:
-    Path(path).write_text(migration_markdown(), encoding="utf-8")
+    atomic.write_text(Path(path), migration_markdown())
     return Path(path)
