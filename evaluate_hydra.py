@@ -10,15 +10,18 @@ import hydra
 from omegaconf import DictConfig
 
 import mvfoul.config  # noqa: F401  (registers the schemas before Hydra composes)
-from mvfoul.cli import run_hydra_app
+from mvfoul.cli import run_hydra_app, run_task
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
     from mvfoul.evaluation.evaluate import evaluate_command
 
-    result = evaluate_command(cfg)
-    return None if result.metrics is None else result.metrics["leaderboard_value"]
+    def evaluate(cfg: DictConfig) -> float | None:
+        result = evaluate_command(cfg)
+        return None if result.metrics is None else result.metrics["leaderboard_value"]
+
+    return run_task(evaluate, cfg)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,14 @@ import hydra
 from omegaconf import DictConfig
 
 import mvfoul.config  # noqa: F401  (registers the schemas before Hydra composes)
-from mvfoul.cli import run_hydra_app
+from mvfoul.cli import run_hydra_app, run_task
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from mvfoul.training.run import train
 
-    return train(cfg)
+    return run_task(train, cfg)
 
 
 if __name__ == "__main__":

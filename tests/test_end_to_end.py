@@ -44,9 +44,11 @@ def test_quick_test_trains_validates_and_checkpoints(tmp_path, cache_dir):
 
     checkpoints = sorted((run_dir / "checkpoints").glob("*.ckpt"))
     names = [c.name for c in checkpoints]
-    assert "last.ckpt" in names and any(n.startswith("epoch") and "val_sev_acc=" in n for n in names)
-    # last.ckpt is the latest epoch (for resuming), whichever epoch scored best.
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+    assert "last.ckpt" in names and "best.ckpt" in names
+    assert any(n.startswith("epoch") and "-val_sev_acc-" in n for n in names)
+    assert not any("=" in n for n in names)  # pasteable as a Hydra override
+    # last.ckpt is the state after the latest epoch (for resuming), whichever epoch scored best.
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2  # epochs done
 
     rows = read_metrics(run_dir)
     val_rows = [r for r in rows if r.get("val/sev_acc")]
@@ -71,8 +73,8 @@ def test_quick_test_trains_validates_and_checkpoints(tmp_path, cache_dir):
     # A checkpoint alone rebuilds the model: it carries the whole config.
     from mvfoul.training.module import MultiViewFoulModule
 
-    best = next(c for c in checkpoints if c.name != "last.ckpt")
-    module = MultiViewFoulModule.load_from_checkpoint(best, map_location="cpu")
+    best = run_dir / "checkpoints" / "best.ckpt"
+    module = MultiViewFoulModule.from_checkpoint(best)
     assert module.cfg.dataset.frame_size == 48
     video = torch.zeros(1, 2, 3, 8, 48, 48)
     out = module.eval()(video, torch.tensor([[True, False]]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import sys
 from typing import Any, Callable
 
@@ -22,6 +23,9 @@ from mvfoul.errors import MvfoulError
 from mvfoul.help import GROUPS
 
 PREFIX = "mvfoul: error: "
+
+# key=value=more: a value holding "=" that Hydra's grammar cannot read unquoted.
+_VALUE_WITH_EQUALS = re.compile(r"^([+~]{0,2}[\w./@\-]+)=([^'\"].*=.*)$")
 
 
 def _unknown_key_message(full_key: str, schema: Any) -> str:
@@ -63,7 +67,7 @@ def explain(exc: BaseException) -> str | None:
     if isinstance(exc, MissingConfigException):
         return _missing_config_message(exc)
     if isinstance(exc, OverrideParseException):
-        return f"cannot parse the override: {str(exc).splitlines()[0]}"
+        return _override_parse_message(exc)
     if isinstance(exc, ConfigCompositionException):
         cause = exc.__cause__
         if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and cause.full_key:
@@ -78,6 +82,18 @@ def explain(exc: BaseException) -> str | None:
     if isinstance(exc, (ConfigKeyError, ConfigAttributeError)) and exc.full_key:
         return _unknown_key_message(exc.full_key, exc.object_type)
     return None
+
+
+def _override_parse_message(exc: OverrideParseException) -> str:
+    for word in sys.argv[1:]:
+        match = _VALUE_WITH_EQUALS.match(word)
+        if match:
+            key, value = match.groups()
+            return (
+                f"{key}: the value {value!r} holds '=', which Hydra cannot read unquoted; quote it: "
+                f"\"{key}='{value}'\" (the double quotes keep the single ones from the shell)"
+            )
+    return f"cannot parse the override: {str(exc).splitlines()[0]}"
 
 
 def _missing_config_message(exc: MissingConfigException) -> str:
@@ -98,7 +114,7 @@ def _missing_config_message(exc: MissingConfigException) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def _report_and_exit(exc: Exception, wants_traceback: bool) -> None:
+def _report_and_exit(exc: BaseException, wants_traceback: bool) -> None:
     """Print a user's error as one line and exit; re-raise a bug (or on request) as it is."""
     message = None if wants_traceback else explain(exc)
     if message is None:
@@ -107,14 +123,42 @@ def _report_and_exit(exc: Exception, wants_traceback: bool) -> None:
     sys.exit(getattr(exc, "exit_code", 2))
 
 
+# A user error raised by a single run's task function, held back so that Hydra does not print its
+# own "Error executing job with overrides: [...]" line before mvfoul's one line.
+_DEFERRED: list[BaseException] = []
+
+
+def run_task(task: Callable[[Any], Any], cfg: Any) -> Any:
+    """Run ``task(cfg)`` inside a ``@hydra.main`` function so that a user's error in a single run
+    reaches :func:`run_hydra_app` directly (see ``_DEFERRED``). In a ``--multirun`` the job still
+    fails, so the sweep records it."""
+    try:
+        return task(cfg)
+    except Exception as exc:  # noqa: BLE001 - a bug or a multirun job re-raises below
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        single_run = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN
+        if not single_run or explain(exc) is None:
+            raise
+        _DEFERRED.append(exc)
+        return None
+
+
 def run_hydra_app(main: Callable[[], Any]) -> None:
     """Call a ``@hydra.main`` function with mvfoul's error reporting."""
+    from mvfoul.run_folder import RunFolderAbort
+
     wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         main()
+    except RunFolderAbort as abort:  # raised from a Hydra callback, before the job starts
+        _report_and_exit(abort.error, wants_traceback)
     except Exception as exc:  # noqa: BLE001 - every error is either explained or re-raised
         _report_and_exit(exc, wants_traceback)
+    if _DEFERRED:
+        _report_and_exit(_DEFERRED.pop(), wants_traceback)
 
 
 def run_command_app(main: Callable[[], Any]) -> None:

@@ -45,7 +45,9 @@ class MultiViewFoulModule(L.LightningModule):
     """Trains :class:`MultiViewNet` on both tasks.
 
     The whole composed config is saved in the checkpoint's hyperparameters, so a checkpoint
-    alone is enough to rebuild the model (``MultiViewFoulModule.load_from_checkpoint``).
+    alone is enough to rebuild the model: :meth:`from_checkpoint` (not Lightning's
+    ``load_from_checkpoint``, which would build the backbone with ``pretrained=true`` and fetch
+    weights the checkpoint already holds).
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -136,12 +138,21 @@ class MultiViewFoulModule(L.LightningModule):
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> "MultiViewFoulModule":
         """Load a trained module. Its weights all come from the checkpoint, so the backbone is
-        built without fetching pretrained weights (no download, no weights_path needed)."""
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-        config = checkpoint["hyper_parameters"]["config"]
+        built without fetching pretrained weights (no download, no weights_path needed). Every
+        problem (unreadable file, older schema, weights that do not fit the config) is one
+        :class:`~mvfoul.errors.MvfoulError` line naming the checkpoint."""
+        from mvfoul.training.checkpoints import read_checkpoint, require_keys
+
+        checkpoint = read_checkpoint(path)
+        require_keys(checkpoint, path, ("hyper_parameters.config", "state_dict"))
+        return cls.from_checkpoint_dict(checkpoint, path)
+
+    @classmethod
+    def from_checkpoint_dict(cls, checkpoint: dict[str, Any], path: str | Path) -> "MultiViewFoulModule":
+        config = dict(checkpoint["hyper_parameters"]["config"])
         config["model"] = {**config["model"], "pretrained": False, "weights_path": None}
         module = cls(config)
-        module.load_state_dict(checkpoint["state_dict"])
+        load_trained_weights(module, checkpoint["state_dict"], path, config["model"].get("backbone"))
         return module.eval()
 
     def _log_scores(self, stage: str) -> None:
@@ -170,3 +181,28 @@ class MultiViewFoulModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         return configure_optimization(self.cfg, self.net, int(self.trainer.estimated_stepping_batches))
+
+
+def load_trained_weights(module: torch.nn.Module, state: dict[str, Any], path: str | Path, backbone: str | None) -> None:
+    """``module.load_state_dict(state)``, with a mismatch reported as one line (torch's own message
+    lists every key, over many lines)."""
+    from mvfoul.errors import MvfoulError
+
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k} {list(state[k].shape)} vs {list(v.shape)}"
+        for k, v in expected.items()
+        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", mismatched)):
+            if keys:
+                parts.append(f"{len(keys)} weight(s) {label} (e.g. {keys[0]})")
+        raise MvfoulError(
+            f"ckpt_path: {path}: its weights do not fit the model its config describes (model.backbone={backbone}): "
+            f"{'; '.join(parts)}; the file was changed or written by another program"
+        )
+    module.load_state_dict(state)

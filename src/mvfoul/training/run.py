@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -11,17 +12,23 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from mvfoul.errors import DataError, DivergenceError
 from mvfoul.losses import resolve_label_smoothing
 from mvfoul.runtime import hydra_run_dir, quiet_library_noise
-from mvfoul.validate import validate_config, with_schema
+from mvfoul.validate import ResolvedRun, validate_config, with_schema
 
 log = logging.getLogger(__name__)
+
+# torch's messages when a DataLoader worker process dies (the OOM killer sends SIGKILL).
+_WORKER_DIED = re.compile(r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\) (?:exited unexpectedly|is killed by signal: ([^.\n]+))")
 
 
 @rank_zero_only
 def print_summary(metrics: dict[str, float], best_path: str, best_score: float | None, monitor: str, elapsed: float) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from mvfoul.training.checkpoints import evaluate_command
 
     table = Table(title="Validation metrics (last epoch, percent)")
     table.add_column("metric")
@@ -32,7 +39,10 @@ def print_summary(metrics: dict[str, float], best_path: str, best_score: float |
     console = Console()
     console.print(table)
     best = "n/a" if best_score is None else f"{best_score:.4f}"
-    console.print(f"best {monitor}: {best}  checkpoint: {best_path or 'none'}  ({elapsed:.0f} s)")
+    console.print(f"best {monitor}: {best}  checkpoint: {best_path or 'none'}  ({elapsed:.0f} s)", soft_wrap=True)
+    if best_path:
+        # soft_wrap: a long path stays on one line, so the command can be copied as printed.
+        console.print(f"evaluate it: {evaluate_command(best_path)}", soft_wrap=True, markup=False, highlight=False)
 
 
 def apply_automatic_changes(cfg: DictConfig) -> dict[str, dict[str, Any]]:
@@ -48,6 +58,29 @@ def apply_automatic_changes(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     return changes
 
 
+def record_input_normalisation(cfg: DictConfig, resolved: ResolvedRun) -> None:
+    """Write the normalisation the run feeds into its config (so its checkpoints carry it)."""
+    if cfg.dataset.mean is None or cfg.dataset.std is None:
+        log.info(
+            "input normalisation of %s (its weights' own): mean %s, std %s",
+            cfg.model.backbone, list(resolved.mean), list(resolved.std),
+        )
+    cfg.dataset.mean = list(resolved.mean)
+    cfg.dataset.std = list(resolved.std)
+
+
+def worker_death_message(err: BaseException, num_workers: int) -> str | None:
+    """One line for a DataLoader worker that died (typically the out-of-memory killer), else None."""
+    match = _WORKER_DIED.search(str(err))
+    if match is None:
+        return None
+    signal = f" ({match.group(2)})" if match.group(2) else ""
+    return (
+        f"a DataLoader worker process (pid {match.group(1).strip()}) died{signal}, most likely killed by the system "
+        f"for lack of memory: lower dataset.num_workers (now {num_workers}) or dataset.batch_size, or give the job more memory"
+    )
+
+
 def train(cfg: DictConfig) -> float | None:
     """Validate ``cfg``, train, and return the best value of ``experiment.monitor``."""
     started = time.monotonic()
@@ -57,43 +90,102 @@ def train(cfg: DictConfig) -> float | None:
     # Imported after validation so that a bad config fails before the heavy imports.
     from mvfoul.data.datamodule import MultiViewDataModule
     from mvfoul.training.module import MultiViewFoulModule
-    from mvfoul.training.summary import EpochHistory, git_commit, plot_training_curves, write_summary
-    from mvfoul.training.trainer import build_trainer
+    from mvfoul.training.resume import check_resumed_config, resolve_resume
+    from mvfoul.training.summary import EpochHistory
+    from mvfoul.training.trainer import build_loggers, build_trainer
 
     quiet_library_noise()
-    L.seed_everything(cfg.system.seed, workers=True, verbose=False)
     run_dir = hydra_run_dir()
+    resume = resolve_resume(cfg.experiment.resume, run_dir)
+    L.seed_everything(cfg.system.seed, workers=True, verbose=False)
     changes = apply_automatic_changes(cfg)
+    record_input_normalisation(cfg, resolved)
     # The checkpoint carries the effective config: what the model was really trained with.
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    datamodule = MultiViewDataModule(cfg.dataset, resolved.frame_indices, cfg.sampling, seed=cfg.system.seed)
+    if resume is not None:
+        check_resumed_config(resume, config)
+    datamodule = MultiViewDataModule(
+        cfg.dataset, resolved.frame_indices, cfg.sampling, seed=cfg.system.seed, first_epoch=resume.epoch if resume else 0
+    )
     module = MultiViewFoulModule(config)
     history = EpochHistory()
-    trainer = build_trainer(cfg, run_dir, config, extra_callbacks=[history])
+    loggers = build_loggers(cfg.experiment, run_dir, config)
+    if resume is not None:
+        loggers[0].continue_from(resume.metrics_rows())  # type: ignore[attr-defined]
+    trainer = build_trainer(cfg, run_dir, config, history=history, loggers=loggers)
     log.info("run folder: %s", run_dir)
-    trainer.fit(module, datamodule=datamodule)
+    try:
+        # weights_only: a checkpoint is data, never code to unpickle (mvfoul's hold nothing else).
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume.path) if resume else None, weights_only=True)
+    except DivergenceError as err:
+        if trainer.is_global_zero:
+            _write_stopped_summary(cfg, run_dir, history, changes, started, str(err), resume)
+        raise
+    except RuntimeError as err:
+        message = worker_death_message(err, cfg.dataset.num_workers)
+        if message is None:
+            raise
+        raise DataError(message) from None
+    return _finish(cfg, resolved, run_dir, trainer, module, datamodule, history, changes, started, resume)
 
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    checkpoint = trainer.checkpoint_callback
+
+def _base_summary(cfg: DictConfig, run_dir: Path, history: Any, changes: dict, resume: Any) -> dict[str, Any]:
+    from mvfoul.training.summary import git_commit
+
     best_epoch, best_value = history.best(cfg.experiment.monitor, cfg.experiment.mode)
-    best_path = getattr(checkpoint, "best_model_path", "") or ""
-    last = run_dir / "checkpoints" / "last.ckpt"
-    last_path = str(last) if last.is_file() else ""
-    if not trainer.is_global_zero:
-        return best_value
-    summary: dict[str, Any] = {
+    return {
         "experiment": cfg.experiment.name,
         "run_dir": str(run_dir),
         "monitor": cfg.experiment.monitor,
         "mode": cfg.experiment.mode,
-        "best": {"value": best_value, "epoch": best_epoch, "checkpoint": best_path or None},
-        "last_checkpoint": last_path or None,
+        "best": {"value": best_value, "epoch": best_epoch, "checkpoint": None},
         "epochs_completed": len(history.epochs),
-        "final_metrics": metrics,
         "history": {str(e): m for e, m in sorted(history.epochs.items())},
         "effective": changes,
+        "resumed_from": None if resume is None else {"checkpoint": str(resume.path), "epochs_done": resume.epoch},
         **git_commit(),
     }
+
+
+def _write_stopped_summary(
+    cfg: DictConfig, run_dir: Path, history: Any, changes: dict, started: float, reason: str, resume: Any
+) -> None:
+    """summary.json of a run the divergence guard stopped: why, and the epochs before it."""
+    from mvfoul.training.summary import plot_training_curves, write_summary
+
+    summary = _base_summary(cfg, run_dir, history, changes, resume)
+    summary["status"] = "diverged"
+    summary["stopped"] = reason
+    # The ranked checkpoints (if any) predate the divergence: they hold finite weights.
+    curves = plot_training_curves(history.epochs, run_dir / "training_curves.png", f"{cfg.experiment.name}: {run_dir.name}")
+    summary["training_curves"] = str(curves) if curves else None
+    summary["wall_time_s"] = round(time.monotonic() - started, 1)
+    write_summary(run_dir / "summary.json", summary)
+
+
+def _finish(
+    cfg: DictConfig, resolved: ResolvedRun, run_dir: Path, trainer: L.Trainer, module: Any, datamodule: Any,
+    history: Any, changes: dict, started: float, resume: Any,
+) -> float | None:
+    from mvfoul.training.checkpoints import BEST_LINK, CHECKPOINTS_DIR, LAST_NAME, evaluate_command
+    from mvfoul.training.summary import plot_training_curves, write_summary
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    checkpoint = trainer.checkpoint_callback
+    _, best_value = history.best(cfg.experiment.monitor, cfg.experiment.mode)
+    best_path = getattr(checkpoint, "best_model_path", "") or ""
+    if best_path and not Path(best_path).is_file():
+        best_path = ""
+    last = run_dir / CHECKPOINTS_DIR / LAST_NAME
+    if not trainer.is_global_zero:
+        return best_value
+    summary = _base_summary(cfg, run_dir, history, changes, resume)
+    summary["status"] = "completed"
+    summary["best"]["checkpoint"] = best_path or None
+    summary["best_link"] = str(run_dir / CHECKPOINTS_DIR / BEST_LINK) if best_path else None
+    summary["evaluate_command"] = evaluate_command(best_path) if best_path else None
+    summary["last_checkpoint"] = str(last) if last.is_file() else None
+    summary["final_metrics"] = metrics
     curves = plot_training_curves(history.epochs, run_dir / "training_curves.png", f"{cfg.experiment.name}: {run_dir.name}")
     summary["training_curves"] = str(curves) if curves else None
     if cfg.experiment.test_after_fit and not cfg.experiment.fast_dev_run and datamodule.has_split("test"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from mvfoul import atomic
 from mvfoul.paths import PROJECT_ROOT
 
 
@@ -19,7 +19,8 @@ class EpochHistory(Callback):
 
     Lightning reduces epoch metrics after the epoch-end hooks have run, so each is read in the
     first hook that sees it: validation metrics in ``on_validation_end``, an epoch's training
-    metrics when the next epoch starts or training ends.
+    metrics when the next epoch starts or training ends. The history is part of every checkpoint
+    (``state_dict``), so a resumed run's summary and curves cover the epochs before the resume.
     """
 
     def __init__(self) -> None:
@@ -50,6 +51,13 @@ class EpochHistory(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush_train(trainer)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": {int(e): dict(m) for e, m in self.epochs.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epochs = {int(e): dict(m) for e, m in state_dict.get("epochs", {}).items()}
+        self._pending_train_epoch = None
+
     def best(self, monitor: str, mode: str) -> tuple[int | None, float | None]:
         """(epoch, value) of the best monitored value; NaN epochs never win."""
         scored = [(e, m[monitor]) for e, m in self.epochs.items() if monitor in m and not math.isnan(m[monitor])]
@@ -75,7 +83,8 @@ def git_commit() -> dict[str, Any]:
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
-    path.write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n", encoding="utf-8")
+    """``summary.json``: strict JSON (a NaN metric is ``null``), written atomically."""
+    atomic.write_json(path, summary)
 
 
 # Panels of the training-curves figure: title -> metric names (without the stage prefix).
@@ -113,6 +122,7 @@ def plot_training_curves(history: dict[int, dict[str, float]], path: Path, title
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path

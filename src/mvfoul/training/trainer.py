@@ -10,9 +10,19 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, RichProgressBar
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig
+
+from mvfoul.training.checkpoints import (
+    CHECKPOINTS_DIR,
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    RankedCheckpoint,
+    checkpoint_filename,
+)
+from mvfoul.training.csv_log import RunCSVLogger
+from mvfoul.training.guard import DivergenceGuard
 
 log = logging.getLogger(__name__)
 
@@ -51,45 +61,26 @@ def resolve_hardware(system: DictConfig, cuda_available: bool | None = None) -> 
     return Hardware("cpu", 1, precision, "auto", 1)
 
 
-LAST_CHECKPOINT = "last"  # checkpoints/last.ckpt: the latest epoch, for resuming
-
-
-def checkpoint_filename(monitor: str) -> str:
-    # The metric name holds a slash, which Lightning would turn into a sub-folder: keep the
-    # slash out of the file name and insert the value under a flat label.
-    label = monitor.replace("/", "_")
-    return f"epoch{{epoch:03d}}-{label}={{{monitor}:.4f}}"
-
-
-def build_callbacks(experiment: DictConfig, run_dir: Path) -> list[Callback]:
-    best = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
+def build_callbacks(experiment: DictConfig, run_dir: Path) -> tuple[RankedCheckpoint, LastCheckpoint]:
+    """The ranked top-k checkpoints and ``last.ckpt`` (see :mod:`mvfoul.training.checkpoints`)."""
+    dirpath = run_dir / CHECKPOINTS_DIR
+    ranked = RankedCheckpoint(
+        dirpath=dirpath,
         filename=checkpoint_filename(experiment.monitor),
-        auto_insert_metric_name=False,
         monitor=experiment.monitor,
         mode=experiment.mode,
         save_top_k=experiment.save_top_k,
         # Training metrics are logged after validation: rank them at the end of the epoch.
         save_on_train_epoch_end=experiment.monitor.startswith("train/"),
+        # Without last.ckpt nothing refers to evicted files: delete them at once.
+        defer_removals=experiment.save_last,
     )
-    callbacks: list[Callback] = [best]
-    if experiment.save_last:
-        # Lightning's own save_last only refreshes last.ckpt when a top-k checkpoint is saved;
-        # resuming needs the latest state every epoch, so a second, unmonitored checkpoint
-        # keeps exactly one file: the latest.
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=run_dir / "checkpoints", filename=LAST_CHECKPOINT, monitor=None, save_top_k=1,
-                enable_version_counter=False,
-            )
-        )
-    callbacks += [LearningRateMonitor(logging_interval="epoch"), RichProgressBar(leave=True)]
-    return callbacks
+    return ranked, LastCheckpoint(dirpath, ranked=ranked, save=experiment.save_last)
 
 
 def build_loggers(experiment: DictConfig, run_dir: Path, config: dict[str, Any]) -> list[Logger]:
     loggers: list[Logger] = [
-        CSVLogger(save_dir=str(run_dir), name="csv", version=""),
+        RunCSVLogger(run_dir),
         TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False),
     ]
     if experiment.use_wandb:
@@ -116,8 +107,16 @@ def _batch_limit(value: int | float) -> int | float | None:
 
 
 def build_trainer(
-    cfg: DictConfig, run_dir: Path, config: dict[str, Any], extra_callbacks: list[Callback] = ()
+    cfg: DictConfig,
+    run_dir: Path,
+    config: dict[str, Any],
+    history: Callback | None = None,
+    loggers: list[Logger] | None = None,
 ) -> L.Trainer:
+    """The Trainer of a training run. Callbacks that act at an epoch start run in this order: the
+    divergence guard (no broken weights reach a checkpoint), the epoch history (it files the
+    finished epoch's training metrics), ``last.ckpt`` (the state at the end of the epoch), then
+    unfreezing (it may boost the backbone LR, which LearningRateMonitor then logs) and sampling."""
     from mvfoul.training.balancing import build_sampling_callback
     from mvfoul.training.freezing import build_freezing_callback, ddp_unfreezing_problem
 
@@ -125,10 +124,15 @@ def build_trainer(
     problem = ddp_unfreezing_problem(hw.strategy, cfg, devices=hw.devices * hw.num_nodes)
     if problem:
         log.warning(problem)
-    # Freezing first: it may boost the backbone LR at an epoch start, and LearningRateMonitor
-    # (in build_callbacks) should log the LR the epoch really uses.
-    scheduling = [c for c in (build_freezing_callback(cfg), build_sampling_callback(cfg)) if c is not None]
-    callbacks = scheduling + build_callbacks(cfg.experiment, run_dir) + list(extra_callbacks)
+    ranked, last = build_callbacks(cfg.experiment, run_dir)
+    callbacks: list[Callback] = []
+    if cfg.training.stop_on_divergence:
+        callbacks.append(DivergenceGuard(cfg.training, hw.precision))
+    if history is not None:
+        callbacks.append(history)
+    callbacks.append(last)
+    callbacks += [c for c in (build_freezing_callback(cfg), build_sampling_callback(cfg)) if c is not None]
+    callbacks += [ranked, LearningRateMonitor(logging_interval="epoch"), RichProgressBar(leave=True)]
     e, t = cfg.experiment, cfg.training
     clip = t.gradient_clip_val if t.gradient_clip_val else None
     return L.Trainer(
@@ -142,7 +146,8 @@ def build_trainer(
         accumulate_grad_batches=t.accumulate_grad_batches,
         deterministic=cfg.system.deterministic,
         callbacks=callbacks,
-        logger=build_loggers(e, run_dir, config),
+        logger=loggers if loggers is not None else build_loggers(e, run_dir, config),
+        plugins=[AtomicCheckpointIO()],
         log_every_n_steps=e.log_every_n_steps,
         fast_dev_run=e.fast_dev_run,
         limit_train_batches=_batch_limit(e.limit_train_batches),
