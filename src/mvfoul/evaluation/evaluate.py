@@ -3,7 +3,6 @@ confusion matrices and per-class tables. Used by ``evaluate_hydra.py`` and after
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -15,10 +14,12 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
+from mvfoul import atomic
 from mvfoul.data.datamodule import MultiViewDataModule
 from mvfoul.config import EVALUATION_SPLITS
-from mvfoul.errors import ConfigError, MvfoulError
+from mvfoul.errors import ConfigError, DataError, MvfoulError
 from mvfoul.evaluation.official import evaluate_files, write_predictions
 from mvfoul.evaluation.report import write_reports
 from mvfoul.losses import HEADS
@@ -54,14 +55,58 @@ def _pct(value: float) -> str:
     return "n/a (class absent)" if math.isnan(value) else f"{value:.2f}"
 
 
-def load_checkpoint(path: str | Path) -> MultiViewFoulModule:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise MvfoulError(f"ckpt_path: {path} is not a file; give a .ckpt from a run's checkpoints/ folder")
+# Keys a checkpoint's config must hold: they decide the network and the input it was trained on,
+# so a default in their place would build another model or feed another input.
+REQUIRED_CONFIG_KEYS = (
+    "model.backbone", "model.pooling", "model.shared_dim",
+    "dataset.start_frame", "dataset.end_frame", "dataset.fps", "dataset.frame_size",
+)
+# Overrides that change the input the network sees: allowed (a user may know better), warned about.
+INPUT_KEYS = (
+    "dataset.frame_size", "dataset.resize_size", "dataset.start_frame", "dataset.end_frame", "dataset.fps",
+    "dataset.clip_fps", "dataset.num_frames", "dataset.mean", "dataset.std",
+)
+
+
+def checkpoint_config(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The checkpoint's training config, complete under today's schema, or one line naming the key
+    and the checkpoint that keep it from being one."""
+    config = OmegaConf.create(checkpoint["hyper_parameters"]["config"])
+    for key in REQUIRED_CONFIG_KEYS:
+        if OmegaConf.select(config, key, default=None) is None and not key.endswith("resize_size"):
+            raise MvfoulError(
+                f"ckpt_path: {path}: its config has no {key} (written by an older mvfoul); it cannot say which "
+                "model and input it was trained with, so it cannot be evaluated here"
+            )
+    if OmegaConf.select(config, "dataset.mean", default=None) is None:
+        # Runs before per-backbone normalisation were all fed the R3D statistics.
+        from mvfoul.data.transforms import KINETICS_MEAN, KINETICS_STD
+
+        OmegaConf.update(config, "dataset.mean", list(KINETICS_MEAN), force_add=True)
+        OmegaConf.update(config, "dataset.std", list(KINETICS_STD), force_add=True)
+        log.info("%s records no input normalisation (an older run): using the R3D statistics it was trained with", path)
     try:
-        return MultiViewFoulModule.from_checkpoint(path)
-    except (KeyError, RuntimeError, OSError, ValueError) as err:
-        raise MvfoulError(f"ckpt_path: {path} is not an mvfoul checkpoint ({type(err).__name__}: {err})") from None
+        merged = with_schema(config)
+    except (ConfigKeyError, ConfigAttributeError) as err:
+        raise MvfoulError(
+            f"ckpt_path: {path}: its config has the key {err.full_key}, which this version of mvfoul does not know "
+            "(written by another version)"
+        ) from None
+    except ValidationError as err:
+        raise MvfoulError(f"ckpt_path: {path}: its config has a value this version rejects: {err.full_key}: {err.msg}") from None
+    return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
+
+
+def load_checkpoint(path: str | Path) -> MultiViewFoulModule:
+    """The trained module of ``path``: any problem is one line naming the file (see
+    :func:`mvfoul.training.checkpoints.read_checkpoint` and :func:`checkpoint_config`)."""
+    from mvfoul.training.checkpoints import read_checkpoint, require_keys
+
+    path = Path(path).expanduser()
+    checkpoint = read_checkpoint(path)
+    require_keys(checkpoint, path, ("hyper_parameters.config", "state_dict"))
+    checkpoint["hyper_parameters"]["config"] = checkpoint_config(checkpoint, path)
+    return MultiViewFoulModule.from_checkpoint_dict(checkpoint, path)
 
 
 def predict(module: MultiViewFoulModule, cfg: DictConfig, frame_indices: tuple[int, ...], split: str, progress: bool = True) -> tuple[MultiViewDataModule, list[dict[str, Any]]]:
@@ -80,7 +125,15 @@ def predict(module: MultiViewFoulModule, cfg: DictConfig, frame_indices: tuple[i
         enable_progress_bar=progress,
         callbacks=[RichProgressBar(leave=True)] if progress else [],
     )
-    outputs = trainer.predict(module, datamodule=datamodule)
+    try:
+        outputs = trainer.predict(module, datamodule=datamodule)
+    except RuntimeError as err:
+        from mvfoul.training.run import worker_death_message
+
+        message = worker_death_message(err, cfg.dataset.num_workers)
+        if message is None:
+            raise
+        raise DataError(message) from None
     return datamodule, outputs or []
 
 
@@ -112,11 +165,8 @@ def evaluate_checkpoint(
         ground_truth = datamodule.annotations_path(split)
         result.metrics = evaluate_files(ground_truth, predictions_path)
         metrics_path = out_dir / f"metrics_{split}.json"
-        metrics_path.write_text(
-            json.dumps({"split": split, "ground_truth": str(ground_truth), "num_predicted": len(ids), **result.metrics}, indent=2)
-            + "\n",
-            encoding="utf-8",
-        )
+        # Strict JSON: a balanced accuracy that is NaN (a class absent from the split) is null.
+        atomic.write_json(metrics_path, {"split": split, "ground_truth": str(ground_truth), "num_predicted": len(ids), **result.metrics})
         labels = {a.action_id: a.labels for a in datamodule.datasets[split].actions}
         true = {head: [getattr(labels[i], head) for i in ids] for head in HEADS}
         result.files += [metrics_path, *write_reports(true, classes, out_dir, split)]
@@ -131,24 +181,46 @@ _OWN_KEYS = ("ckpt_path", "split")
 def config_for_evaluation(module: MultiViewFoulModule, cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """The checkpoint's training config with the command line's key overrides applied.
 
-    Group options (``model=...``) cannot change a trained model and are refused; keys
-    (``dataset.data_dir=...``) take the value Hydra composed and type-checked for them.
+    Group options (``model=...``) and ``model.*`` keys cannot change a trained model and are
+    refused; keys that change its input (frame size, window, normalisation) are applied with a
+    warning; other keys (``dataset.data_dir=...``) take the value Hydra composed and type-checked
+    for them. A checkpoint trained on the built-in data reads real clips when given a
+    ``dataset.data_dir``: it never generates built-in data into a folder the user named.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from mvfoul.help import GROUPS
 
     config = OmegaConf.create(OmegaConf.to_container(module.cfg))
+    changed_input: list[str] = []
+    keys: list[str] = []
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.key_or_group
         if key in _OWN_KEYS or key.startswith("hydra"):
             continue
-        if key in GROUPS:
+        if key in GROUPS or key.startswith("model."):
+            what = "a group option" if key in GROUPS else "a model key"
             raise ConfigError(
-                f"{override.input_line}: a group option cannot change a trained model; "
-                f"override keys instead (e.g. dataset.data_dir=...)"
+                f"{override.input_line}: {what} cannot change a trained model; "
+                f"override other keys instead (e.g. dataset.data_dir=...), or train a new model"
             )
-        OmegaConf.update(config, key, OmegaConf.select(cfg, key), merge=False)
+        value = OmegaConf.select(cfg, key)
+        if key in INPUT_KEYS and OmegaConf.select(config, key) != value:
+            changed_input.append(f"{key}={value} (trained with {OmegaConf.select(config, key)})")
+        OmegaConf.update(config, key, value, merge=False)
+        keys.append(key)
+    if changed_input:
+        log.warning(
+            "evaluating on another input than the model was trained on: %s; its scores may not mean much",
+            ", ".join(changed_input),
+        )
+    if config.dataset.name == "synthetic" and "dataset.data_dir" in keys and "dataset.name" not in keys:
+        # On the built-in data, data_dir names where generated datasets are kept; a folder given at
+        # evaluation is where the user's real clips are.
+        log.info("dataset.data_dir given: reading the SoccerNet clips in %s (the model was trained on the built-in data)",
+                 config.dataset.data_dir)
+        config.dataset = {k: v for k, v in OmegaConf.to_container(config.dataset).items() if k != "synthetic"}
+        config.dataset.name = "mvfouls"
     # The weights come from the checkpoint: nothing to download or load besides it.
     config.model.pretrained = False
     config.model.weights_path = None
@@ -162,6 +234,11 @@ def evaluate_command(cfg: DictConfig) -> EvaluationResult:
     from mvfoul.runtime import hydra_run_dir, quiet_library_noise
 
     quiet_library_noise()
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
+        raise ConfigError(
+            "ckpt_path: missing: give the checkpoint to evaluate, e.g. "
+            "python evaluate_hydra.py ckpt_path=outputs/<run>/checkpoints/best.ckpt"
+        )
     if cfg.split not in EVALUATION_SPLITS:
         raise ConfigError(f"split: {cfg.split!r} is not one of {', '.join(EVALUATION_SPLITS)}")
     module = load_checkpoint(cfg.ckpt_path)
