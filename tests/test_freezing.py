@@ -29,7 +29,6 @@ from mvfoul.training.freezing import (
     TRAINABLE_FRACTION_METRIC,
     GradualUnfreezing,
     build_freezing_callback,
-    ddp_unfreezing_problem,
 )
 from mvfoul.training.module import MultiViewFoulModule
 from mvfoul.training.optim import configure_optimization
@@ -389,6 +388,7 @@ def _stub_trainer(metrics: dict[str, float], sanity: bool = False) -> SimpleName
         sanity_checking=sanity,
         is_global_zero=True,
         strategy=object(),
+        world_size=1,
     )
 
 
@@ -510,14 +510,3 @@ def test_resume_from_a_checkpoint_continues_the_schedule_without_boosting_again(
         step = resumed.first_step(epoch)
         assert step["requires_grad"] == top_down(3)
         assert step["lr"] == {"head": HEAD_LR, "backbone": pytest.approx(BOOSTED, rel=1e-12)}
-
-
-def test_ddp_unfreezing_problem_names_the_strategy_only_with_gradual_finetuning():
-    cfg = make_cfg()
-    line = ddp_unfreezing_problem("ddp", cfg)
-    assert line is not None and "strategy=ddp" in line and "\n" not in line
-    assert ddp_unfreezing_problem("ddp_find_unused_parameters_true", cfg.freezing) is not None
-    assert ddp_unfreezing_problem("auto", cfg) is None  # quick_test: one device
-    assert ddp_unfreezing_problem("auto", cfg, devices=2) is not None
-    assert ddp_unfreezing_problem("ddp", make_cfg(freezing="none", **{"freezing.enable_backbone_lr_boost": True})) is None
-    assert ddp_unfreezing_problem("single_device", cfg) is None

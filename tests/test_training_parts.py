@@ -162,8 +162,22 @@ def test_single_gpu_without_cuda_falls_back_to_cpu_fp32_with_one_warning(caplog)
         hw = resolve_hardware(system, cuda_available=False)
     assert (hw.accelerator, hw.devices, hw.precision) == ("cpu", 1, "32-true")
     assert len(caplog.records) == 1 and "no CUDA device" in caplog.records[0].getMessage()
-    gpu = resolve_hardware(system, cuda_available=True)
+    gpu = resolve_hardware(system, cuda_available=True, gpu_count=1)
     assert (gpu.accelerator, gpu.devices, gpu.precision) == ("gpu", 1, "16-mixed")
+
+
+def test_system_gpus_counts_gpus_or_cpu_processes():
+    from mvfoul.errors import ConfigError
+
+    ddp = resolve_hardware(compose_config("config", ["system=cpu_ddp"]).system, cuda_available=False)
+    assert (ddp.accelerator, ddp.devices, ddp.strategy, ddp.precision) == ("cpu", 2, "ddp", "32-true")
+    one = resolve_hardware(compose_config("config", ["system=cpu"]).system, cuda_available=False)
+    assert (one.devices, one.strategy) == (1, "auto")
+    multi = compose_config("config", ["system=multi_gpu", "system.gpus=4", "system.num_nodes=2"]).system
+    hw = resolve_hardware(multi, cuda_available=True, gpu_count=4)
+    assert (hw.accelerator, hw.devices, hw.num_nodes, hw.strategy) == ("gpu", 4, 2, "ddp")
+    with pytest.raises(ConfigError, match="system.gpus: 8 GPUs per node asked for, this machine has 4"):
+        resolve_hardware(compose_config("config", ["system=multi_gpu"]).system, cuda_available=True, gpu_count=4)
 
 
 def test_checkpoint_names_hold_no_slash():

@@ -169,10 +169,14 @@ class FreezingConfig:
 @dataclass
 class SystemConfig:
     accelerator: str = "gpu"
+    # Devices per node: GPUs, or processes with accelerator=cpu (gloo); > 1 runs DDP.
     gpus: int = 1
     num_nodes: int = 1
     precision: str = "16-mixed"
     strategy: str = "auto"
+    sync_batchnorm: bool = False
+    # torch's intra-op threads on CPU runs; null = the cores left after the DataLoader workers.
+    num_threads: Optional[int] = None
     seed: int = 42
     deterministic: bool = False
 

@@ -34,6 +34,9 @@ def quiet_library_noise() -> None:
     """
     # Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # mvfoul's epoch scores are reduced across DDP ranks by their own metric (confusion
+    # matrices), so they are logged with sync_dist=False on purpose.
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('(train|val)/")
     if logging.getLogger().handlers:
         lightning_logger = logging.getLogger("lightning")
         for handler in list(lightning_logger.handlers):

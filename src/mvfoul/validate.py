@@ -283,6 +283,8 @@ def _check_system(cfg: DictConfig, p: _Problems) -> None:
     p.choice("system.precision", s.precision, C.PRECISIONS)
     p.check(s.gpus >= 0, "system.gpus", s.gpus, ">= 0")
     p.check(s.num_nodes >= 1, "system.num_nodes", s.num_nodes, ">= 1")
+    if s.get("num_threads") is not None:
+        p.check(s.num_threads >= 1, "system.num_threads", s.num_threads, ">= 1 or null")
     if s.accelerator == "gpu" and s.gpus == 0:
         p.add("system.gpus", "0 with system.accelerator=gpu: set system.gpus>=1, or use system=cpu")
 

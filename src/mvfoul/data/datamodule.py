@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from pathlib import Path
 from typing import Sequence
 
 import lightning as L
-import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from mvfoul.config import SyntheticConfig
 from mvfoul.data.annotations import ANNOTATIONS_FILE, Action, find_split_dir, read_soccernet_split
 from mvfoul.data.csv_annotations import read_csv_annotations
 from mvfoul.data.dataset import MultiViewClipDataset, collate_views
 from mvfoul.data.frames import ClipLoader
+from mvfoul.data.sharding import EvaluationShare, RankShare
 from mvfoul.data.synthetic import ensure_synthetic_dataset, synthetic_dataset_dir
 from mvfoul.data.transforms import ClipTransformConfig, build_clip_transform
 from mvfoul.data.video import resolve_decoder
@@ -30,13 +29,6 @@ log = logging.getLogger(__name__)
 
 # Split -> the dataset key of its CSV annotations.
 SPLIT_CSV_KEYS = {"train": "train_csv", "valid": "val_csv", "test": "test_csv"}
-
-
-def seed_worker(worker_id: int) -> None:
-    """Seed numpy and random in a DataLoader worker from the torch seed the loader gave it."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 def synthetic_spec(dataset: DictConfig) -> SyntheticConfig:
@@ -187,10 +179,23 @@ class MultiViewDataModule(L.LightningDataModule):
             "action": [a.labels.action for a in actions],
         }
 
+    def _world(self) -> tuple[int, int]:
+        """(rank, world size) of the run this DataModule feeds; (0, 1) outside a trainer."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.world_size <= 1:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         d = self.cfg
         batch_size = d.batch_size if train or d.eval_batch_size is None else d.eval_batch_size
-        sampler = self.train_sampler if train else None
+        rank, world_size = self._world()
+        sampler: Sampler | None
+        if train:
+            assert self.train_sampler is not None, "setup('fit') builds the training sampler"
+            sampler = self.train_sampler if world_size == 1 else RankShare(self.train_sampler, rank, world_size)
+        else:
+            sampler = None if world_size == 1 else EvaluationShare(len(self.datasets[split]), rank, world_size)
         workers = d.num_workers
         return DataLoader(
             self.datasets[split],
@@ -203,10 +208,8 @@ class MultiViewDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available() if d.pin_memory is None else d.pin_memory,
             persistent_workers=d.persistent_workers and workers > 0,
             prefetch_factor=d.prefetch_factor if workers > 0 else None,
-            # Training samples carry their own seeds (mvfoul.sampling.Draw); the seeded generator
-            # still fixes each worker's base seed, and seed_worker extends it to numpy and random.
-            generator=torch.Generator().manual_seed(self.seed + (0 if train else 1)),
-            worker_init_fn=seed_worker,
+            # No worker_init_fn: the training samples carry their own seeds (mvfoul.sampling.Draw),
+            # and Lightning's own worker seeding (rank-aware) covers anything else.
             drop_last=False,
         )
 

@@ -3,6 +3,7 @@ confusion matrices and per-class tables. Used by ``evaluate_hydra.py`` and after
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -24,7 +25,7 @@ from mvfoul.evaluation.official import evaluate_files, write_predictions
 from mvfoul.evaluation.report import write_reports
 from mvfoul.losses import HEADS
 from mvfoul.training.module import MultiViewFoulModule
-from mvfoul.training.trainer import resolve_hardware
+from mvfoul.training.trainer import apply_cpu_threads, resolve_hardware
 from mvfoul.validate import validate_config, with_schema
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,8 @@ def predict(module: MultiViewFoulModule, cfg: DictConfig, frame_indices: tuple[i
     datamodule.prepare_data()
     datamodule.predict_split = split
     hw = resolve_hardware(cfg.system)
+    hw = dataclasses.replace(hw, devices=1, strategy="auto", num_nodes=1)  # predictions run in one process
+    apply_cpu_threads(cfg.system, hw, cfg.dataset.num_workers)
     trainer = L.Trainer(
         accelerator=hw.accelerator,
         devices=1,

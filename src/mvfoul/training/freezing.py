@@ -40,12 +40,16 @@ Resuming: which blocks train at epoch ``e`` follows from ``e`` for ``progressive
 are kept in :meth:`GradualUnfreezing.state_dict`, which Lightning saves in checkpoints. The boosted
 LR itself is restored with the optimiser's and scheduler's own state.
 
-**DDP caveat.** DDP registers, when it wraps the model, the parameters that require gradients at
-that moment; a parameter unfrozen later is not in its reducer, so its gradients are never
-averaged across processes and the replicas silently drift apart. This module does not try to fix
-that (it would mean re-wrapping the model, or freezing by zeroing gradients instead of
-``requires_grad``); :func:`ddp_unfreezing_problem` gives the warning line for the entry point to
-log. The LR boost alone is safe under DDP (every rank changes its own optimiser identically).
+**Under DDP** (more than one process) freezing cannot flip ``requires_grad``: DDP registers,
+when it wraps the model, the parameters that require gradients at that moment, and a parameter
+unfrozen later would never have its gradients averaged, so the replicas would drift apart. There,
+every parameter keeps ``requires_grad=True`` (all of them are in DDP's all-reduce from the start)
+and a frozen block is *masked*: its gradients are dropped (set to None) just before each
+optimiser step, so the optimiser leaves it alone (no update, no weight decay, no momentum), and
+its BatchNorm layers are in eval mode as usual. Re-wrapping the model at each unfreeze would need
+Lightning's strategy internals; masking costs only the backward pass through the frozen blocks
+in the epochs before they unfreeze. A single process keeps ``requires_grad=False``, which skips
+that backward pass.
 """
 
 from __future__ import annotations
@@ -144,6 +148,9 @@ class GradualUnfreezing(BaseFinetuning):
         self._backbone: nn.Module | None = None
         self._blocks: list[nn.Module] = []
         self._frozen_bn: list[_BatchNorm] = []
+        self._trainable = 0  # blocks trainable now, from the top
+        self.masking = False  # DDP: frozen blocks keep requires_grad; their gradients are dropped
+        self._masked: list[nn.Parameter] = []
         self._boosted_this_epoch = False
         self._warned: set[str] = set()
 
@@ -172,6 +179,7 @@ class GradualUnfreezing(BaseFinetuning):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._resolve(pl_module)
+        self.masking = trainer.world_size > 1
         # Freeze only for fitting: validate/test/predict never train, and freezing there would
         # leave the module changed behind the user's back.
         if stage == "fit":
@@ -184,8 +192,15 @@ class GradualUnfreezing(BaseFinetuning):
         here: Lightning warns about modules in eval mode at the start of training, and nothing runs
         a training forward pass in between (the sanity check runs in eval mode anyway).
         """
-        if self.gradual:
+        if self.gradual and not self.masking:
             self.freeze(self._blocks, train_bn=False)
+        self._trainable = 0 if self.gradual else self.num_blocks
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer) -> None:
+        # After DDP's all-reduce (every rank drops the same gradients) and before clipping, so
+        # the clipped norm is that of the parameters that train.
+        for p in self._masked:
+            p.grad = None
 
     def finetune_function(self, pl_module: pl.LightningModule, epoch: int, optimizer: torch.optim.Optimizer) -> None:
         """Make the blocks due at ``epoch`` trainable (idempotent: the state follows from the
@@ -197,8 +212,7 @@ class GradualUnfreezing(BaseFinetuning):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # BaseFinetuning would replace the optimiser's param groups with the ones it stored in a
-        # checkpoint; we never add groups, so there is nothing to restore. (DDP: see the module
-        # docstring and ddp_unfreezing_problem; the entry point logs that warning.)
+        # checkpoint; we never add groups, so there is nothing to restore.
         self._restarting = False
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -308,27 +322,29 @@ class GradualUnfreezing(BaseFinetuning):
         self._backbone, self._blocks = backbone, blocks
 
     def _apply(self, trainable: int) -> None:
-        """Blocks ``[n - trainable, n)`` trainable, the others frozen with BN in eval mode."""
+        """Blocks ``[n - trainable, n)`` trainable, the others frozen with BN in eval mode
+        (frozen by ``requires_grad=False``, or under DDP masked; see the module docstring)."""
         if not self.gradual:
-            self._frozen_bn = []
+            self._frozen_bn, self._masked, self._trainable = [], [], self.num_blocks
             return
         n = self.num_blocks
         frozen_bn: list[_BatchNorm] = []
+        masked: list[nn.Parameter] = []
         for i, block in enumerate(self._blocks):
+            bns = _batchnorms(block)
             if i >= n - trainable:
-                # DDP: a parameter made trainable here, after DDP wrapped the model, is not in
-                # DDP's reducer and its gradients are never all-reduced (see the module docstring
-                # and ddp_unfreezing_problem). Not solved here on purpose.
                 self.make_trainable(block)  # requires_grad, BN track_running_stats back on
-                for bn in _batchnorms(block):
+                for bn in bns:
                     bn.train(True)
+                continue
+            if self.masking:
+                masked.extend(block.parameters())
             else:
                 self.freeze(block, train_bn=False)
-                bns = _batchnorms(block)
-                for bn in bns:
-                    bn.eval()
-                frozen_bn.extend(bns)
-        self._frozen_bn = frozen_bn
+            for bn in bns:
+                bn.eval()
+            frozen_bn.extend(bns)
+        self._frozen_bn, self._masked, self._trainable = frozen_bn, masked, min(n, trainable)
 
     def _assert_frozen_bn_eval(self) -> None:
         for bn in self._frozen_bn:
@@ -336,14 +352,15 @@ class GradualUnfreezing(BaseFinetuning):
                 bn.eval()
 
     def _count_trainable_blocks(self) -> int:
-        return sum(1 for block in self._blocks if all(p.requires_grad for p in block.parameters()))
+        return self._trainable
 
     def _trainable_fraction(self) -> float:
         assert self._backbone is not None
+        frozen = {id(p) for block in self._blocks[: self.num_blocks - self._trainable] for p in block.parameters()}
         total = trainable = 0
         for p in self._backbone.parameters():
             total += p.numel()
-            if p.requires_grad:
+            if id(p) not in frozen:
                 trainable += p.numel()
         return trainable / total if total else 1.0
 
@@ -502,35 +519,4 @@ def build_freezing_callback(cfg: DictConfig) -> GradualUnfreezing | None:
         backbone_lr_ratio_after_half=f.backbone_lr_ratio_after_half,
         head_lr=rates["head"],
         backbone_lr=rates["backbone"],
-    )
-
-
-# Strategy names (Lightning registry names or class names) that wrap the model so that a later
-# requires_grad change escapes gradient synchronisation.
-_WRAPPING_STRATEGIES = ("ddp", "fsdp", "deepspeed")
-
-
-def ddp_unfreezing_problem(strategy: str, cfg: Any, *, devices: int | None = None) -> str | None:
-    """One warning line when ``strategy`` is distributed (DDP, FSDP, DeepSpeed) and ``cfg``
-    (a whole config or its ``freezing`` node) has gradual fine-tuning on; else None.
-
-    ``strategy="auto"`` counts as DDP when ``devices`` > 1 (or, without ``devices``, when the
-    config's ``system.gpus * system.num_nodes`` > 1).
-    """
-    if not gradual_finetuning_enabled(cfg):
-        return None
-    name = strategy if isinstance(strategy, str) else type(strategy).__name__
-    lowered = name.lower()
-    distributed = any(key in lowered for key in _WRAPPING_STRATEGIES)
-    if lowered == "auto":
-        if devices is None and isinstance(cfg, (DictConfig, Mapping)) and "system" in cfg:
-            devices = int(cfg["system"].gpus) * int(cfg["system"].num_nodes)
-        distributed = (devices or 1) > 1
-    if not distributed:
-        return None
-    return (
-        f"freezing: gradual fine-tuning with strategy={name} is not synchronised: blocks unfrozen "
-        "after the model is wrapped for distributed training get no gradient all-reduce, so the "
-        "replicas drift apart; train on one device, or set freezing.gradual_finetuning=false "
-        "(freezing.enable_backbone_lr_boost alone is safe)"
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics import Metric
 
 from mvfoul.evaluation.official import scores_from_counts
@@ -50,9 +51,14 @@ def logged_metric_names() -> list[str]:
 
 
 class MultiTaskScores(Metric):
-    """Per-class ground-truth and officially-correct counts of both tasks over an epoch.
+    """Per-class ground-truth and officially-correct counts of both tasks over an epoch, and the
+    epoch's mean losses (weighted by batch size).
 
-    A torchmetrics Metric, so the counts are summed across DDP ranks before scoring.
+    A torchmetrics Metric, so everything is summed across DDP ranks, in the module's epoch-end
+    hook on every rank, before scoring. The losses live here rather than in Lightning's
+    ``self.log(..., sync_dist=True)``, which would all-reduce at every step (a rank whose batch was
+    all dropped would leave the others waiting) and at an epoch's end whenever rank zero's
+    progress bar first reads it.
     """
 
     full_state_update = False
@@ -62,11 +68,21 @@ class MultiTaskScores(Metric):
         for head, (_, n) in TASKS.items():
             self.add_state(f"{head}_total", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
             self.add_state(f"{head}_correct", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
+        # Sums of loss x batch size for LOWER_IS_BETTER's three losses, and the batch sizes.
+        self.add_state("loss_sums", torch.zeros(len(LOWER_IS_BETTER), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("samples", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self._warned_absent = False
 
-    def update(self, logits: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:  # type: ignore[override]
+    def update(  # type: ignore[override]
+        self, logits: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], losses: torch.Tensor | None = None
+    ) -> None:
         """``batch`` holds the true classes (``offence_severity``, ``action``) and
-        ``severity_match``, the offence+severity prediction the evaluator accepts."""
+        ``severity_match``, the offence+severity prediction the evaluator accepts; ``losses`` the
+        batch's (loss, sev_loss, action_loss)."""
+        if losses is not None:
+            size = batch["action"].shape[0]
+            self.loss_sums.add_(losses.detach().to(self.loss_sums.dtype) * size)
+            self.samples.add_(size)
         accepted = {"offence_severity": batch["severity_match"], "action": batch["action"]}
         for head, (_, n) in TASKS.items():
             truth = batch[head]
@@ -75,10 +91,12 @@ class MultiTaskScores(Metric):
             getattr(self, f"{head}_correct").add_(torch.bincount(truth[right], minlength=n))
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
-        return {name: getattr(self, name) for head in TASKS for name in (f"{head}_total", f"{head}_correct")}
+        counts = {name: getattr(self, name) for head in TASKS for name in (f"{head}_total", f"{head}_correct")}
+        return {**counts, "loss_sums": self.loss_sums, "samples": self.samples}
 
     def scores(self, stage: str) -> dict[str, float]:
-        """``{stage}/sev_acc``, ``sev_bacc``, ``action_acc``, ``action_bacc``, ``leaderboard``."""
+        """``{stage}/sev_acc``, ``sev_bacc``, ``action_acc``, ``action_bacc``, ``leaderboard``, and
+        the mean ``loss``, ``sev_loss``, ``action_loss`` when losses were given."""
         counts = {k: v.cpu() for k, v in self.compute().items()}
         results = scores_from_counts(
             counts["offence_severity_total"],
@@ -88,7 +106,11 @@ class MultiTaskScores(Metric):
             warn=False,
         )
         self._warn_absent_once(stage, counts)
-        return {f"{stage}/{_NAMES[key]}": value for key, value in results.items()}
+        scores = {f"{stage}/{_NAMES[key]}": value for key, value in results.items()}
+        if float(counts["samples"]) > 0:
+            means = (counts["loss_sums"] / counts["samples"]).tolist()
+            scores.update({f"{stage}/{name}": float(value) for name, value in zip(LOWER_IS_BETTER, means)})
+        return scores
 
     def _warn_absent_once(self, stage: str, counts: dict[str, torch.Tensor]) -> None:
         if self._warned_absent or int(counts["offence_severity_total"].sum()) == 0:
@@ -100,7 +122,8 @@ class MultiTaskScores(Metric):
         ]
         if absent:
             self._warned_absent = True
-            log.warning(
+            # The counts are reduced over the DDP ranks already: every rank knows; rank zero says it.
+            rank_zero_only(log.warning)(
                 "%s: balanced accuracy and leaderboard are NaN, as the official evaluator gives them: "
                 "class(es) absent from the %s data: %s",
                 stage, stage, ", ".join(absent),

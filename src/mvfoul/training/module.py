@@ -38,7 +38,7 @@ def _warn_rank_zero(message: str) -> None:
 CLASS_NAMES = {"offence_severity": OFFENCE_SEVERITY_CLASSES, "action": ACTION_CLASSES}
 
 # The few numbers worth watching while an epoch runs; everything goes to the loggers.
-PROGRESS_BAR_METRICS = ("val/sev_acc", "val/leaderboard")
+PROGRESS_BAR_METRICS = ("val/loss", "val/sev_acc", "val/leaderboard")
 
 
 class MultiViewFoulModule(L.LightningModule):
@@ -105,17 +105,27 @@ class MultiViewFoulModule(L.LightningModule):
     def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor | None:
         self.data_faults[stage].add(batch)
         if batch["video"] is None:
-            return None  # every action of this batch was dropped (dataset.on_decode_error=skip)
+            # Every action of this batch was dropped (dataset.on_decode_error=skip).
+            return self._empty_batch_loss() if stage == "train" else None
         logits = self(batch["video"], batch["view_mask"])
         targets = {head: batch[head] for head in HEADS}
         loss, parts = self.criterion(logits, targets)
-        self._scores(stage).update(logits, batch)
-        batch_size = batch["video"].shape[0]
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size, sync_dist=True)
-        self.log(f"{stage}/sev_loss", parts["offence_severity"], on_epoch=True, batch_size=batch_size, sync_dist=True)
-        self.log(f"{stage}/action_loss", parts["action"], on_epoch=True, batch_size=batch_size, sync_dist=True)
+        # Epoch means of the losses are kept with the scores (synchronised at the epoch's end);
+        # each step logs only its own loss, on this rank, with no collective.
+        self._scores(stage).update(logits, batch, torch.stack([loss, parts["offence_severity"], parts["action"]]))
+        if stage == "train":
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=batch["video"].shape[0])
         return loss
+
+    def _empty_batch_loss(self) -> torch.Tensor | None:
+        """What a training step with nothing to learn from returns. Alone, None: Lightning skips
+        the step. Under DDP the other ranks still run their backward and wait in its gradient
+        all-reduce, so this rank must join it: a zero loss over every parameter gives zero
+        gradients (the batch counts for nothing; the optimiser still steps, with the others'
+        averaged gradients)."""
+        if self.trainer.world_size <= 1:
+            return None
+        return sum((p.sum() for p in self.parameters() if p.requires_grad), torch.zeros((), device=self.device)) * 0.0
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         return self._shared_step(batch, "train")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from mvfoul.errors import DataError, DivergenceError
 from mvfoul.losses import resolve_label_smoothing
@@ -81,9 +85,76 @@ def worker_death_message(err: BaseException, num_workers: int) -> str | None:
     )
 
 
+def quiet_secondary_processes() -> None:
+    """Rank zero speaks: the other DDP processes log warnings and errors only."""
+    from mvfoul.run_folder import is_secondary_process
+
+    if is_secondary_process():
+        logging.getLogger().setLevel(logging.WARNING)
+
+
+# What Lightning's DDP launcher sets in the launching process's environment.
+_LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextmanager
+def ddp_children_for_this_job(world_size: int) -> Iterator[None]:
+    """In a ``--multirun`` job, make Lightning's DDP launcher start this job's processes, once.
+
+    The launcher starts the other ranks by running this script again with ``sys.argv``, into
+    ``hydra.run.dir``. In a sweep that argv is the sweep's own (each child would launch the whole
+    sweep again: Hydra issue 2070) and ``run.dir`` is not the job's folder; and the variables it
+    leaves in the environment (``LOCAL_RANK``...) make the next job believe its processes were
+    started for it, so it waits for ranks that never come. So for the job: its own command (config
+    name and path, its overrides), its own folder, and the environment put back afterwards.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if world_size <= 1 or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        yield
+        return
+    hydra_cfg = HydraConfig.get()
+    keep: list[str] = []
+    words = iter(sys.argv[1:])
+    for word in words:
+        if word in ("--config-path", "-cp", "--config-dir", "-cd", "--config-name", "-cn"):
+            keep += [word, next(words, "")]
+        elif word.startswith(("--config-path=", "--config-dir=", "--config-name=")):
+            keep.append(word)
+    saved_argv, saved_run_dir = sys.argv, hydra_cfg.run.dir
+    saved_env = {name: os.environ.get(name) for name in _LAUNCHER_VARIABLES}
+    sys.argv = [sys.argv[0], *keep, *[str(o) for o in hydra_cfg.overrides.task]]
+    with read_write(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv
+        with read_write(hydra_cfg):
+            hydra_cfg.run.dir = saved_run_dir
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def leave_process_group(trainer: L.Trainer) -> None:
+    """After a DDP fit, every rank leaves the process group: rank zero then tests the best
+    checkpoint and writes the summary alone, and a new Trainer there must not wait for ranks that
+    have finished."""
+    import torch.distributed as dist
+
+    if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+        trainer.strategy.barrier("mvfoul.fit_done")
+        dist.destroy_process_group()
+
+
 def train(cfg: DictConfig) -> float | None:
     """Validate ``cfg``, train, and return the best value of ``experiment.monitor``."""
     started = time.monotonic()
+    quiet_secondary_processes()
     cfg = with_schema(cfg)
     resolved = validate_config(cfg)
 
@@ -114,9 +185,13 @@ def train(cfg: DictConfig) -> float | None:
         loggers[0].continue_from(resume.metrics_rows())  # type: ignore[attr-defined]
     trainer = build_trainer(cfg, run_dir, config, history=history, loggers=loggers)
     log.info("run folder: %s", run_dir)
+    fit_started = time.monotonic()
     try:
-        # weights_only: a checkpoint is data, never code to unpickle (mvfoul's hold nothing else).
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume.path) if resume else None, weights_only=True)
+        with ddp_children_for_this_job(trainer.world_size):
+            # weights_only: a checkpoint is data, never code to unpickle (mvfoul's hold nothing else).
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume.path) if resume else None, weights_only=True)
+            fit_time = time.monotonic() - fit_started
+            leave_process_group(trainer)
     except DivergenceError as err:
         if trainer.is_global_zero:
             _write_stopped_summary(cfg, run_dir, history, changes, started, str(err), resume)
@@ -126,7 +201,7 @@ def train(cfg: DictConfig) -> float | None:
         if message is None:
             raise
         raise DataError(message) from None
-    return _finish(cfg, resolved, run_dir, trainer, module, datamodule, history, changes, started, resume)
+    return _finish(cfg, resolved, run_dir, trainer, module, datamodule, history, changes, started, resume, fit_time)
 
 
 def _base_summary(cfg: DictConfig, run_dir: Path, history: Any, changes: dict, resume: Any) -> dict[str, Any]:
@@ -165,7 +240,7 @@ def _write_stopped_summary(
 
 def _finish(
     cfg: DictConfig, resolved: ResolvedRun, run_dir: Path, trainer: L.Trainer, module: Any, datamodule: Any,
-    history: Any, changes: dict, started: float, resume: Any,
+    history: Any, changes: dict, started: float, resume: Any, fit_time: float,
 ) -> float | None:
     from mvfoul.training.checkpoints import BEST_LINK, CHECKPOINTS_DIR, LAST_NAME, evaluate_command
     from mvfoul.training.summary import plot_training_curves, write_summary
@@ -190,6 +265,7 @@ def _finish(
     summary["training_curves"] = str(curves) if curves else None
     if cfg.experiment.test_after_fit and not cfg.experiment.fast_dev_run and datamodule.has_split("test"):
         summary["test"] = test_best_model(module, best_path, cfg, resolved.frame_indices, run_dir)
+    summary["fit_time_s"] = round(fit_time, 2)
     summary["wall_time_s"] = round(time.monotonic() - started, 1)
     write_summary(run_dir / "summary.json", summary)
     print_summary(metrics, best_path, best_value, cfg.experiment.monitor, summary["wall_time_s"])

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, RichProgr
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig
 
+from mvfoul.errors import ConfigError
 from mvfoul.training.checkpoints import (
     CHECKPOINTS_DIR,
     AtomicCheckpointIO,
@@ -38,12 +39,23 @@ class Hardware:
     num_nodes: int
 
 
-def resolve_hardware(system: DictConfig, cuda_available: bool | None = None) -> Hardware:
-    """Map ``system`` onto this machine: without CUDA, GPU runs fall back to CPU and fp32."""
+def resolve_hardware(system: DictConfig, cuda_available: bool | None = None, gpu_count: int | None = None) -> Hardware:
+    """Map ``system`` onto this machine.
+
+    ``system.gpus`` counts devices per node: GPUs, or with ``accelerator=cpu`` processes (more
+    than one runs DDP over gloo). Without CUDA, a GPU config falls back to one CPU process in
+    fp32, with one warning line.
+    """
     if cuda_available is None:
         cuda_available = torch.cuda.is_available()
     wants_gpu = system.accelerator == "gpu" or (system.accelerator == "auto" and system.gpus > 0)
     if wants_gpu and cuda_available:
+        count = torch.cuda.device_count() if gpu_count is None else gpu_count
+        if system.gpus > count:
+            raise ConfigError(
+                f"system.gpus: {system.gpus} GPUs per node asked for, this machine has {count}: set system.gpus={count} "
+                "(or fewer)"
+            )
         return Hardware("gpu", max(1, system.gpus), system.precision, system.strategy, system.num_nodes)
     precision = system.precision
     if wants_gpu:
@@ -53,12 +65,58 @@ def resolve_hardware(system: DictConfig, cuda_available: bool | None = None) -> 
             system.accelerator,
             system.precision,
         )
-        precision = "32-true"
-    elif precision in ("16-mixed", "16"):
+        return Hardware("cpu", 1, "32-true", "auto", 1)
+    if precision in ("16-mixed", "16"):
         # Lightning has no fp16 autocast on CPU.
         log.warning("system.precision=%s is not available on CPU: using 32-true", precision)
         precision = "32-true"
-    return Hardware("cpu", 1, precision, "auto", 1)
+    processes = max(1, system.gpus)
+    distributed = processes * system.num_nodes > 1
+    return Hardware("cpu", processes, precision, system.strategy if distributed else "auto", system.num_nodes)
+
+
+class EpochMetricsOnEveryRank(Callback):
+    """Computes the epoch's DDP-synchronised metrics on every rank at the start of the training
+    epoch's end.
+
+    Lightning computes a ``sync_dist`` metric (an all-reduce) the first time anything reads the
+    metrics. At a training epoch's end the first reader is the progress bar, which runs on rank
+    zero alone: rank zero would enter the all-reduce while the other ranks go on to the module's
+    own collectives, and the run would hang. Reading them here first, on every rank and in the
+    same order, leaves the progress bar cached values.
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1:
+            trainer.callback_metrics  # noqa: B018 - the read is the point
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as a cluster job sees it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS has no affinity
+        return os.cpu_count() or 1
+
+
+def apply_cpu_threads(system: DictConfig, hw: Hardware, num_workers: int) -> int | None:
+    """On a CPU run, set torch's intra-op threads: ``system.num_threads``, or the cores left after
+    the DataLoader workers of every process of this node, shared by the processes (at least 1).
+    torch's default, one thread per core, competes with the workers decoding video on the same
+    cores. GPU runs keep torch's default. Returns the count set (None when unchanged)."""
+    if hw.accelerator != "cpu":
+        return None
+    cores = usable_cores()
+    if system.num_threads is not None:
+        threads = int(system.num_threads)
+    else:
+        threads = max(1, (cores - hw.devices * num_workers) // hw.devices)
+    torch.set_num_threads(threads)
+    log.info(
+        "torch threads: %d per process (%d core(s), %d DataLoader worker(s) x %d process(es)%s)",
+        threads, cores, num_workers, hw.devices, "; system.num_threads" if system.num_threads is not None else "",
+    )
+    return threads
 
 
 def build_callbacks(experiment: DictConfig, run_dir: Path) -> tuple[RankedCheckpoint, LastCheckpoint]:
@@ -118,14 +176,18 @@ def build_trainer(
     finished epoch's training metrics), ``last.ckpt`` (the state at the end of the epoch), then
     unfreezing (it may boost the backbone LR, which LearningRateMonitor then logs) and sampling."""
     from mvfoul.training.balancing import build_sampling_callback
-    from mvfoul.training.freezing import build_freezing_callback, ddp_unfreezing_problem
+    from mvfoul.training.freezing import build_freezing_callback
 
     hw = resolve_hardware(cfg.system)
-    problem = ddp_unfreezing_problem(hw.strategy, cfg, devices=hw.devices * hw.num_nodes)
-    if problem:
-        log.warning(problem)
+    world_size = hw.devices * hw.num_nodes
+    log.info(
+        "world size %d: %d %s process(es) per node x %d node(s)%s",
+        world_size, hw.devices, hw.accelerator.upper(), hw.num_nodes,
+        f", strategy {hw.strategy} ({'nccl' if hw.accelerator == 'gpu' else 'gloo'})" if world_size > 1 else "",
+    )
+    apply_cpu_threads(cfg.system, hw, cfg.dataset.num_workers)
     ranked, last = build_callbacks(cfg.experiment, run_dir)
-    callbacks: list[Callback] = []
+    callbacks: list[Callback] = [EpochMetricsOnEveryRank()]
     if cfg.training.stop_on_divergence:
         callbacks.append(DivergenceGuard(cfg.training, hw.precision))
     if history is not None:
@@ -145,6 +207,10 @@ def build_trainer(
         gradient_clip_val=clip,
         accumulate_grad_batches=t.accumulate_grad_batches,
         deterministic=cfg.system.deterministic,
+        sync_batchnorm=cfg.system.sync_batchnorm and hw.devices * hw.num_nodes > 1,
+        # mvfoul's DataModule shards every split itself (mvfoul.data.sharding): each rank gets a
+        # disjoint share of the training draw, and evaluation has no padded duplicates.
+        use_distributed_sampler=False,
         callbacks=callbacks,
         logger=loggers if loggers is not None else build_loggers(e, run_dir, config),
         plugins=[AtomicCheckpointIO()],
