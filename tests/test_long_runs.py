@@ -37,16 +37,16 @@ def start_command(args: list[str], cwd: Path, cache: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def kill_after(process: subprocess.Popen, ready: Path, timeout: float = 300) -> None:
+def kill_after(process: subprocess.Popen, ready: Path, timeout: float = 300, signal_to_send: int = signal.SIGKILL) -> None:
     """SIGKILL ``process`` as soon as ``ready`` exists: no chance to clean up, as with the OOM
-    killer or a node that goes away."""
+    killer or a node that goes away. (Or send it another signal and wait for it to end.)"""
     deadline = time.monotonic() + timeout
     while not ready.exists():
         assert process.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline, f"{ready} never appeared"
         time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.send_signal(signal_to_send)
+    process.wait(timeout=timeout)
 
 
 def summary(run_dir: Path) -> dict:

@@ -184,3 +184,26 @@ def test_checkpoint_names_hold_no_slash():
     name = checkpoint_filename("val/sev_acc")
     assert "/" not in name.replace("{val/sev_acc", "")
     assert OmegaConf.create({"n": name}).n.startswith("epoch")
+
+
+def test_loggers_write_at_most_every_few_seconds_and_in_full_when_flushed(tmp_path, monkeypatch):
+    from mvfoul.training import loggers
+    from mvfoul.training.csv_log import RunCSVLogger, read_metrics_csv
+
+    clock = [100.0]
+    monkeypatch.setattr(loggers.time, "monotonic", lambda: clock[0])
+    logger = RunCSVLogger(tmp_path)
+    metrics_csv = tmp_path / "csv" / "metrics.csv"
+    logger.log_metrics({"train/loss_step": 1.0}, step=4)
+    logger.save()  # the first save writes
+    logger.log_metrics({"train/loss_step": 0.9}, step=9)
+    logger.save()  # within the interval: kept in memory
+    assert [r["step"] for r in read_metrics_csv(metrics_csv)] == ["4"]
+    clock[0] += loggers.SAVE_INTERVAL_S
+    logger.save()
+    assert [r["step"] for r in read_metrics_csv(metrics_csv)] == ["4", "9"]
+    logger.log_metrics({"train/loss_step": 0.8}, step=14)
+    logger.flush()  # before last.ckpt and a requeue: always
+    logger.log_metrics({"train/loss_step": 0.7}, step=19)
+    logger.finalize("success")  # the end of the run: always
+    assert [r["step"] for r in read_metrics_csv(metrics_csv)] == ["4", "9", "14", "19"]

@@ -106,6 +106,8 @@ def _missing_config_message(exc: MissingConfigException) -> str:
     missing = exc.missing_cfg_file or ""
     if missing == "hydra/sweeper/optuna":
         return "hparams_search=optuna needs Hydra's Optuna sweeper: pip install -e '.[optuna]'"
+    if missing in ("hydra/launcher/submitit_slurm", "hydra/launcher/submitit_local"):
+        return "hydra/launcher=slurm (or submitit_local) needs Hydra's submitit launcher: pip install -e '.[slurm]'"
     group, _, option = missing.rpartition("/")
     if group in GROUPS and exc.options:
         # The schemas live in each group too (for the YAML defaults lists); they are not options.

@@ -266,6 +266,12 @@ def _register_resolvers() -> None:
     # from the config files themselves and cannot go stale.
     if not OmegaConf.has_resolver("mvfoul_help"):
         OmegaConf.register_new_resolver("mvfoul_help", lambda: render_help(CONF_DIR))
+    # The last part of default run and sweep folder names: date and time, or the SLURM job id
+    # (the tasks of a job and its requeues then share one folder). Cached, like Hydra's ${now:}.
+    if not OmegaConf.has_resolver("mvfoul_stamp"):
+        from mvfoul.slurm import run_stamp
+
+        OmegaConf.register_new_resolver("mvfoul_stamp", run_stamp, use_cache=True)
 
 
 register_configs()

@@ -42,13 +42,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from mvfoul.errors import RunFolderError
+from mvfoul.slurm import on_slurm, requeued_slurm_job
 
 LOCK_FILE = ".mvfoul.lock"
 # What makes a folder hold a run: results. A folder with only Hydra's .hydra/ records and a log is
 # a run that stopped at startup (a config error, a missing file): it may be used again.
 RUN_RECORDS = ("summary.json", "checkpoints", "csv")
 _PROBE_BYTES = 64 * 1024  # a probe write that a disk with almost no room left already refuses
-_CLOCK_NAME = re.compile(r"\$\{now:")
+_CLOCK_NAME = re.compile(r"\$\{(now|mvfoul_stamp):")
 
 # Locks held by this process: the open file keeps the flock until the process exits.
 _HELD_LOCKS: dict[Path, int] = {}
@@ -186,9 +187,13 @@ def claim(config: DictConfig, dir_key: str) -> tuple[Path, bool]:
     raw = OmegaConf.to_container(config, resolve=False)
     for part in dir_key.split("."):
         raw = raw[part]  # type: ignore[index]
-    clock_named = bool(_CLOCK_NAME.search(str(raw)))
+    # Made from the clock: a name another run may take in the same second. (Under SLURM the
+    # default name is the job's id, which its requeues must find again.)
+    clock_named = bool(_CLOCK_NAME.search(str(raw))) and not ("mvfoul_stamp" in str(raw) and on_slurm())
     folder = Path(str(OmegaConf.select(config, dir_key))).expanduser()
     resume = OmegaConf.select(config, "experiment.resume", default=None)
+    if resume is None and requeued_slurm_job():
+        resume = "auto"  # a requeued SLURM job continues its own run
     evaluation = "ckpt_path" in config
     created = _create(folder, dir_key)
     resuming = False

@@ -37,6 +37,9 @@ def quiet_library_noise() -> None:
     # mvfoul's epoch scores are reduced across DDP ranks by their own metric (confusion
     # matrices), so they are logged with sync_dist=False on purpose.
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('(train|val)/")
+    # A resumed run writes into its own checkpoints/ folder on purpose (mvfoul refuses any other
+    # run's folder before Lightning starts).
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     if logging.getLogger().handlers:
         lightning_logger = logging.getLogger("lightning")
         for handler in list(lightning_logger.handlers):

@@ -53,6 +53,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from mvfoul import atomic
 from mvfoul.errors import MvfoulError
+from mvfoul.training.loggers import flush_loggers
 
 log = logging.getLogger(__name__)
 
@@ -413,8 +414,7 @@ class LastCheckpoint(Callback):
             return
         # The logs first: a resumed run keeps the metrics.csv rows up to this checkpoint.
         if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.save()
+            flush_loggers(trainer)
         self._writing_boundary = True
         try:
             trainer.save_checkpoint(self.path, weights_only=False)

@@ -21,6 +21,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from mvfoul import atomic
+from mvfoul.training.loggers import ThrottledSave
 
 METRICS_FILE = "metrics.csv"
 
@@ -103,8 +104,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class RunCSVLogger(CSVLogger):
-    """``<run>/csv/metrics.csv`` (and ``hparams.yaml``), atomic and resumable."""
+class RunCSVLogger(ThrottledSave, CSVLogger):
+    """``<run>/csv/metrics.csv`` (and ``hparams.yaml``), atomic and resumable; written at most every few
+    seconds (:mod:`mvfoul.training.loggers`)."""
 
     def __init__(self, save_dir: str | Path) -> None:
         super().__init__(save_dir=str(save_dir), name="csv", version="")

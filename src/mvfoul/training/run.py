@@ -151,6 +151,18 @@ def leave_process_group(trainer: L.Trainer) -> None:
         dist.destroy_process_group()
 
 
+def resume_setting(cfg: DictConfig) -> str | None:
+    """``experiment.resume``; ``auto`` for a SLURM job that SLURM requeued (after a preemption or
+    its time limit, see :mod:`mvfoul.training.preemption`)."""
+    from mvfoul.slurm import requeued_slurm_job
+
+    restarts = requeued_slurm_job()
+    if cfg.experiment.resume is None and restarts:
+        log.info("SLURM restarted this job (%d time(s)): continuing its run (experiment.resume=auto)", restarts)
+        return "auto"
+    return cfg.experiment.resume
+
+
 def train(cfg: DictConfig) -> float | None:
     """Validate ``cfg``, train, and return the best value of ``experiment.monitor``."""
     started = time.monotonic()
@@ -167,7 +179,7 @@ def train(cfg: DictConfig) -> float | None:
 
     quiet_library_noise()
     run_dir = hydra_run_dir()
-    resume = resolve_resume(cfg.experiment.resume, run_dir)
+    resume = resolve_resume(resume_setting(cfg), run_dir)
     L.seed_everything(cfg.system.seed, workers=True, verbose=False)
     changes = apply_automatic_changes(cfg)
     record_input_normalisation(cfg, resolved)
