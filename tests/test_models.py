@@ -645,3 +645,25 @@ def test_the_data_pipeline_normalises_with_the_backbones_statistics(model, backb
     out = build_clip_transform(transform, train=False)(grey)
     for c in range(3):
         assert out[c].mean().item() == pytest.approx((128 / 255 - spec.mean[c]) / spec.std[c], abs=1e-5)
+
+
+def test_channels_last_gives_the_same_outputs_and_compile_keeps_the_checkpoint_keys():
+    from conftest import compose_config
+    from mvfoul.training.module import MultiViewFoulModule
+
+    torch.manual_seed(0)
+    plain = MultiViewNet("tiny").eval()
+    fast = MultiViewNet("tiny", channels_last=True).eval()
+    fast.load_state_dict(plain.state_dict())
+    conv = fast.backbone.net.stages[0][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last_3d)
+    video = torch.randn(2, 2, 3, 4, 32, 32)
+    mask = torch.tensor([[True, True], [True, False]])
+    with torch.no_grad():
+        for head, logits in plain(video, mask).items():
+            torch.testing.assert_close(fast(video, mask)[head], logits, rtol=1e-4, atol=1e-5)
+
+    config = OmegaConf.to_container(compose_config("quick_test", ["system.compile=true", "system.channels_last=true"]), resolve=True)
+    module = MultiViewFoulModule(config)
+    assert module.net.channels_last and module.net.backbone._compiled_call_impl is not None  # compiled at the first call
+    assert set(module.state_dict()) == set(MultiViewFoulModule(OmegaConf.to_container(compose_config("quick_test"), resolve=True)).state_dict())

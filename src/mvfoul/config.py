@@ -177,6 +177,8 @@ class SystemConfig:
     sync_batchnorm: bool = False
     # torch's intra-op threads on CPU runs; null = the cores left after the DataLoader workers.
     num_threads: Optional[int] = None
+    channels_last: bool = False
+    compile: bool = False
     seed: int = 42
     deterministic: bool = False
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 

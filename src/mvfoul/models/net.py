@@ -35,9 +35,15 @@ class MultiViewNet(nn.Module):
         pooling: str = "max",
         shared_dim: int = 512,
         dropout_rate: float = 0.3,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.backbone: Backbone = build_backbone(backbone, pretrained=pretrained, weights_path=weights_path)
+        # channels_last_3d: the backbone's weights and its input clips in NDHWC memory order, which
+        # cuDNN's 3-D convolutions may run faster (benchmarks/gpu.py measures it; system.channels_last).
+        self.channels_last = channels_last
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last_3d)
         dim = self.backbone.feature_dim
         self.pooling = build_view_pooling(pooling, dim)
         self.shared = nn.Sequential(
@@ -61,7 +67,10 @@ class MultiViewNet(nn.Module):
             raise ValueError(f"view_mask must be bool (True = real view), got {view_mask.dtype}")
 
         batch, views = view_mask.shape
-        real_features = self.backbone(video[view_mask])  # [N_real, D], row-major over (b, v)
+        clips = video[view_mask]  # the real views only
+        if self.channels_last:
+            clips = clips.contiguous(memory_format=torch.channels_last_3d)
+        real_features = self.backbone(clips)  # [N_real, D], row-major over (b, v)
         features = real_features.new_zeros(batch, views, real_features.shape[-1])
         # Out-of-place index_put: same (b, v) order as the boolean selection above.
         features = features.index_put((view_mask,), real_features)

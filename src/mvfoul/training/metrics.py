@@ -87,8 +87,10 @@ class MultiTaskScores(Metric):
         for head, (_, n) in TASKS.items():
             truth = batch[head]
             right = logits[head].detach().argmax(dim=1) == accepted[head]
-            getattr(self, f"{head}_total").add_(torch.bincount(truth, minlength=n))
-            getattr(self, f"{head}_correct").add_(torch.bincount(truth[right], minlength=n))
+            # One count per (class, right or wrong): a single bincount per head and step.
+            outcomes = torch.bincount(truth * 2 + right, minlength=2 * n).view(n, 2)
+            getattr(self, f"{head}_total").add_(outcomes.sum(dim=1))
+            getattr(self, f"{head}_correct").add_(outcomes[:, 1])
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
         counts = {name: getattr(self, name) for head in TASKS for name in (f"{head}_total", f"{head}_correct")}

@@ -63,7 +63,12 @@ class MultiViewFoulModule(L.LightningModule):
             pooling=m.pooling,
             shared_dim=m.shared_dim,
             dropout_rate=m.dropout_rate,
+            channels_last=bool(cfg.system.get("channels_last", False)),
         )
+        if cfg.system.get("compile", False):
+            # In place (nn.Module.compile), so the state dict keeps its keys and checkpoints load
+            # with or without it. Compiled at the first forward pass.
+            self.net.backbone.compile()
         lo = cfg.loss
         self.criterion = MultiTaskLoss(
             function=lo.function,
@@ -113,7 +118,8 @@ class MultiViewFoulModule(L.LightningModule):
         # Epoch means of the losses are kept with the scores (synchronised at the epoch's end);
         # each step logs only its own loss, on this rank, with no collective.
         self._scores(stage).update(logits, batch, torch.stack([loss, parts["offence_severity"], parts["action"]]))
-        if stage == "train":
+        if stage == "train" and (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            # Only on the steps whose values reach the loggers: logging costs a little every time.
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=batch["video"].shape[0])
         return loss
 
