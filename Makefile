@@ -1,12 +1,13 @@
 # Two commands set up a fresh machine (Debian, Python 3.11, no GPU needed):
 #   make demo   create .venv, install mvfoul, run the quick_test preset on the built-in dataset
 #   make test   install the test tools too, run the whole test suite
+#   make lint   ruff's linter and formatter check (pyproject.toml [tool.ruff])
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: demo test test-fast install install-dev clean-outputs
+.PHONY: demo test test-fast lint format install install-dev clean-outputs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,16 @@ test: install-dev
 
 test-fast: install-dev
 	$(PY) -m pytest -q -m "not slow"
+
+LINTED := src tests benchmarks train_hydra.py evaluate_hydra.py build_cache.py
+
+lint: install-dev
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
+format: install-dev
+	$(VENV)/bin/ruff check --fix $(LINTED)
+	$(VENV)/bin/ruff format $(LINTED)
 
 clean-outputs:
 	rm -rf outputs multirun

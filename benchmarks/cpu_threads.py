@@ -40,8 +40,14 @@ VARIANTS = {
 
 def run(variant: str, out: Path, n: int) -> tuple[float, float]:
     run_dir = out / f"{variant}_{n}"
-    command = [sys.executable, str(ROOT / "train_hydra.py"), "--config-name", "quick_test", *VARIANTS[variant],
-               f"hydra.run.dir={run_dir}"]
+    command = [
+        sys.executable,
+        str(ROOT / "train_hydra.py"),
+        "--config-name",
+        "quick_test",
+        *VARIANTS[variant],
+        f"hydra.run.dir={run_dir}",
+    ]
     started = time.monotonic()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.monotonic() - started
@@ -66,7 +72,10 @@ def main() -> None:
         for n in range(args.rounds):
             for variant in VARIANTS:
                 times[variant].append(run(variant, Path(out), n))
-                print(f"round {n} {variant}: {times[variant][-1][0]:.2f} s wall, {times[variant][-1][1]:.2f} s fit", flush=True)
+                print(
+                    f"round {n} {variant}: {times[variant][-1][0]:.2f} s wall, {times[variant][-1][1]:.2f} s fit",
+                    flush=True,
+                )
     base_wall = statistics.median(w for w, _ in times["before"])
     base_fit = statistics.median(f for _, f in times["before"])
     print(f"\n{CORES} cores; median ± MAD of {args.rounds} interleaved rounds\n")
@@ -74,8 +83,10 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for variant, pairs in times.items():
         walls, fits = [w for w, _ in pairs], [f for _, f in pairs]
-        print(f"| {variant} | {median_mad(walls)} | {median_mad(fits)} | "
-              f"{statistics.median(walls) / base_wall:.2f}x | {statistics.median(fits) / base_fit:.2f}x |")
+        print(
+            f"| {variant} | {median_mad(walls)} | {median_mad(fits)} | "
+            f"{statistics.median(walls) / base_wall:.2f}x | {statistics.median(fits) / base_fit:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -50,15 +50,26 @@ def timed_pass(load, clips: list[Path]) -> tuple[float, list[torch.Tensor]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset folder (default: the real fixture)")
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="dataset folder (default: the real fixture)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="use at most this many clips")
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved passes per method (median counts)")
-    parser.add_argument("--frame-size", type=int, default=224, help="training crop; the cache keeps the 8/7 square")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="interleaved passes per method (median counts)"
+    )
+    parser.add_argument(
+        "--frame-size", type=int, default=224, help="training crop; the cache keeps the 8/7 square"
+    )
     args = parser.parse_args()
 
     from mvfoul.data.frames import ClipLoader
     from mvfoul.data.transforms import ClipTransformConfig, prepare_frames
-    from mvfoul.data.video import available_decoders, decode_all_frames, decode_frames, window_frame_indices
+    from mvfoul.data.video import (
+        available_decoders,
+        decode_all_frames,
+        decode_frames,
+        window_frame_indices,
+    )
 
     torch.set_num_threads(1)
     indices = window_frame_indices(63, 87, 17)
@@ -71,7 +82,9 @@ def main() -> None:
 
     methods = {"baseline (full decode, PyAV)": baseline}
     for backend in backends:
-        methods[f"mvfoul decoder ({backend})"] = lambda p, b=backend: decode_frames(p, indices, backend=b).frames
+        methods[f"mvfoul decoder ({backend})"] = lambda p, b=backend: (
+            decode_frames(p, indices, backend=b).frames
+        )
     with tempfile.TemporaryDirectory(prefix="mvfoul-bench-cache-") as cache_dir:
         cached = ClipLoader(indices, square, decoder=backends[0], cache_dir=cache_dir)
         for path in clips:  # fill the cache (not timed: that is the one-off build)
@@ -92,12 +105,16 @@ def main() -> None:
         decoded = outputs[f"mvfoul decoder ({backend})"]
         equal[backend] = all(torch.equal(a, b) for a, b in zip(reference, decoded))
     resized = [prepare_frames(frames, square) for frames in reference]
-    equal["cache"] = all(torch.equal(a, b) for a, b in zip(resized, outputs["mvfoul cache (memory-mapped)"]))
+    equal["cache"] = all(
+        torch.equal(a, b) for a, b in zip(resized, outputs["mvfoul cache (memory-mapped)"])
+    )
 
     median = {name: statistics.median(r) for name, r in rates.items()}
     base = median["baseline (full decode, PyAV)"]
-    print(f"{len(clips)} clips from {args.data}, window 63..86 at 17 fps ({len(indices)} frames), "
-          f"cache at {square}x{square}, median of {args.repeats} interleaved passes, one process")
+    print(
+        f"{len(clips)} clips from {args.data}, window 63..86 at 17 fps ({len(indices)} frames), "
+        f"cache at {square}x{square}, median of {args.repeats} interleaved passes, one process"
+    )
     print(f"{'method':<32} {'clips/s':>9} {'vs baseline':>12} {'same frames':>12}")
     for name, rate in median.items():
         if name.startswith("baseline"):

@@ -63,7 +63,9 @@ def main() -> None:
         return dm.datasets["valid"]
 
     def rate(dataset, batch_size: int, workers: int) -> float:
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_views)
+        loader = DataLoader(
+            dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_views
+        )
         started = time.perf_counter()
         with torch.inference_mode():
             for batch in loader:
@@ -78,7 +80,9 @@ def main() -> None:
             f"(b) batch size {args.batch_size}": lambda: rate(plain, args.batch_size, 0),
             f"(c) batch size {args.batch_size}, 2 workers": lambda: rate(plain, args.batch_size, 2),
             "(d) batch size 1, frame cache": lambda: rate(cached, 1, 0),
-            f"(e) batch size {args.batch_size}, frame cache": lambda: rate(cached, args.batch_size, 0),
+            f"(e) batch size {args.batch_size}, frame cache": lambda: rate(
+                cached, args.batch_size, 0
+            ),
         }
         runs: dict[str, list[float]] = {name: [] for name in methods}
         for _ in range(args.repeats):
@@ -86,8 +90,10 @@ def main() -> None:
                 runs[name].append(measure())
 
     a, b, c, d, e = (statistics.median(r) for r in runs.values())
-    print(f"{len(plain)} validation actions of the built-in dataset, tiny backbone, "
-          f"{len(frames)} frames of {cfg.dataset.frame_size} px, median of {args.repeats} interleaved passes")
+    print(
+        f"{len(plain)} validation actions of the built-in dataset, tiny backbone, "
+        f"{len(frames)} frames of {cfg.dataset.frame_size} px, median of {args.repeats} interleaved passes"
+    )
     print(f"{'method':<36} {'actions/s':>10} {'vs (a)':>8}")
     for name, value in zip(runs, (a, b, c, d, e)):
         print(f"{name:<36} {value:>10.1f} {value / a:>7.1f}x")

@@ -33,7 +33,15 @@ from mvfoul.models.net import MultiViewNet  # noqa: E402
 PRECISIONS = {"32-true": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
 
-def train_rate(backbone: str, precision: str, channels_last: bool, compile_: bool, batch: int, views: int, steps: int) -> float:
+def train_rate(
+    backbone: str,
+    precision: str,
+    channels_last: bool,
+    compile_: bool,
+    batch: int,
+    views: int,
+    steps: int,
+) -> float:
     """Training steps per second (median of per-step times after warm-up)."""
     device = torch.device("cuda")
     net = MultiViewNet(backbone, pretrained=False, channels_last=channels_last).to(device)
@@ -45,7 +53,10 @@ def train_rate(backbone: str, precision: str, channels_last: bool, compile_: boo
     scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
     video = torch.randn(batch, views, 3, 16, 224, 224, device=device)
     mask = torch.ones(batch, views, dtype=torch.bool, device=device)
-    targets = {"offence_severity": torch.randint(0, 4, (batch,), device=device), "action": torch.randint(0, 8, (batch,), device=device)}
+    targets = {
+        "offence_severity": torch.randint(0, 4, (batch,), device=device),
+        "action": torch.randint(0, 8, (batch,), device=device),
+    }
     times = []
     for step in range(steps):
         torch.cuda.synchronize()
@@ -73,9 +84,16 @@ def loader_rate(batch: int, workers: int, cache: bool, batches: int) -> float:
     from mvfoul.validate import validate_config, with_schema
 
     with tempfile.TemporaryDirectory() as cache_dir:
-        overrides = ["dataset=synthetic", f"dataset.batch_size={batch}", f"dataset.num_workers={workers}",
-                     "dataset.frame_size=224", "model=tiny", "model.pretrained=false", "system=cpu",
-                     *( [f"dataset.cache_dir={cache_dir}"] if cache else [])]
+        overrides = [
+            "dataset=synthetic",
+            f"dataset.batch_size={batch}",
+            f"dataset.num_workers={workers}",
+            "dataset.frame_size=224",
+            "model=tiny",
+            "model.pretrained=false",
+            "system=cpu",
+            *([f"dataset.cache_dir={cache_dir}"] if cache else []),
+        ]
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = with_schema(compose("config", overrides=overrides))
         resolved = validate_config(cfg)
@@ -97,15 +115,23 @@ def loader_rate(batch: int, workers: int, cache: bool, batches: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbones", nargs="+", default=["mvit_v2_s", "r3d_18"])
-    parser.add_argument("--batch", type=int, default=8, help="actions per batch (each with --views clips)")
+    parser.add_argument(
+        "--batch", type=int, default=8, help="actions per batch (each with --views clips)"
+    )
     parser.add_argument("--views", type=int, default=2)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile (compiling takes minutes)")
+    parser.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="leave out torch.compile (compiling takes minutes)",
+    )
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/gpu.py needs a CUDA GPU; this machine has none")
-    print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}; batch {args.batch} actions x {args.views} views, 16x224\n")
+    print(
+        f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}; batch {args.batch} actions x {args.views} views, 16x224\n"
+    )
     print("| backbone | precision | channels_last_3d | compile | steps/s | clips/s |")
     print("|---|---|---|---|---|---|")
     best: dict[str, float] = {}
@@ -114,19 +140,34 @@ def main() -> None:
             for channels_last in (False, True):
                 for compile_ in (False,) if args.no_compile else (False, True):
                     try:
-                        rate = train_rate(backbone, precision, channels_last, compile_, args.batch, args.views, args.steps)
+                        rate = train_rate(
+                            backbone,
+                            precision,
+                            channels_last,
+                            compile_,
+                            args.batch,
+                            args.views,
+                            args.steps,
+                        )
                     except Exception as err:  # noqa: BLE001 - a variant a GPU cannot run is a table cell
-                        print(f"| {backbone} | {precision} | {channels_last} | {compile_} | failed: {type(err).__name__} | |")
+                        print(
+                            f"| {backbone} | {precision} | {channels_last} | {compile_} | failed: {type(err).__name__} | |"
+                        )
                         continue
                     best[backbone] = max(best.get(backbone, 0.0), rate)
-                    print(f"| {backbone} | {precision} | {channels_last} | {compile_} | {rate:.2f} | {rate * args.batch * args.views:.1f} |",
-                          flush=True)
+                    print(
+                        f"| {backbone} | {precision} | {channels_last} | {compile_} | {rate:.2f} | {rate * args.batch * args.views:.1f} |",
+                        flush=True,
+                    )
     print("\n| loader | batches/s | vs the fastest training step of each backbone |")
     print("|---|---|---|")
     for cache in (False, True):
         rate = loader_rate(args.batch, args.workers, cache, batches=20)
         ratios = ", ".join(f"{b}: {rate / r:.2f}x" for b, r in best.items())
-        print(f"| {args.workers} workers, {'frame cache' if cache else 'decoding mp4'} | {rate:.2f} | {ratios} |", flush=True)
+        print(
+            f"| {args.workers} workers, {'frame cache' if cache else 'decoding mp4'} | {rate:.2f} | {ratios} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -37,15 +37,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # What every arm shares besides quick_test: the optimiser settings the README's table was measured with.
-COMMON = ["training.learning_rate=1e-3", "training.head_lr=null", "training.backbone_lr=null", "training.weight_decay=0.01"]
+COMMON = [
+    "training.learning_rate=1e-3",
+    "training.head_lr=null",
+    "training.backbone_lr=null",
+    "training.weight_decay=0.01",
+]
 NO_WEIGHTS = ["loss.use_class_weights=false", "loss.label_smoothing=0.0"]
 ARMS: dict[str, list[str]] = {
     "off": ["sampling=none", "freezing=none", "loss=ce", *NO_WEIGHTS],
     "no_weights": ["sampling=progressive", "freezing=progressive", "loss=focal", *NO_WEIGHTS],
-    "defaults": ["sampling=progressive", "freezing=progressive", "loss=focal", "loss.use_class_weights=true"],
+    "defaults": [
+        "sampling=progressive",
+        "freezing=progressive",
+        "loss=focal",
+        "loss.use_class_weights=true",
+    ],
     # Minus gradual unfreezing: separates the freezing schedule from the imbalance tools.
     "no_weights_no_freeze": ["sampling=progressive", "freezing=none", "loss=focal", *NO_WEIGHTS],
-    "defaults_no_freeze": ["sampling=progressive", "freezing=none", "loss=focal", "loss.use_class_weights=true"],
+    "defaults_no_freeze": [
+        "sampling=progressive",
+        "freezing=none",
+        "loss=focal",
+        "loss.use_class_weights=true",
+    ],
 }
 METRICS = ("val/sev_bacc", "val/action_bacc", "val/leaderboard")
 
@@ -56,10 +71,19 @@ def run_arm(arm: str, seed: int, epochs: int, extra: list[str], out: Path) -> di
         print(f"{arm:9s} seed {seed}: already in {run_dir}", flush=True)
         return read_run(arm, seed, run_dir)
     command = [
-        sys.executable, str(ROOT / "train_hydra.py"), "--config-name", "quick_test", *COMMON, *ARMS[arm],
-        f"system.seed={seed}", f"training.max_epochs={epochs}", "experiment.save_top_k=0",
+        sys.executable,
+        str(ROOT / "train_hydra.py"),
+        "--config-name",
+        "quick_test",
+        *COMMON,
+        *ARMS[arm],
+        f"system.seed={seed}",
+        f"training.max_epochs={epochs}",
+        "experiment.save_top_k=0",
         "dataset.synthetic.num_valid=100",
-        "experiment.save_last=false", f"hydra.run.dir={run_dir}", *extra,
+        "experiment.save_last=false",
+        f"hydra.run.dir={run_dir}",
+        *extra,
     ]
     started = time.monotonic()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -76,7 +100,10 @@ def read_run(arm: str, seed: int, run_dir: Path) -> dict:
     last = history[max(history)]
     best_epoch = max(history, key=lambda e: history[e].get("val/leaderboard") or float("-inf"))
     return {
-        "arm": arm, "seed": seed, "epochs": len(history), "best_epoch": best_epoch,
+        "arm": arm,
+        "seed": seed,
+        "epochs": len(history),
+        "best_epoch": best_epoch,
         "last": {m: last.get(m) for m in METRICS},
         "best": {m: history[best_epoch].get(m) for m in METRICS},
     }
@@ -106,7 +133,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks" / "imbalance")
-    parser.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
+    parser.add_argument(
+        "--report-only", action="store_true", help="only rebuild the report from finished runs"
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
 

@@ -55,10 +55,19 @@ BATCH, VIEWS = 4, 2
 
 def config(backbone: str, frames: int, size: int) -> Any:
     overrides = [
-        f"model.backbone={backbone}", "model.pretrained=false", "sampling=none", "freezing=none",
-        "loss.use_class_weights=false", "dataset.start_frame=67", "dataset.end_frame=83", "dataset.fps=12.5",
-        f"dataset.frame_size={size}", f"dataset.batch_size={BATCH}", "training.max_epochs=1",
-        "experiment.limit_val_batches=0", "experiment.test_after_fit=false",
+        f"model.backbone={backbone}",
+        "model.pretrained=false",
+        "sampling=none",
+        "freezing=none",
+        "loss.use_class_weights=false",
+        "dataset.start_frame=67",
+        "dataset.end_frame=83",
+        "dataset.fps=12.5",
+        f"dataset.frame_size={size}",
+        f"dataset.batch_size={BATCH}",
+        "training.max_epochs=1",
+        "experiment.limit_val_batches=0",
+        "experiment.test_after_fit=false",
         f"system.num_threads={torch.get_num_threads()}",
     ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -72,8 +81,15 @@ def config(backbone: str, frames: int, size: int) -> Any:
 def batches(frames: int, size: int, steps: int) -> list[dict[str, Any]]:
     generator = torch.Generator().manual_seed(0)
     samples = [
-        {"video": torch.randn(VIEWS, 3, frames, size, size, generator=generator), "offence_severity": i % 4,
-         "action": i % 8, "severity_match": i % 4, "action_id": str(i), "num_padded_frames": 0, "faults": []}
+        {
+            "video": torch.randn(VIEWS, 3, frames, size, size, generator=generator),
+            "offence_severity": i % 4,
+            "action": i % 8,
+            "severity_match": i % 4,
+            "action_id": str(i),
+            "num_padded_frames": 0,
+            "faults": [],
+        }
         for i in range(steps * BATCH)
     ]
     return [collate_views(samples[i : i + BATCH]) for i in range(0, len(samples), BATCH)]
@@ -92,7 +108,9 @@ class StepClock(L.Callback):
     def __init__(self) -> None:
         self.starts: list[tuple[float, float]] = []
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self.starts.append(now())
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -122,7 +140,9 @@ def bare_steps(cfg: Any, data: list[dict[str, Any]]) -> list[tuple[float, float]
     for batch in data:
         starts.append(now())
         logits = module(batch["video"], batch["view_mask"])
-        loss, _ = module.criterion(logits, {"offence_severity": batch["offence_severity"], "action": batch["action"]})
+        loss, _ = module.criterion(
+            logits, {"offence_severity": batch["offence_severity"], "action": batch["action"]}
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.training.gradient_clip_val)
@@ -141,8 +161,12 @@ def main() -> None:
 
     logging.disable(logging.INFO)  # Lightning's and mvfoul's start-up lines, for every run
     results = {}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); batches of {BATCH} actions x {VIEWS} views")
-    print("| backbone | input | mvfoul step, wall (ms) | bare step, wall (ms) | overhead, CPU time (range of rounds) | overhead, wall |")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); batches of {BATCH} actions x {VIEWS} views"
+    )
+    print(
+        "| backbone | input | mvfoul step, wall (ms) | bare step, wall (ms) | overhead, CPU time (range of rounds) | overhead, wall |"
+    )
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for backbone in args.backbones:
@@ -157,13 +181,25 @@ def main() -> None:
                 bare = bare_steps(cfg, data)[WARMUP:]
                 walls["ours"] += [w for w, _ in ours]
                 walls["bare"] += [w for w, _ in bare]
-                cpu_ratios.append(statistics.median(c for _, c in ours) / statistics.median(c for _, c in bare))
-                wall_ratios.append(statistics.median(w for w, _ in ours) / statistics.median(w for w, _ in bare))
+                cpu_ratios.append(
+                    statistics.median(c for _, c in ours) / statistics.median(c for _, c in bare)
+                )
+                wall_ratios.append(
+                    statistics.median(w for w, _ in ours) / statistics.median(w for w, _ in bare)
+                )
             m, b = statistics.median(walls["ours"]), statistics.median(walls["bare"])
             overhead, overhead_wall = statistics.median(cpu_ratios), statistics.median(wall_ratios)
-            results[backbone] = {"mvfoul_step_s": m, "bare_step_s": b, "overhead": overhead, "overhead_wall": overhead_wall}
-            print(f"| {backbone} | {frames}x{size} | {m * 1e3:.2f} | {b * 1e3:.2f} | {overhead:.3f} "
-                  f"({min(cpu_ratios):.3f}-{max(cpu_ratios):.3f}) | {overhead_wall:.3f} |", flush=True)
+            results[backbone] = {
+                "mvfoul_step_s": m,
+                "bare_step_s": b,
+                "overhead": overhead,
+                "overhead_wall": overhead_wall,
+            }
+            print(
+                f"| {backbone} | {frames}x{size} | {m * 1e3:.2f} | {b * 1e3:.2f} | {overhead:.3f} "
+                f"({min(cpu_ratios):.3f}-{max(cpu_ratios):.3f}) | {overhead_wall:.3f} |",
+                flush=True,
+            )
     worst = max(results.values(), key=lambda r: r["overhead"])
     print(json.dumps({k: round(v, 6) for k, v in worst.items()}))
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -56,14 +56,23 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 def run_command(
-    args: Sequence[str], cwd: Path, cache: Path, timeout: float = 600, env: dict[str, str] | None = None
+    args: Sequence[str],
+    cwd: Path,
+    cache: Path,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run ``python <args>`` from the project the way a user does; outputs land under ``cwd``."""
     full_env = {**os.environ, "MVFOUL_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
     full_env.pop("HYDRA_FULL_ERROR", None)
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

@@ -15,8 +15,6 @@ from mvfoul.labels import official_labels
 LOGGER = "mvfoul.data.annotations"
 
 
-
-
 def _write_split(split_dir: Path, actions: dict[str, dict], make_clips: bool = True) -> Path:
     """A SoccerNet-layout split: annotations.json plus (optionally) one tiny file per clip URL.
 
@@ -226,24 +224,36 @@ def test_json_without_actions_object_is_a_data_error(tmp_path):
         read_soccernet_split(split)
 
 
-
-def test_a_label_outside_the_vocabulary_is_a_warning_naming_the_action_and_the_value(tmp_path, caplog):
-    split = _write_split(tmp_path / "Train", {
-        "0": _labels("Tackling", "Offence", "1.0"),
-        "1": _labels("Tacklin", "Offence", "1.0"),  # a typo
-        "2": _labels("Holding", "Offense", "3.0"),  # a typo
-        "3": _labels("Pushing", "Offence", "6.0"),  # no such severity
-        "4": _labels("Dont know", "Offence", "1.0"),  # the official rules' own drops: info only
-        "5": _labels("Elbowing", "Between", "3.0"),
-    })
+def test_a_label_outside_the_vocabulary_is_a_warning_naming_the_action_and_the_value(
+    tmp_path, caplog
+):
+    split = _write_split(
+        tmp_path / "Train",
+        {
+            "0": _labels("Tackling", "Offence", "1.0"),
+            "1": _labels("Tacklin", "Offence", "1.0"),  # a typo
+            "2": _labels("Holding", "Offense", "3.0"),  # a typo
+            "3": _labels("Pushing", "Offence", "6.0"),  # no such severity
+            "4": _labels("Dont know", "Offence", "1.0"),  # the official rules' own drops: info only
+            "5": _labels("Elbowing", "Between", "3.0"),
+        },
+    )
     caplog.set_level(logging.INFO, logger=LOGGER)
     actions, report = read_soccernet_split(split)
     assert [a.action_id for a in actions] == ["0"]
-    assert report.unknown_labels == {"1": "action class 'Tacklin'", "2": "offence 'Offense'", "3": "severity '6.0'"}
+    assert report.unknown_labels == {
+        "1": "action class 'Tacklin'",
+        "2": "offence 'Offense'",
+        "3": "severity '6.0'",
+    }
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     message = warning.getMessage()
     assert "3 action(s) left out for labels outside the SoccerNet vocabulary" in message
-    for part in ("action 1: action class 'Tacklin'", "action 2: offence 'Offense'", "action 3: severity '6.0'"):
+    for part in (
+        "action 1: action class 'Tacklin'",
+        "action 2: offence 'Offense'",
+        "action 3: severity '6.0'",
+    ):
         assert part in message
     assert "Dont know" not in message and "Between" not in message
     assert len(report.dropped_by_rules) == 5  # every drop still counted in the split's info line

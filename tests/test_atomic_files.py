@@ -24,7 +24,11 @@ def test_strict_json_writes_nan_and_infinities_as_null(tmp_path):
     def refuse(token: str):
         raise AssertionError(f"non-standard JSON token {token}")
 
-    assert json.loads(target.read_text(), parse_constant=refuse) == {"a": None, "b": [1.0, None, None], "c": {"d": 2.5}}
+    assert json.loads(target.read_text(), parse_constant=refuse) == {
+        "a": None,
+        "b": [1.0, None, None],
+        "c": {"d": 2.5},
+    }
 
 
 def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
@@ -40,7 +44,9 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
 
 def test_an_unwritable_target_is_one_line_naming_it(tmp_path):
     (tmp_path / "file").write_text("")
-    with pytest.raises(OutputError, match=r"cannot write .*file/x\.json: Not a directory; the previous version"):
+    with pytest.raises(
+        OutputError, match=r"cannot write .*file/x\.json: Not a directory; the previous version"
+    ):
         atomic.write_json(tmp_path / "file" / "x.json", {})
 
 
@@ -62,7 +68,9 @@ def test_a_writer_killed_mid_write_never_leaves_a_truncated_file(tmp_path):
     """SIGKILL at arbitrary moments of 8 MB writes: the target is always a complete file."""
     target = tmp_path / "big.bin"
     for delay in (0.05, 0.13, 0.31):
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True
+        )
         writer.stdout.readline()  # one complete write done
         time.sleep(delay)
         writer.send_signal(signal.SIGKILL)

@@ -60,7 +60,9 @@ def test_weighted_focal_loss_at_gamma_zero_equals_weighted_cross_entropy(smoothi
     torch.manual_seed(0)
     logits, target = torch.randn(16, 8), torch.randint(0, 8, (16,))
     weight = class_weights(REAL_ACTION_COUNTS, "effective_num")
-    expected = F.cross_entropy(logits, target, weight=weight, label_smoothing=smoothing, reduction="none").mean()
+    expected = F.cross_entropy(
+        logits, target, weight=weight, label_smoothing=smoothing, reduction="none"
+    ).mean()
     got = focal_loss(logits, target, gamma=0.0, label_smoothing=smoothing, weight=weight)
     assert torch.allclose(got, expected, atol=1e-6)
 
@@ -70,7 +72,9 @@ def test_class_weights_scale_each_sample_by_its_class():
     logits = {"offence_severity": torch.zeros(2, 4), "action": torch.zeros(2, 8)}
     targets = {"offence_severity": torch.tensor([0, 3]), "action": torch.tensor([0, 0])}
     _, before = loss(logits, targets)
-    loss.set_class_weights({"offence_severity": torch.tensor([0.5, 1.0, 1.0, 1.5]), "action": torch.ones(8)})
+    loss.set_class_weights(
+        {"offence_severity": torch.tensor([0.5, 1.0, 1.0, 1.5]), "action": torch.ones(8)}
+    )
     _, after = loss(logits, targets)
     # Uniform logits: every sample's CE is log(4); weights 0.5 and 1.5 average to 1.
     assert after["offence_severity"].item() == pytest.approx(before["offence_severity"].item())
@@ -87,7 +91,12 @@ def cfg(*overrides):
     return compose_config("quick_test", overrides)
 
 
-ALL_ON = ["sampling=progressive", "sampling.oversample_factor=2.0", "loss.use_class_weights=true", "loss.label_smoothing=0.1"]
+ALL_ON = [
+    "sampling=progressive",
+    "sampling.oversample_factor=2.0",
+    "loss.use_class_weights=true",
+    "loss.label_smoothing=0.1",
+]
 
 
 def test_label_smoothing_is_switched_off_when_oversampling_and_class_weights_are_both_on():
@@ -113,7 +122,13 @@ def test_label_smoothing_is_kept_otherwise(change):
 
 
 def test_focal_alpha_class_weights_counts_as_class_weights():
-    c = cfg(*ALL_ON, "loss.use_class_weights=false", "loss=focal", "loss.focal_alpha=class_weights", "loss.label_smoothing=0.1")
+    c = cfg(
+        *ALL_ON,
+        "loss.use_class_weights=false",
+        "loss=focal",
+        "loss.focal_alpha=class_weights",
+        "loss.label_smoothing=0.1",
+    )
     assert uses_class_weights(c.loss)
     assert resolve_label_smoothing(c.loss, c.sampling).effective == 0.0
     validate_config(with_schema(c))

@@ -32,7 +32,9 @@ def test_type_error_fails_at_startup_naming_the_key(run, tmp_path):
 
 def test_unknown_key_suggests_the_close_match(run):
     result = run("--config-name", "quick_test", "training.learnin_rate=0.1")
-    assert_one_line_error(result, "training.learnin_rate: unknown key", "did you mean training.learning_rate?")
+    assert_one_line_error(
+        result, "training.learnin_rate: unknown key", "did you mean training.learning_rate?"
+    )
 
 
 def test_unknown_group_option_lists_the_options(run):
@@ -43,13 +45,22 @@ def test_unknown_group_option_lists_the_options(run):
 
 def test_bad_values_are_all_listed_in_one_message(run):
     result = run(
-        "--config-name", "quick_test",
-        "training.optimizer=adamx", "loss.label_smoothing=1.5", "training.learning_rate=-0.1",
-        "sampling.oversample_factor=0.5", "model.pooling=avg",
+        "--config-name",
+        "quick_test",
+        "training.optimizer=adamx",
+        "loss.label_smoothing=1.5",
+        "training.learning_rate=-0.1",
+        "sampling.oversample_factor=0.5",
+        "model.pooling=avg",
     )
     assert_one_line_error(result, "invalid configuration (5 problems)")
-    for key in ("training.optimizer", "loss.label_smoothing", "training.learning_rate",
-                "sampling.oversample_factor", "model.pooling"):
+    for key in (
+        "training.optimizer",
+        "loss.label_smoothing",
+        "training.learning_rate",
+        "sampling.oversample_factor",
+        "model.pooling",
+    ):
         assert f"  - {key}:" in result.stderr
 
 
@@ -64,7 +75,16 @@ def test_missing_data_dir_says_how_to_fix_it(run):
 def test_cfg_job_prints_the_composed_config(run):
     result = run("--config-name", "quick_test", "--cfg", "job")
     assert result.returncode == 0, result.stderr
-    for group in ("dataset:", "model:", "training:", "loss:", "sampling:", "freezing:", "system:", "experiment:"):
+    for group in (
+        "dataset:",
+        "model:",
+        "training:",
+        "loss:",
+        "sampling:",
+        "freezing:",
+        "system:",
+        "experiment:",
+    ):
         assert f"\n{group}" in "\n" + result.stdout
     assert "backbone: tiny" in result.stdout and "max_epochs: 2" in result.stdout
 
@@ -84,10 +104,17 @@ def test_help_lists_every_group_option_and_preset_with_its_description(run):
 
 def test_unreachable_pretrained_weights_fail_fast_in_one_line(tmp_path, cache_dir):
     # An empty torch hub cache and a proxy that refuses connections: no way to get the file.
-    env = {"TORCH_HOME": str(tmp_path / "torch"), "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    env = {
+        "TORCH_HOME": str(tmp_path / "torch"),
+        "https_proxy": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+    }
     result = run_command(
         train_command("--config-name", "quick_test", "model=resnet3d", "model.pretrained=true"),
-        cwd=tmp_path, cache=cache_dir, env=env, timeout=120,
+        cwd=tmp_path,
+        cache=cache_dir,
+        env=env,
+        timeout=120,
     )
     line = assert_one_line_error(result, "r3d_18")
     assert str(tmp_path / "torch" / "hub" / "checkpoints") in line

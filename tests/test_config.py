@@ -33,7 +33,9 @@ def quick(*overrides: str):
 
 def test_root_defaults_list_is_the_documented_one():
     root = yaml.safe_load((CONF_DIR / "config.yaml").read_text())
-    chosen = {k: v for entry in root["defaults"] if isinstance(entry, dict) for k, v in entry.items()}
+    chosen = {
+        k: v for entry in root["defaults"] if isinstance(entry, dict) for k, v in entry.items()
+    }
     assert chosen["dataset"] == "mvfouls"
     assert chosen["model"] == "mvit"
     assert chosen["training"] == "baseline"
@@ -52,7 +54,9 @@ def test_every_group_option_composes_against_its_schema(group):
         cfg = compose_config("config", [f"{group}={option}"])
         node = cfg[group]
         schema = C.GROUP_SCHEMAS[group]
-        assert issubclass(OmegaConf.get_type(node), schema), f"{group}={option} is not checked by {schema.__name__}"
+        assert issubclass(OmegaConf.get_type(node), schema), (
+            f"{group}={option} is not checked by {schema.__name__}"
+        )
 
 
 def test_required_group_options_exist():
@@ -146,7 +150,9 @@ def test_every_schema_key_is_set_and_documented_by_its_default_option():
     for group, schema in C.GROUP_SCHEMAS.items():
         text = (GROUP_DIRS[group] / f"{cfg_default_option(group)}.yaml").read_text()
         for f in dataclasses.fields(schema):
-            assert re.search(rf"^{f.name}:", text, re.M), f"{group}.{f.name} is missing from its default YAML"
+            assert re.search(rf"^{f.name}:", text, re.M), (
+                f"{group}.{f.name} is missing from its default YAML"
+            )
         assert set(cfg[group]) == {f.name for f in dataclasses.fields(schema)}
 
 
@@ -212,17 +218,24 @@ def test_missing_data_dir_names_the_key_the_example_and_quick_test():
 
 
 def test_data_dir_must_exist(tmp_path):
-    (message,) = problems(compose_config("config", [f"dataset.data_dir={tmp_path / 'nope'}", "system=cpu"]))
+    (message,) = problems(
+        compose_config("config", [f"dataset.data_dir={tmp_path / 'nope'}", "system=cpu"])
+    )
     assert "dataset.data_dir" in message and "is not a folder" in message
 
 
 def test_num_frames_is_derived_from_the_window_and_a_mismatch_is_rejected():
     resolved = validate_config(with_schema(quick()))
     assert resolved.num_frames == 8  # quick_test: frames 67..82 at 12.5 fps
-    default = validate_config(with_schema(quick("dataset.start_frame=63", "dataset.end_frame=87", "dataset.fps=17")))
+    default = validate_config(
+        with_schema(quick("dataset.start_frame=63", "dataset.end_frame=87", "dataset.fps=17"))
+    )
     assert default.frame_indices == (63, 65, 66, 68, 69, 71, 72, 74, 75, 77, 78, 80, 81, 83, 84, 86)
     (message,) = problems(quick("dataset.num_frames=16"))
-    assert message.startswith("dataset.num_frames: 16 disagrees with the window") and "give 8 frames" in message
+    assert (
+        message.startswith("dataset.num_frames: 16 disagrees with the window")
+        and "give 8 frames" in message
+    )
 
 
 def test_backbone_input_constraints_are_checked_before_training():
@@ -230,8 +243,12 @@ def test_backbone_input_constraints_are_checked_before_training():
     assert message.startswith("model.backbone:")
     assert "16" in message and "224" in message
     ok = quick(
-        "model=mvit", "model.pretrained=false", "dataset.frame_size=224",
-        "dataset.start_frame=63", "dataset.end_frame=87", "dataset.fps=17",
+        "model=mvit",
+        "model.pretrained=false",
+        "dataset.frame_size=224",
+        "dataset.start_frame=63",
+        "dataset.end_frame=87",
+        "dataset.fps=17",
     )
     validate_config(with_schema(ok))
 
@@ -288,7 +305,9 @@ SEED_VALUES = {
 def test_cfg_job_shows_the_seeds_value_for_every_key_its_old_command_sets(tmp_path, cache_dir):
     from conftest import run_command, train_command
 
-    result = run_command(train_command(f"dataset.data_dir={tmp_path}", "--cfg", "job"), cwd=tmp_path, cache=cache_dir)
+    result = run_command(
+        train_command(f"dataset.data_dir={tmp_path}", "--cfg", "job"), cwd=tmp_path, cache=cache_dir
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     shown = yaml.safe_load(result.stdout)
     for key, value in SEED_VALUES.items():
@@ -301,9 +320,15 @@ def test_the_seeds_old_command_is_the_defaults_and_so_is_the_legacy_front_withou
     from mvfoul.legacy.markdown import SEED_COMMAND
 
     seed = translate_legacy(SEED_COMMAND).translation.commands[0]
-    paths = [o for o in seed.overrides if o.startswith(("dataset.data_dir=", "dataset.train_csv=", "dataset.val_csv="))]
+    paths = [
+        o
+        for o in seed.overrides
+        if o.startswith(("dataset.data_dir=", "dataset.train_csv=", "dataset.val_csv="))
+    ]
     assert len(paths) == 3 and len(seed.overrides) == len(SEED_VALUES) + 3
-    assert OmegaConf.to_container(compose_config("config", seed.overrides)) == OmegaConf.to_container(compose_config("config", paths))
+    assert OmegaConf.to_container(
+        compose_config("config", seed.overrides)
+    ) == OmegaConf.to_container(compose_config("config", paths))
     # training/train.py with no flags: no override at all, so exactly train_hydra.py's defaults.
     assert translate_legacy([]).translation.commands[0].overrides == []
 
@@ -314,15 +339,24 @@ def test_on_the_defaults_label_smoothing_switches_itself_off_and_says_so(caplog)
     cfg = with_schema(compose_config("config", ["dataset.data_dir=/data"]))
     with caplog.at_level("INFO"):
         changes = apply_automatic_changes(cfg)
-    assert changes["loss.label_smoothing"]["configured"] == 0.1 and changes["loss.label_smoothing"]["effective"] == 0.0
+    assert (
+        changes["loss.label_smoothing"]["configured"] == 0.1
+        and changes["loss.label_smoothing"]["effective"] == 0.0
+    )
     assert cfg.loss.label_smoothing == 0.0
     assert caplog.text.count("loss.label_smoothing=0.1 switched off") == 1
 
 
 def test_a_key_added_with_plus_is_refused_like_any_unknown_key():
     found = problems(quick("+training.learnin_rate=0.1", "+dataset.synthetic.sed=1", "+foo=2"))
-    assert "training.learnin_rate: unknown key in 'training'; did you mean training.learning_rate?" in found
-    assert "dataset.synthetic.sed: unknown key in 'dataset.synthetic'; did you mean dataset.synthetic.seed?" in found
+    assert (
+        "training.learnin_rate: unknown key in 'training'; did you mean training.learning_rate?"
+        in found
+    )
+    assert (
+        "dataset.synthetic.sed: unknown key in 'dataset.synthetic'; did you mean dataset.synthetic.seed?"
+        in found
+    )
     assert any(p.startswith("foo: unknown key in 'the root config'") for p in found)
 
 
@@ -332,4 +366,6 @@ def test_a_cache_dir_that_is_a_file_is_refused_at_startup(tmp_path):
     assert message.startswith("dataset.cache_dir:") and "is a file, not a folder" in message
     (message,) = problems(quick(f"dataset.cache_dir={tmp_path / 'frames' / 'sub'}"))
     assert "lies under" in message
-    validate_config(with_schema(quick(f"dataset.cache_dir={tmp_path / 'new' / 'cache'}")))  # created when needed
+    validate_config(
+        with_schema(quick(f"dataset.cache_dir={tmp_path / 'new' / 'cache'}"))
+    )  # created when needed

@@ -21,8 +21,6 @@ LOGGER = "mvfoul.data.annotations"
 HEADER = "action_id,clips,action_class,offence,severity\n"
 
 
-
-
 def _counts(report: SplitReport) -> dict:
     """Everything a report says except where it was read from."""
     fields = asdict(report)
@@ -70,7 +68,11 @@ def _converter(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.run(
         [sys.executable, "-m", "mvfoul.data.csv_annotations", *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -232,8 +234,12 @@ def test_unlabelled_split_converts_without_label_columns(tmp_path):
 def test_to_csv_refuses_a_json_label_outside_the_vocabulary(tmp_path):
     split = tmp_path / "Train"
     split.mkdir()
-    entry = {"Action class": "Tackle", "Offence": "Offence", "Severity": "1.0",
-             "Clips": [{"Url": "Dataset/action_0/clip_0"}]}
+    entry = {
+        "Action class": "Tackle",
+        "Offence": "Offence",
+        "Severity": "1.0",
+        "Clips": [{"Url": "Dataset/action_0/clip_0"}],
+    }
     (split / "annotations.json").write_text(json.dumps({"Actions": {"0": entry}}))
     with pytest.raises(DataError) as info:
         split_to_csv(split, tmp_path / "x.csv")
@@ -263,8 +269,12 @@ def test_rules_apply_to_hand_written_rows_as_to_json(tmp_path):
         rows.append(f"{action_id},{_clips(data_dir, action_id)},{','.join(labels)}\n")
     csv_path = _csv(tmp_path / "train.csv", "".join(rows))
     json_entries = {
-        k: {"Action class": a, "Offence": o, "Severity": s,
-            "Clips": [{"Url": f"Dataset/action_{k}/clip_0"}, {"Url": f"Dataset/action_{k}/clip_1"}]}
+        k: {
+            "Action class": a,
+            "Offence": o,
+            "Severity": s,
+            "Clips": [{"Url": f"Dataset/action_{k}/clip_0"}, {"Url": f"Dataset/action_{k}/clip_1"}],
+        }
         for k, ((a, o, s), _) in cases.items()
     }
     (data_dir / "Train" / "annotations.json").write_text(json.dumps({"Actions": json_entries}))
@@ -292,7 +302,10 @@ def test_extra_columns_are_ignored_and_column_order_is_free(tmp_path):
     actions, report = read_csv_annotations(_csv(tmp_path / "a.csv", text), data_dir)
     assert [a.action_id for a in actions] == ["7"]
     assert [p.name for p in actions[0].clips] == ["clip_0.mp4", "clip_1.mp4", "clip_2.mp4"]
-    assert (actions[0].labels.action_class, actions[0].labels.offence_severity) == ("Standing tackling", 1)
+    assert (actions[0].labels.action_class, actions[0].labels.offence_severity) == (
+        "Standing tackling",
+        1,
+    )
     assert report.listed_actions == 1
 
 
@@ -345,20 +358,28 @@ def test_missing_clips_are_counted_not_errors(tmp_path, caplog):
     [
         pytest.param(
             "0,Train/a.mp4,Tackle,Offence,1.0\n",
-            ["row 1 (line 2), column 'action_class': 'Tackle' is not an allowed value",
-             "'Tackling', 'Standing tackling'", "'Dont know', '' (empty)", "did you mean 'Tackling'?"],
+            [
+                "row 1 (line 2), column 'action_class': 'Tackle' is not an allowed value",
+                "'Tackling', 'Standing tackling'",
+                "'Dont know', '' (empty)",
+                "did you mean 'Tackling'?",
+            ],
             id="action-class",
         ),
         pytest.param(
             "0,Train/a.mp4,Tackling,Offence,1.0\n\n1,Train/b.mp4,Tackling,yes,1.0\n",
-            ["row 2 (line 4), column 'offence': 'yes' is not an allowed value",
-             "(allowed: 'Offence', 'No offence', 'No Offence', 'Between', '' (empty))"],
+            [
+                "row 2 (line 4), column 'offence': 'yes' is not an allowed value",
+                "(allowed: 'Offence', 'No offence', 'No Offence', 'Between', '' (empty))",
+            ],
             id="offence",
         ),
         pytest.param(
             "0,Train/a.mp4,Tackling,Offence,3\n",
-            ["row 1 (line 2), column 'severity': '3' is not an allowed value",
-             "(allowed: '' (empty), '1.0', '2.0', '3.0', '4.0', '5.0')"],
+            [
+                "row 1 (line 2), column 'severity': '3' is not an allowed value",
+                "(allowed: '' (empty), '1.0', '2.0', '3.0', '4.0', '5.0')",
+            ],
             id="severity",
         ),
         pytest.param(
@@ -398,7 +419,9 @@ def test_missing_clips_are_counted_not_errors(tmp_path, caplog):
         ),
         pytest.param(
             None,  # no header at all: only blank lines
-            ["is empty; expected a header line (action_id, clips, action_class, offence, severity)"],
+            [
+                "is empty; expected a header line (action_id, clips, action_class, offence, severity)"
+            ],
             id="empty-file",
         ),
     ],
@@ -411,7 +434,9 @@ def test_bad_csv_fails_in_one_line_naming_row_column_and_value(tmp_path, body, f
 
 
 def test_missing_required_column_names_it_and_the_columns_found(tmp_path):
-    path = _csv(tmp_path / "a.csv", "action_id,clip,action_class,offence,severity\n0,x.mp4,Dive,,\n")
+    path = _csv(
+        tmp_path / "a.csv", "action_id,clip,action_class,offence,severity\n0,x.mp4,Dive,,\n"
+    )
     message = _error(path, tmp_path)
     assert "missing required column(s) 'clips'" in message
     assert "columns found: 'action_id', 'clip', 'action_class', 'offence', 'severity'" in message

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from omegaconf import OmegaConf
 
 from conftest import SMALL_SYNTHETIC, compose_config, run_command, train_command
@@ -40,7 +39,9 @@ def test_quick_test_trains_validates_and_checkpoints(tmp_path, cache_dir):
     # The run folder holds the composed config and the overrides.
     saved = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     assert saved["model"]["backbone"] == "tiny" and saved["training"]["max_epochs"] == 2
-    assert "dataset.frame_size=48" in yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    assert "dataset.frame_size=48" in yaml.safe_load(
+        (run_dir / ".hydra" / "overrides.yaml").read_text()
+    )
 
     checkpoints = sorted((run_dir / "checkpoints").glob("*.ckpt"))
     names = [c.name for c in checkpoints]
@@ -48,7 +49,9 @@ def test_quick_test_trains_validates_and_checkpoints(tmp_path, cache_dir):
     assert any(n.startswith("epoch") and "-val_sev_acc-" in n for n in names)
     assert not any("=" in n for n in names)  # pasteable as a Hydra override
     # last.ckpt is the state after the latest epoch (for resuming), whichever epoch scored best.
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2  # epochs done
+    assert (
+        torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+    )  # epochs done
 
     rows = read_metrics(run_dir)
     val_rows = [r for r in rows if r.get("val/sev_acc")]
@@ -61,7 +64,9 @@ def test_quick_test_trains_validates_and_checkpoints(tmp_path, cache_dir):
     from mvfoul.paths import USER_CONFIGS_DIR
     from mvfoul.runs import keep_run, rerun_command
 
-    assert rerun_command(run_dir) == "python train_hydra.py --config-name quick_test " + " ".join(SMALL_SYNTHETIC)
+    assert rerun_command(run_dir) == "python train_hydra.py --config-name quick_test " + " ".join(
+        SMALL_SYNTHETIC
+    )
     name = f"kept_{os.getpid()}"
     kept = keep_run(run_dir, name)
     try:
@@ -84,8 +89,13 @@ def test_quick_test_trains_validates_and_checkpoints(tmp_path, cache_dir):
 def test_multirun_runs_one_job_per_value_in_its_own_folder(tmp_path, cache_dir):
     result = run_command(
         train_command(
-            "--multirun", *QUICK, "model=tiny,resnet3d", "model.pretrained=false",
-            "training.max_epochs=1", "experiment.limit_train_batches=2", "experiment.limit_val_batches=1",
+            "--multirun",
+            *QUICK,
+            "model=tiny,resnet3d",
+            "model.pretrained=false",
+            "training.max_epochs=1",
+            "experiment.limit_train_batches=2",
+            "experiment.limit_val_batches=1",
         ),
         cwd=tmp_path,
         cache=cache_dir,
@@ -93,7 +103,10 @@ def test_multirun_runs_one_job_per_value_in_its_own_folder(tmp_path, cache_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     folders = run_folders(tmp_path / "multirun")
     assert len(folders) == 2
-    backbones = sorted(yaml.safe_load((f / ".hydra" / "config.yaml").read_text())["model"]["backbone"] for f in folders)
+    backbones = sorted(
+        yaml.safe_load((f / ".hydra" / "config.yaml").read_text())["model"]["backbone"]
+        for f in folders
+    )
     assert backbones == ["r3d_18", "tiny"]
     for folder in folders:
         assert (folder / "checkpoints" / "last.ckpt").is_file()
@@ -103,7 +116,9 @@ def test_single_gpu_preset_falls_back_to_cpu_with_one_warning(tmp_path, cache_di
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: there is nothing to fall back from")
     result = run_command(
-        train_command(*QUICK, "system=single_gpu", "experiment.fast_dev_run=true"), cwd=tmp_path, cache=cache_dir
+        train_command(*QUICK, "system=single_gpu", "experiment.fast_dev_run=true"),
+        cwd=tmp_path,
+        cache=cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
@@ -120,8 +135,15 @@ def real_layout(tmp_path: Path, real_sample: Path) -> Path:
 
 
 REAL_TINY_RUN = [
-    "model=tiny", "system=cpu", "sampling=none", "freezing=none", "dataset.frame_size=32",
-    "dataset.batch_size=2", "training.max_epochs=1", "training.warmup_epochs=0", "experiment.name=real",
+    "model=tiny",
+    "system=cpu",
+    "sampling=none",
+    "freezing=none",
+    "dataset.frame_size=32",
+    "dataset.batch_size=2",
+    "training.max_epochs=1",
+    "training.warmup_epochs=0",
+    "experiment.name=real",
 ]
 
 
@@ -163,9 +185,17 @@ def test_a_broken_clip_stops_the_run_with_one_line_naming_it(tmp_path, cache_dir
 def test_a_run_with_every_optimisation_on_completes_and_records_them(tmp_path, cache_dir):
     result = run_command(
         train_command(
-            *QUICK, "sampling=progressive", "freezing=progressive", "loss=focal", "loss.use_class_weights=true",
-            "loss.label_smoothing=0.1", "freezing.unfreeze_schedule=[1,2]", "freezing.unfreeze_blocks=2",
-            "sampling.progressive_end_epoch=2", "training.max_epochs=3", "experiment.name=all_on",
+            *QUICK,
+            "sampling=progressive",
+            "freezing=progressive",
+            "loss=focal",
+            "loss.use_class_weights=true",
+            "loss.label_smoothing=0.1",
+            "freezing.unfreeze_schedule=[1,2]",
+            "freezing.unfreeze_blocks=2",
+            "sampling.progressive_end_epoch=2",
+            "training.max_epochs=3",
+            "experiment.name=all_on",
         ),
         cwd=tmp_path,
         cache=cache_dir,
@@ -196,14 +226,21 @@ def test_a_run_with_every_optimisation_on_completes_and_records_them(tmp_path, c
     assert [by_epoch[e]["freezing/backbone_lr_boost"] for e in range(3)] == [0.0, 1.0, 0.0]
 
 
-def test_skipping_a_broken_clip_trains_on_and_reports_it_every_epoch(tmp_path, cache_dir, real_sample):
+def test_skipping_a_broken_clip_trains_on_and_reports_it_every_epoch(
+    tmp_path, cache_dir, real_sample
+):
     data = tmp_path / "mvfouls"
     for split in ("Train", "Valid"):
         shutil.copytree(real_sample / "Test", data / split)
         (data / split / "action_0" / "clip_1.mp4").write_bytes(b"")  # a zero-byte download
     result = run_command(
-        train_command(f"dataset.data_dir={data}", *REAL_TINY_RUN, "dataset.num_workers=1",
-                      "dataset.on_decode_error=skip", "training.max_epochs=2"),
+        train_command(
+            f"dataset.data_dir={data}",
+            *REAL_TINY_RUN,
+            "dataset.num_workers=1",
+            "dataset.on_decode_error=skip",
+            "training.max_epochs=2",
+        ),
         cwd=tmp_path,
         cache=cache_dir,
     )
@@ -214,7 +251,11 @@ def test_skipping_a_broken_clip_trains_on_and_reports_it_every_epoch(tmp_path, c
     assert output.count("val epoch 1: 1 unreadable view(s) skipped") == 1
     assert "action_0/clip_1.mp4" in output
     (run_dir,) = run_folders(tmp_path / "outputs" / "real")
-    skipped = [float(r["val/data_skipped_views"]) for r in read_metrics(run_dir) if r.get("val/data_skipped_views")]
+    skipped = [
+        float(r["val/data_skipped_views"])
+        for r in read_metrics(run_dir)
+        if r.get("val/data_skipped_views")
+    ]
     assert skipped == [1.0, 1.0]
 
 
@@ -227,8 +268,14 @@ def test_training_from_csv_annotations_with_a_frame_cache(tmp_path, cache_dir, r
     split_to_csv(data / "Test", data / "actions.csv")
     frames = tmp_path / "frames"
     result = run_command(
-        train_command(f"dataset.data_dir={data}", *REAL_TINY_RUN, "dataset.train_csv=actions.csv",
-                      "dataset.val_csv=actions.csv", f"dataset.cache_dir={frames}", "dataset.num_workers=0"),
+        train_command(
+            f"dataset.data_dir={data}",
+            *REAL_TINY_RUN,
+            "dataset.train_csv=actions.csv",
+            "dataset.val_csv=actions.csv",
+            f"dataset.cache_dir={frames}",
+            "dataset.num_workers=0",
+        ),
         cwd=tmp_path,
         cache=cache_dir,
     )
@@ -242,12 +289,27 @@ def test_weights_and_biases_logs_offline_without_credentials_or_network(tmp_path
     pytest.importorskip("wandb", reason="wandb not installed (pip install -e '.[wandb]')")
     home = tmp_path / "home"  # no ~/.netrc, no cached login
     home.mkdir()
-    env = {"HOME": str(home), "WANDB_API_KEY": "", "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-           "WANDB_DIR": "", "WANDB_MODE": ""}
+    env = {
+        "HOME": str(home),
+        "WANDB_API_KEY": "",
+        "https_proxy": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "WANDB_DIR": "",
+        "WANDB_MODE": "",
+    }
     result = run_command(
-        train_command(*QUICK, "experiment.use_wandb=true", "training.max_epochs=1", "experiment.limit_train_batches=2",
-                      "experiment.test_after_fit=false", "experiment.name=wandb"),
-        cwd=tmp_path, cache=cache_dir, env=env, timeout=300,
+        train_command(
+            *QUICK,
+            "experiment.use_wandb=true",
+            "training.max_epochs=1",
+            "experiment.limit_train_batches=2",
+            "experiment.test_after_fit=false",
+            "experiment.name=wandb",
+        ),
+        cwd=tmp_path,
+        cache=cache_dir,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = run_folders(tmp_path / "outputs" / "wandb")

@@ -28,17 +28,24 @@ QUICK = ["--config-name", "quick_test", *SMALL_SYNTHETIC, "experiment.test_after
 
 def _namespaces_work() -> bool:
     try:
-        probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
-                               capture_output=True, timeout=30)
+        probe = subprocess.run(
+            ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+            capture_output=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return probe.returncode == 0
 
 
-needs_namespaces = pytest.mark.skipif(not _namespaces_work(), reason="unshare -rm (user and mount namespaces) is not available")
+needs_namespaces = pytest.mark.skipif(
+    not _namespaces_work(), reason="unshare -rm (user and mount namespaces) is not available"
+)
 
 
-def run_on_tmpfs(mount_point: Path, mount_options: str, setup: str, args: list[str], cwd: Path, cache: Path):
+def run_on_tmpfs(
+    mount_point: Path, mount_options: str, setup: str, args: list[str], cwd: Path, cache: Path
+):
     """Run ``python <args>`` with a fresh tmpfs (``mount_options``) at ``mount_point``, after the
     shell commands ``setup``, in a private mount namespace."""
     mount_point.mkdir(parents=True, exist_ok=True)
@@ -48,7 +55,14 @@ def run_on_tmpfs(mount_point: Path, mount_options: str, setup: str, args: list[s
     )
     env = {**os.environ, "MVFOUL_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def error_line(result) -> str:
@@ -59,7 +73,11 @@ def error_line(result) -> str:
 
 def test_a_run_folder_under_a_file_fails_at_startup(tmp_path, cache_dir):
     (tmp_path / "notes.txt").write_text("not a folder")
-    result = run_command(train_command(*QUICK, f"hydra.run.dir={tmp_path / 'notes.txt' / 'run'}"), cwd=tmp_path, cache=cache_dir)
+    result = run_command(
+        train_command(*QUICK, f"hydra.run.dir={tmp_path / 'notes.txt' / 'run'}"),
+        cwd=tmp_path,
+        cache=cache_dir,
+    )
     line = error_line(result)
     assert "hydra.run.dir: cannot use" in line and "a file is in the way" in line
 
@@ -67,7 +85,14 @@ def test_a_run_folder_under_a_file_fails_at_startup(tmp_path, cache_dir):
 @needs_namespaces
 def test_a_read_only_run_folder_fails_at_startup(tmp_path, cache_dir):
     mount = tmp_path / "readonly"
-    result = run_on_tmpfs(mount, "ro,size=1m", "true", train_command(*QUICK, f"hydra.run.dir={mount / 'run'}"), tmp_path, cache_dir)
+    result = run_on_tmpfs(
+        mount,
+        "ro,size=1m",
+        "true",
+        train_command(*QUICK, f"hydra.run.dir={mount / 'run'}"),
+        tmp_path,
+        cache_dir,
+    )
     line = error_line(result)
     assert f"hydra.run.dir: cannot create {mount / 'run'}: it is read-only" in line
 
@@ -76,7 +101,14 @@ def test_a_read_only_run_folder_fails_at_startup(tmp_path, cache_dir):
 def test_a_full_disk_fails_at_startup(tmp_path, cache_dir):
     mount = tmp_path / "full"
     fill = f"mkdir {shlex.quote(str(mount / 'run'))} && (dd if=/dev/zero of={shlex.quote(str(mount / 'filler'))} bs=4k 2>/dev/null; true)"
-    result = run_on_tmpfs(mount, "size=1m", fill, train_command(*QUICK, f"hydra.run.dir={mount / 'run'}"), tmp_path, cache_dir)
+    result = run_on_tmpfs(
+        mount,
+        "size=1m",
+        fill,
+        train_command(*QUICK, f"hydra.run.dir={mount / 'run'}"),
+        tmp_path,
+        cache_dir,
+    )
     line = error_line(result)
     assert f"hydra.run.dir: cannot write into {mount / 'run'}: the disk is full" in line
 
@@ -87,7 +119,13 @@ def test_a_disk_that_fills_up_mid_run_never_leaves_a_truncated_checkpoint(tmp_pa
     every checkpoint under a real name loads, and no temporary file is left behind."""
     mount = tmp_path / "small"
     run = mount / "run"
-    train = " ".join(shlex.quote(a) for a in [sys.executable, *train_command(*QUICK, "training.max_epochs=6", f"hydra.run.dir={run}")])
+    train = " ".join(
+        shlex.quote(a)
+        for a in [
+            sys.executable,
+            *train_command(*QUICK, "training.max_epochs=6", f"hydra.run.dir={run}"),
+        ]
+    )
     # The tmpfs lives as long as the namespace: look at what the run left from inside it.
     inspect = (
         "import pathlib, sys, torch; folder = pathlib.Path(sys.argv[1]); "
@@ -96,23 +134,45 @@ def test_a_disk_that_fills_up_mid_run_never_leaves_a_truncated_checkpoint(tmp_pa
         "print('LEFT', ' '.join(files))"
     )
     script = f"{train}; echo EXIT=$?; {shlex.quote(sys.executable)} -c {shlex.quote(inspect)} {shlex.quote(str(run))}"
-    result = run_on_tmpfs(mount, "size=9m", "true", ["-c", f"import subprocess, sys; sys.exit(subprocess.call({script!r}, shell=True))"],
-                          tmp_path, cache_dir)
-    (exit_code,) = [int(ln.removeprefix("EXIT=")) for ln in result.stdout.splitlines() if ln.startswith("EXIT=")]
+    result = run_on_tmpfs(
+        mount,
+        "size=9m",
+        "true",
+        ["-c", f"import subprocess, sys; sys.exit(subprocess.call({script!r}, shell=True))"],
+        tmp_path,
+        cache_dir,
+    )
+    (exit_code,) = [
+        int(ln.removeprefix("EXIT=")) for ln in result.stdout.splitlines() if ln.startswith("EXIT=")
+    ]
     assert exit_code != 0, "the run fitted on the small disk: make the disk smaller"
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("mvfoul: error: ")]
-    assert "cannot write" in line and "No space left on device" in line and "the previous version, if any, is intact" in line
+    assert (
+        "cannot write" in line
+        and "No space left on device" in line
+        and "the previous version, if any, is intact" in line
+    )
     (left,) = [ln for ln in result.stdout.splitlines() if ln.startswith("LEFT")]
     names = left.split()[1:]
-    assert "last.ckpt" in names and not [n for n in names if n.endswith(".tmp")], names  # and every .ckpt loaded
+    assert "last.ckpt" in names and not [n for n in names if n.endswith(".tmp")], (
+        names
+    )  # and every .ckpt loaded
 
 
 def test_a_dataloader_worker_killed_by_the_system_is_one_line(tmp_path, cache_dir):
     process = subprocess.Popen(
-        [sys.executable, *train_command(*QUICK, "training.max_epochs=50", "dataset.num_workers=2", "hydra.run.dir=run")],
-        cwd=tmp_path, env={**os.environ, "MVFOUL_CACHE_DIR": str(cache_dir)}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            *train_command(
+                *QUICK, "training.max_epochs=50", "dataset.num_workers=2", "hydra.run.dir=run"
+            ),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "MVFOUL_CACHE_DIR": str(cache_dir)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 300
     workers: list[int] = []

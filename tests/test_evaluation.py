@@ -16,9 +16,14 @@ from conftest import REPO_ROOT, SMALL_SYNTHETIC, run_command, train_command
 pytestmark = pytest.mark.slow
 
 REPORT_FILES = [
-    "predictions_{s}.json", "metrics_{s}.json", "per_class_{s}.csv", "per_class_{s}.md",
-    "confusion_offence_severity_{s}.png", "confusion_offence_severity_{s}.csv",
-    "confusion_action_{s}.png", "confusion_action_{s}.csv",
+    "predictions_{s}.json",
+    "metrics_{s}.json",
+    "per_class_{s}.csv",
+    "per_class_{s}.md",
+    "confusion_offence_severity_{s}.png",
+    "confusion_offence_severity_{s}.csv",
+    "confusion_action_{s}.png",
+    "confusion_action_{s}.csv",
 ]
 
 
@@ -36,7 +41,13 @@ def trained_run(tmp_path_factory, cache_dir) -> Path:
     """A tiny quick_test run on the small built-in dataset, tested after fit."""
     workdir = tmp_path_factory.mktemp("trained")
     result = run_command(
-        train_command("--config-name", "quick_test", *SMALL_SYNTHETIC, "training.max_epochs=2", "experiment.name=tiny"),
+        train_command(
+            "--config-name",
+            "quick_test",
+            *SMALL_SYNTHETIC,
+            "training.max_epochs=2",
+            "experiment.name=tiny",
+        ),
         cwd=workdir,
         cache=cache_dir,
     )
@@ -54,13 +65,22 @@ def test_a_run_tests_its_best_checkpoint_and_draws_its_curves(trained_run):
     predictions = json.loads((trained_run / "predictions_test.json").read_text())["Actions"]
     assert len(predictions) == 8  # SMALL_SYNTHETIC has 8 test actions
     for entry in predictions.values():
-        assert (entry["Offence"], entry["Severity"]) in {("No offence", ""), ("Offence", "1.0"), ("Offence", "3.0"), ("Offence", "5.0")}
+        assert (entry["Offence"], entry["Severity"]) in {
+            ("No offence", ""),
+            ("Offence", "1.0"),
+            ("Offence", "3.0"),
+            ("Offence", "5.0"),
+        }
 
 
-def test_evaluate_hydra_writes_every_file_and_matches_training_and_the_official_evaluator(trained_run, tmp_path, cache_dir):
+def test_evaluate_hydra_writes_every_file_and_matches_training_and_the_official_evaluator(
+    trained_run, tmp_path, cache_dir
+):
     last = trained_run / "checkpoints" / "last.ckpt"
     result = run_command(
-        evaluate_command(f"ckpt_path={last}", "split=valid", "dataset.eval_batch_size=3"), cwd=tmp_path, cache=cache_dir
+        evaluate_command(f"ckpt_path={last}", "split=valid", "dataset.eval_batch_size=3"),
+        cwd=tmp_path,
+        cache=cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary_line = result.stdout.strip().splitlines()[-1]
@@ -74,24 +94,38 @@ def test_evaluate_hydra_writes_every_file_and_matches_training_and_the_official_
     # The validation metrics logged in training's last epoch: same weights, same data.
     history = json.loads((trained_run / "summary.json").read_text())["history"]
     last_epoch = history[max(history, key=int)]
-    for ours, logged in [("leaderboard_value", "val/leaderboard"), ("balanced_accuracy_action", "val/action_bacc"),
-                         ("accuracy_offence_severity", "val/sev_acc")]:
+    for ours, logged in [
+        ("leaderboard_value", "val/leaderboard"),
+        ("balanced_accuracy_action", "val/action_bacc"),
+        ("accuracy_offence_severity", "val/sev_acc"),
+    ]:
         assert metrics[ours] == pytest.approx(last_epoch[logged], abs=1e-3) or (
             math.isnan(metrics[ours]) and math.isnan(last_epoch[logged])
         )
 
     # And the official SoccerNet evaluator on the same files.
-    official = pytest.importorskip("SoccerNet.Evaluation.MV_FoulRecognition", reason="SoccerNet not installed")
+    official = pytest.importorskip(
+        "SoccerNet.Evaluation.MV_FoulRecognition", reason="SoccerNet not installed"
+    )
     expected = official.evaluate(metrics["ground_truth"], str(out / "predictions_valid.json"))
     for key, value in expected.items():
         assert metrics[key] == pytest.approx(value, nan_ok=True)
 
 
-def test_evaluate_refuses_a_group_option_and_a_bad_checkpoint_in_one_line(trained_run, tmp_path, cache_dir):
+def test_evaluate_refuses_a_group_option_and_a_bad_checkpoint_in_one_line(
+    trained_run, tmp_path, cache_dir
+):
     last = trained_run / "checkpoints" / "last.ckpt"
-    group = run_command(evaluate_command(f"ckpt_path={last}", "model=resnet3d"), cwd=tmp_path, cache=cache_dir)
-    missing = run_command(evaluate_command(f"ckpt_path={tmp_path / 'nope.ckpt'}"), cwd=tmp_path, cache=cache_dir)
-    for result, text in ((group, "a group option cannot change a trained model"), (missing, "is not a file")):
+    group = run_command(
+        evaluate_command(f"ckpt_path={last}", "model=resnet3d"), cwd=tmp_path, cache=cache_dir
+    )
+    missing = run_command(
+        evaluate_command(f"ckpt_path={tmp_path / 'nope.ckpt'}"), cwd=tmp_path, cache=cache_dir
+    )
+    for result, text in (
+        (group, "a group option cannot change a trained model"),
+        (missing, "is not a file"),
+    ):
         assert result.returncode != 0 and "Traceback" not in result.stderr
         assert text in result.stderr
 
@@ -104,9 +138,18 @@ def test_the_challenge_split_gets_predictions_and_no_metrics(tmp_path, cache_dir
     for action in sorted((real_sample / "Test").glob("action_*")):  # clips only, no labels
         shutil.copytree(action, data / "Chall" / action.name)
     train = run_command(
-        train_command(f"dataset.data_dir={data}", "model=tiny", "system=cpu", "sampling=none", "freezing=none",
-                      "dataset.frame_size=32", "dataset.batch_size=2", "training.max_epochs=1",
-                      "training.warmup_epochs=0", "experiment.name=real"),
+        train_command(
+            f"dataset.data_dir={data}",
+            "model=tiny",
+            "system=cpu",
+            "sampling=none",
+            "freezing=none",
+            "dataset.frame_size=32",
+            "dataset.batch_size=2",
+            "training.max_epochs=1",
+            "training.warmup_epochs=0",
+            "experiment.name=real",
+        ),
         cwd=tmp_path,
         cache=cache_dir,
     )
@@ -114,8 +157,11 @@ def test_the_challenge_split_gets_predictions_and_no_metrics(tmp_path, cache_dir
     run = only_run(tmp_path / "outputs" / "real")
     assert not (run / "predictions_test.json").exists()  # no Test split: nothing to test after fit
 
-    result = run_command(evaluate_command(f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "split=chall"),
-                         cwd=tmp_path, cache=cache_dir)
+    result = run_command(
+        evaluate_command(f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "split=chall"),
+        cwd=tmp_path,
+        cache=cache_dir,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(no labels: no metrics)" in result.stdout
     out = only_run(tmp_path / "outputs" / "evaluate")
@@ -165,7 +211,9 @@ def damaged_checkpoints(folder: Path, good: Path) -> dict[str, tuple[Path, str]]
     return files
 
 
-def test_damaged_or_unsafe_checkpoints_are_one_line_and_never_unpickled(trained_run, tmp_path, cache_dir):
+def test_damaged_or_unsafe_checkpoints_are_one_line_and_never_unpickled(
+    trained_run, tmp_path, cache_dir
+):
     from mvfoul.errors import MvfoulError
     from mvfoul.evaluation.evaluate import load_checkpoint
 
@@ -177,7 +225,9 @@ def test_damaged_or_unsafe_checkpoints_are_one_line_and_never_unpickled(trained_
         assert expected in message and str(path) in message, name
         assert "weights_only=False" not in message and "\n" not in message
     # As a user meets it: one line, nothing executed.
-    result = run_command(evaluate_command(f"ckpt_path={files['unsafe'][0]}"), cwd=tmp_path, cache=cache_dir)
+    result = run_command(
+        evaluate_command(f"ckpt_path={files['unsafe'][0]}"), cwd=tmp_path, cache=cache_dir
+    )
     assert "will not unpickle it" in one_error_line(result) and "unpickled" not in result.stdout
 
 
@@ -190,44 +240,79 @@ def rewritten(checkpoint: Path, target: Path, change) -> Path:
     return target
 
 
-def test_an_older_schema_or_a_config_that_disagrees_with_its_weights_is_one_line(trained_run, tmp_path, cache_dir):
+def test_an_older_schema_or_a_config_that_disagrees_with_its_weights_is_one_line(
+    trained_run, tmp_path, cache_dir
+):
     last = trained_run / "checkpoints" / "last.ckpt"
-    no_window = rewritten(last, tmp_path / "old.ckpt", lambda d: d["hyper_parameters"]["config"]["dataset"].pop("start_frame"))
+    no_window = rewritten(
+        last,
+        tmp_path / "old.ckpt",
+        lambda d: d["hyper_parameters"]["config"]["dataset"].pop("start_frame"),
+    )
     no_config = rewritten(last, tmp_path / "bare.ckpt", lambda d: d.pop("hyper_parameters"))
-    other_net = rewritten(last, tmp_path / "wider.ckpt", lambda d: d["hyper_parameters"]["config"]["model"].update(shared_dim=64))
+    other_net = rewritten(
+        last,
+        tmp_path / "wider.ckpt",
+        lambda d: d["hyper_parameters"]["config"]["model"].update(shared_dim=64),
+    )
     expectations = {
         no_window: f"ckpt_path: {no_window}: its config has no dataset.start_frame (written by an older mvfoul)",
         no_config: f"ckpt_path: {no_config} has no 'hyper_parameters.config'",
         other_net: f"ckpt_path: {other_net}: its weights do not fit the model its config describes (model.backbone=tiny)",
     }
     for path, expected in expectations.items():
-        line = one_error_line(run_command(evaluate_command(f"ckpt_path={path}"), cwd=tmp_path, cache=cache_dir))
+        line = one_error_line(
+            run_command(evaluate_command(f"ckpt_path={path}"), cwd=tmp_path, cache=cache_dir)
+        )
         assert expected in line, line
 
 
-def test_model_overrides_are_refused_and_input_overrides_warned_about(trained_run, tmp_path, cache_dir):
+def test_model_overrides_are_refused_and_input_overrides_warned_about(
+    trained_run, tmp_path, cache_dir
+):
     last = trained_run / "checkpoints" / "last.ckpt"
-    refused = one_error_line(run_command(evaluate_command(f"ckpt_path={last}", "model.pooling=mean"), cwd=tmp_path, cache=cache_dir))
+    refused = one_error_line(
+        run_command(
+            evaluate_command(f"ckpt_path={last}", "model.pooling=mean"),
+            cwd=tmp_path,
+            cache=cache_dir,
+        )
+    )
     assert "model.pooling=mean: a model key cannot change a trained model" in refused
 
-    result = run_command(evaluate_command(f"ckpt_path={last}", "split=valid", "dataset.frame_size=32"), cwd=tmp_path, cache=cache_dir)
+    result = run_command(
+        evaluate_command(f"ckpt_path={last}", "split=valid", "dataset.frame_size=32"),
+        cwd=tmp_path,
+        cache=cache_dir,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    warnings = [ln for ln in (result.stdout + result.stderr).splitlines() if "another input than the model was trained on" in ln]
+    warnings = [
+        ln
+        for ln in (result.stdout + result.stderr).splitlines()
+        if "another input than the model was trained on" in ln
+    ]
     assert len(warnings) == 1 and "dataset.frame_size=32 (trained with 48)" in warnings[0]
 
 
-def test_a_built_in_data_checkpoint_reads_real_clips_from_the_folder_given(trained_run, tmp_path, cache_dir, real_sample):
+def test_a_built_in_data_checkpoint_reads_real_clips_from_the_folder_given(
+    trained_run, tmp_path, cache_dir, real_sample
+):
     data = tmp_path / "real"
     data.mkdir()
     os.symlink(real_sample / "Test", data / "Test")
     before = sorted(p.name for p in data.iterdir())
     result = run_command(
-        evaluate_command(f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", f"dataset.data_dir={data}"),
-        cwd=tmp_path, cache=cache_dir,
+        evaluate_command(
+            f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", f"dataset.data_dir={data}"
+        ),
+        cwd=tmp_path,
+        cache=cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test: 5 actions predicted" in result.stdout  # the five real actions, not generated ones
-    assert sorted(p.name for p in data.iterdir()) == before  # nothing generated into the user's folder
+    assert (
+        sorted(p.name for p in data.iterdir()) == before
+    )  # nothing generated into the user's folder
 
 
 def test_metrics_files_are_strict_json(trained_run):
@@ -241,7 +326,9 @@ def test_metrics_files_are_strict_json(trained_run):
     json.loads((trained_run / "summary.json").read_text(), parse_constant=refuse)
 
 
-def test_a_checkpoint_records_its_input_normalisation_and_evaluation_feeds_the_same(trained_run, caplog):
+def test_a_checkpoint_records_its_input_normalisation_and_evaluation_feeds_the_same(
+    trained_run, caplog
+):
     import torch
 
     from mvfoul.data.transforms import KINETICS_MEAN, KINETICS_STD
@@ -249,14 +336,25 @@ def test_a_checkpoint_records_its_input_normalisation_and_evaluation_feeds_the_s
 
     checkpoint = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
     recorded = checkpoint["hyper_parameters"]["config"]["dataset"]
-    assert (recorded["mean"], recorded["std"]) == (list(KINETICS_MEAN), list(KINETICS_STD))  # the tiny backbone's
+    assert (recorded["mean"], recorded["std"]) == (
+        list(KINETICS_MEAN),
+        list(KINETICS_STD),
+    )  # the tiny backbone's
 
-    recorded.update(mean=[0.1, 0.2, 0.3], std=[0.3, 0.2, 0.1])  # whatever a run used is what evaluation uses
+    recorded.update(
+        mean=[0.1, 0.2, 0.3], std=[0.3, 0.2, 0.1]
+    )  # whatever a run used is what evaluation uses
     config = checkpoint_config(checkpoint, Path("run.ckpt"))
-    assert (config["dataset"]["mean"], config["dataset"]["std"]) == ([0.1, 0.2, 0.3], [0.3, 0.2, 0.1])
+    assert (config["dataset"]["mean"], config["dataset"]["std"]) == (
+        [0.1, 0.2, 0.3],
+        [0.3, 0.2, 0.1],
+    )
 
     del recorded["mean"], recorded["std"]  # a run from before per-backbone statistics
     with caplog.at_level("INFO"):
         config = checkpoint_config(checkpoint, Path("old.ckpt"))
-    assert (config["dataset"]["mean"], config["dataset"]["std"]) == (list(KINETICS_MEAN), list(KINETICS_STD))
+    assert (config["dataset"]["mean"], config["dataset"]["std"]) == (
+        list(KINETICS_MEAN),
+        list(KINETICS_STD),
+    )
     assert "records no input normalisation (an older run)" in caplog.text

@@ -107,8 +107,12 @@ class TinyModule(L.LightningModule):
             {
                 "epoch": self.current_epoch,
                 "batch": batch_idx,
-                "requires_grad": [all(p.requires_grad for p in b.parameters()) for b in self.net.backbone.blocks()],
-                "any_grad": [any(p.requires_grad for p in b.parameters()) for b in self.net.backbone.blocks()],
+                "requires_grad": [
+                    all(p.requires_grad for p in b.parameters()) for b in self.net.backbone.blocks()
+                ],
+                "any_grad": [
+                    any(p.requires_grad for p in b.parameters()) for b in self.net.backbone.blocks()
+                ],
                 "backbone_ids": {id(p) for p in groups["backbone"]["params"]},
                 "lr": {name: float(g["lr"]) for name, g in groups.items()},
                 "initial_lr": groups["backbone"].get("initial_lr"),
@@ -117,9 +121,9 @@ class TinyModule(L.LightningModule):
             }
         )
         out = self.net(batch["video"], batch["view_mask"])
-        return F.cross_entropy(out["offence_severity"], batch["offence_severity"]) + F.cross_entropy(
-            out["action"], batch["action"]
-        )
+        return F.cross_entropy(
+            out["offence_severity"], batch["offence_severity"]
+        ) + F.cross_entropy(out["action"], batch["action"])
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.net(batch["video"], batch["view_mask"])
@@ -129,7 +133,9 @@ class TinyModule(L.LightningModule):
             self.log(self.cfg.experiment.monitor, float(self.monitor_values[self.current_epoch]))
 
     def configure_optimizers(self) -> Any:  # exactly as MultiViewFoulModule
-        return configure_optimization(self.cfg, self.net, int(self.trainer.estimated_stepping_batches))
+        return configure_optimization(
+            self.cfg, self.net, int(self.trainer.estimated_stepping_batches)
+        )
 
     def first_step(self, epoch: int) -> dict[str, Any]:
         return next(s for s in self.steps if s["epoch"] == epoch)
@@ -163,7 +169,8 @@ class BNProbe(Callback):
 
     def _snapshot(self, pl_module) -> list[dict[str, torch.Tensor]]:
         return [
-            {k: v.detach().clone() for k, v in bns[0].state_dict().items()} for bns in self._bns(pl_module)
+            {k: v.detach().clone() for k, v in bns[0].state_dict().items()}
+            for bns in self._bns(pl_module)
         ]
 
     def on_fit_start(self, trainer, pl_module) -> None:
@@ -171,7 +178,11 @@ class BNProbe(Callback):
         for i, bns in enumerate(self._bns(pl_module)):
             for bn in bns:
                 bn.register_forward_pre_hook(
-                    lambda m, _inp, i=i: self.modes.append((self._epoch, i, m.training)) if self._in_train_batch else None
+                    lambda m, _inp, i=i: (
+                        self.modes.append((self._epoch, i, m.training))
+                        if self._in_train_batch
+                        else None
+                    )
                 )
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -206,7 +217,12 @@ def fit(
         callbacks=callbacks,
         **trainer_kwargs,
     )
-    trainer.fit(module, train_dataloaders=loader(train_batches), val_dataloaders=loader(1, seed=1), ckpt_path=ckpt_path)
+    trainer.fit(
+        module,
+        train_dataloaders=loader(train_batches),
+        val_dataloaders=loader(1, seed=1),
+        ckpt_path=ckpt_path,
+    )
     return trainer
 
 
@@ -223,7 +239,9 @@ def top_down(trainable: int) -> list[bool]:
 # --- progressive -----------------------------------------------------------------------------------
 
 
-def test_progressive_unfreezes_top_down_at_schedule_epochs_with_all_backbone_params_in_their_group(tmp_path):
+def test_progressive_unfreezes_top_down_at_schedule_epochs_with_all_backbone_params_in_their_group(
+    tmp_path,
+):
     cfg = make_cfg(**{"freezing.enable_backbone_lr_boost": False})
     module = TinyModule(cfg)
     stem_before = [p.detach().clone() for p in module.net.backbone.blocks()[0].parameters()]
@@ -244,10 +262,14 @@ def test_progressive_unfreezes_top_down_at_schedule_epochs_with_all_backbone_par
             assert step["backbone_ids"] == backbone_ids
             assert step["lr"] == {"head": HEAD_LR, "backbone": BACKBONE_LR}
         assert blocks_logged[epoch] == trainable
-        assert fractions[epoch] == pytest.approx(sum(block_sizes[NUM_BLOCKS - trainable :]) / sum(block_sizes))
+        assert fractions[epoch] == pytest.approx(
+            sum(block_sizes[NUM_BLOCKS - trainable :]) / sum(block_sizes)
+        )
     assert fractions[0] == 0.0
     # the stem never unfroze (3 steps of one block): its weights are bit-identical
-    assert all(torch.equal(a, b) for a, b in zip(stem_before, module.net.backbone.blocks()[0].parameters()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(stem_before, module.net.backbone.blocks()[0].parameters())
+    )
 
 
 @pytest.mark.parametrize("module_cls", [TinyModule, TrainAfterValModule, MultiViewFoulModule])
@@ -259,7 +281,13 @@ def test_frozen_batchnorm_stays_in_eval_mode_and_its_running_stats_do_not_move(m
         module = module_cls(cfg)
     probe = BNProbe()
     # 4 batches with validation every 2: a validation run in the middle of every epoch.
-    fit(module, [build_freezing_callback(cfg), probe], epochs=3, train_batches=4, val_check_interval=2)
+    fit(
+        module,
+        [build_freezing_callback(cfg), probe],
+        epochs=3,
+        train_batches=4,
+        val_check_interval=2,
+    )
 
     # Epoch e trains blocks >= 4 - e (schedule [1, 2, 3]): every BN forward during training saw
     # train mode exactly in trainable blocks, eval in frozen ones, before and after validation.
@@ -333,10 +361,20 @@ def test_boost_with_cosine_scales_the_base_and_the_schedule_continues_from_it():
     "scheduler, overrides, expected_backbone, expected_head",
     [
         # StepLR, halving every epoch: 1e-4 x 0.5^e, then 6e-4 x 0.5^e from the boost at epoch 2
-        ("step", {"training.step_size": 1, "training.gamma": 0.5}, [1e-4, 5e-5, 1.5e-4, 7.5e-5], [1e-3, 5e-4, 2.5e-4, 1.25e-4]),
+        (
+            "step",
+            {"training.step_size": 1, "training.gamma": 0.5},
+            [1e-4, 5e-5, 1.5e-4, 7.5e-5],
+            [1e-3, 5e-4, 2.5e-4, 1.25e-4],
+        ),
         # ReduceLROnPlateau on a flat metric (patience 0): halves after epochs 1 and 2;
         # at epoch 2 the backbone is at 0.5 x its base -> 0.5 x 6e-4, then halved again
-        ("plateau", {"training.plateau_patience": 0, "training.plateau_factor": 0.5}, [1e-4, 1e-4, 3e-4, 1.5e-4], [1e-3, 1e-3, 5e-4, 2.5e-4]),
+        (
+            "plateau",
+            {"training.plateau_patience": 0, "training.plateau_factor": 0.5},
+            [1e-4, 1e-4, 3e-4, 1.5e-4],
+            [1e-3, 1e-3, 5e-4, 2.5e-4],
+        ),
     ],
 )
 def test_boost_with_epoch_schedulers_keeps_the_multiplier_and_later_steps_follow(
@@ -345,8 +383,12 @@ def test_boost_with_epoch_schedulers_keeps_the_multiplier_and_later_steps_follow
     cfg = make_cfg(**{"training.scheduler": scheduler, **overrides})
     module = TinyModule(cfg, monitor_values=[50.0] * 4)
     trainer = fit(module, [build_freezing_callback(cfg)], epochs=4)
-    assert [module.first_step(e)["lr"]["backbone"] for e in range(4)] == pytest.approx(expected_backbone, rel=1e-12)
-    assert [module.first_step(e)["lr"]["head"] for e in range(4)] == pytest.approx(expected_head, rel=1e-12)
+    assert [module.first_step(e)["lr"]["backbone"] for e in range(4)] == pytest.approx(
+        expected_backbone, rel=1e-12
+    )
+    assert [module.first_step(e)["lr"]["head"] for e in range(4)] == pytest.approx(
+        expected_head, rel=1e-12
+    )
     sched = trainer.lr_scheduler_configs[0].scheduler
     if scheduler == "step":
         assert sched.base_lrs == pytest.approx([HEAD_LR, BOOSTED], rel=1e-12)
@@ -375,10 +417,15 @@ def test_adaptive_unfreezes_after_patience_epochs_without_improvement_in_a_real_
     trainable = [sum(module.first_step(e)["requires_grad"]) for e in range(7)]
     assert trainable == [0, 0, 0, 0, 1, 1, 1]
     assert module.first_step(4)["requires_grad"] == top_down(1)
-    assert epoch_metrics(tmp_path, TRAINABLE_BLOCKS_METRIC) == {e: float(t) for e, t in enumerate(trainable)}
+    assert epoch_metrics(tmp_path, TRAINABLE_BLOCKS_METRIC) == {
+        e: float(t) for e, t in enumerate(trainable)
+    }
     state = callback.state_dict()
     assert {k: state[k] for k in ("unfrozen_blocks", "best", "bad_epochs", "boosted")} == {
-        "unfrozen_blocks": 1, "best": 70.0, "bad_epochs": 1, "boosted": False
+        "unfrozen_blocks": 1,
+        "best": 70.0,
+        "bad_epochs": 1,
+        "boosted": False,
     }
 
 
@@ -400,7 +447,16 @@ def _attached(callback: GradualUnfreezing) -> GradualUnfreezing:
 
 
 def test_adaptive_counts_bad_validation_epochs_with_a_stubbed_metric_and_resets_patience(caplog):
-    cb = _attached(GradualUnfreezing("adaptive", unfreeze_blocks=2, patience_epochs=3, min_improvement=0.5, monitor="val/loss", mode="min"))
+    cb = _attached(
+        GradualUnfreezing(
+            "adaptive",
+            unfreeze_blocks=2,
+            patience_epochs=3,
+            min_improvement=0.5,
+            monitor="val/loss",
+            mode="min",
+        )
+    )
     seen = []
     for value in [2.0, 1.4, 1.2, 1.0, 1.3, 1.3, 0.99, 1.0, 0.9]:
         cb.on_validation_end(_stub_trainer({"val/loss": value}), None)
@@ -463,8 +519,18 @@ def test_factory_returns_none_only_when_there_is_nothing_to_do():
             }
         )
     )
-    assert (cb.strategy, cb.unfreeze_blocks, cb.patience_epochs, cb.monitor, cb.mode) == ("adaptive", 2, 3, "val/loss", "min")
-    assert (cb.head_lr, cb.backbone_lr, cb.backbone_lr_ratio_after_half) == (0.002, BACKBONE_LR, 0.25)
+    assert (cb.strategy, cb.unfreeze_blocks, cb.patience_epochs, cb.monitor, cb.mode) == (
+        "adaptive",
+        2,
+        3,
+        "val/loss",
+        "min",
+    )
+    assert (cb.head_lr, cb.backbone_lr, cb.backbone_lr_ratio_after_half) == (
+        0.002,
+        BACKBONE_LR,
+        0.25,
+    )
     with pytest.raises(ValueError, match="freezing_strategy 'gradual'"):
         GradualUnfreezing("gradual")
 
@@ -475,11 +541,22 @@ def test_state_dict_round_trip_keeps_adaptive_progress_and_boosted():
     state = cb.state_dict()
     restored = GradualUnfreezing("adaptive")
     restored.load_state_dict(torch.load(_save(state), weights_only=True))
-    assert (restored.unfrozen_blocks, restored.best, restored.bad_epochs, restored.boosted) == (2, 61.5, 1, True)
+    assert (restored.unfrozen_blocks, restored.best, restored.bad_epochs, restored.boosted) == (
+        2,
+        61.5,
+        1,
+        True,
+    )
     # a checkpoint from before this callback had state: defaults, and no param-group restore
     fresh = GradualUnfreezing("adaptive")
     fresh.load_state_dict({})
-    assert (fresh.unfrozen_blocks, fresh.best, fresh.bad_epochs, fresh.boosted, fresh._restarting) == (0, None, 0, False, False)
+    assert (
+        fresh.unfrozen_blocks,
+        fresh.best,
+        fresh.bad_epochs,
+        fresh.boosted,
+        fresh._restarting,
+    ) == (0, None, 0, False, False)
 
 
 def _save(obj: Any) -> Any:

@@ -50,7 +50,9 @@ def torch_home(tmp_path, monkeypatch) -> Path:
     """An empty torch home, so torchvision's real cache is never read or written."""
     home = tmp_path / "torch_home"
     monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # a set_dir() elsewhere would win over TORCH_HOME
+    monkeypatch.setattr(
+        torch.hub, "_hub_dir", None
+    )  # a set_dir() elsewhere would win over TORCH_HOME
     return home
 
 
@@ -134,9 +136,19 @@ def test_input_problem_accepts_supported_inputs(name, frames, size):
     "name, frames, size, expected, not_expected",
     [
         (
-            "mvit_base_16x4", 8, 112,
-            ["mvit_base_16x4", "16 frames", "224x224", "got 8 frames of 112",
-             "dataset.frame_size=224", "start_frame=63", "end_frame=87", "fps=17"],
+            "mvit_base_16x4",
+            8,
+            112,
+            [
+                "mvit_base_16x4",
+                "16 frames",
+                "224x224",
+                "got 8 frames of 112",
+                "dataset.frame_size=224",
+                "start_frame=63",
+                "end_frame=87",
+                "fps=17",
+            ],
             [],
         ),
         ("mvit_v2_s", 16, 112, ["dataset.frame_size=224"], ["window"]),
@@ -220,7 +232,9 @@ def test_blocks_cover_every_parameter_exactly_once_in_order(name):
     block_params = [id(p) for block in blocks for p in block.parameters()]
     assert len(block_params) == len(set(block_params)), "a parameter is in two blocks"
     assert set(block_params) == {id(p) for p in backbone.parameters()}
-    assert all(any(True for _ in block.parameters()) for block in blocks), "a block with nothing to unfreeze"
+    assert all(any(True for _ in block.parameters()) for block in blocks), (
+        "a block with nothing to unfreeze"
+    )
 
     first = {id(m) for m in blocks[0].modules()}
     last = {id(m) for m in blocks[-1].modules()}
@@ -474,7 +488,9 @@ class _FakeResponse(io.BytesIO):
 
 def test_corrupt_download_is_not_cached(torch_home, monkeypatch):
     monkeypatch.setattr(
-        backbones_module.urllib.request, "urlopen", lambda url, timeout=None: _FakeResponse(b"<html>proxy login</html>")
+        backbones_module.urllib.request,
+        "urlopen",
+        lambda url, timeout=None: _FakeResponse(b"<html>proxy login</html>"),
     )
     with pytest.raises(WeightsUnavailableError, match="corrupt") as info:
         build_backbone("s3d", pretrained=True)
@@ -543,7 +559,10 @@ def test_weights_path_round_trip(tmp_path, layout):
     elif layout == "multiview_net":
         state = source.state_dict()  # "backbone.net." keys plus pooling and heads
     elif layout == "lightning":
-        state = {"state_dict": {f"model.{k}": v for k, v in source.state_dict().items()}, "epoch": 4}
+        state = {
+            "state_dict": {f"model.{k}": v for k, v in source.state_dict().items()},
+            "epoch": 4,
+        }
     else:
         state = {"model": source.state_dict()}
     path = tmp_path / "weights.pth"
@@ -593,7 +612,10 @@ def _bad_weights(tmp_path: Path, kind: str) -> Path:
         ("missing", "no such file"),
         ("garbage", "cannot be read"),
         ("wrong_shape", "stages.1.0.weight (file [7, 16, 3, 3, 3] vs model [32, 16, 3, 3, 3])"),
-        ("other_keys", "1 missing keys (e.g. stages.3.1.bias); 1 unexpected keys (e.g. extra.weight)"),
+        (
+            "other_keys",
+            "1 missing keys (e.g. stages.3.1.bias); 1 unexpected keys (e.g. extra.weight)",
+        ),
         ("not_tensors", "no state dict of tensors"),
         ("pickled_object", "cannot be read"),
     ],
@@ -626,25 +648,44 @@ def test_each_backbone_carries_its_weights_input_statistics(name):
     assert list(spec.mean) == list(preset.mean) and list(spec.std) == list(preset.std)
 
 
-@pytest.mark.parametrize(("model", "backbone"), [("mvit", "mvit_base_16x4"), ("swin3d", "swin3d_t"), ("resnet3d", "r3d_18"), ("tiny", "tiny")])
+@pytest.mark.parametrize(
+    ("model", "backbone"),
+    [("mvit", "mvit_base_16x4"), ("swin3d", "swin3d_t"), ("resnet3d", "r3d_18"), ("tiny", "tiny")],
+)
 def test_the_data_pipeline_normalises_with_the_backbones_statistics(model, backbone):
     from conftest import compose_config
     from mvfoul.data.datamodule import MultiViewDataModule
     from mvfoul.validate import validate_config, with_schema
 
-    cfg = with_schema(compose_config("quick_test", [f"model={model}", "model.pretrained=false", "dataset.frame_size=224",
-                                                     "dataset.start_frame=63", "dataset.end_frame=87", "dataset.fps=17"]))
+    cfg = with_schema(
+        compose_config(
+            "quick_test",
+            [
+                f"model={model}",
+                "model.pretrained=false",
+                "dataset.frame_size=224",
+                "dataset.start_frame=63",
+                "dataset.end_frame=87",
+                "dataset.fps=17",
+            ],
+        )
+    )
     resolved = validate_config(cfg)
     spec = BACKBONES[backbone]
     assert (resolved.mean, resolved.std) == (spec.mean, spec.std)
-    cfg.dataset.mean, cfg.dataset.std = list(resolved.mean), list(resolved.std)  # as train() records them
+    cfg.dataset.mean, cfg.dataset.std = (
+        list(resolved.mean),
+        list(resolved.std),
+    )  # as train() records them
     transform = MultiViewDataModule(cfg.dataset, resolved.frame_indices)._transform_config()
     grey = torch.full((16, 256, 256, 3), 128, dtype=torch.uint8)
     from mvfoul.data.transforms import build_clip_transform
 
     out = build_clip_transform(transform, train=False)(grey)
     for c in range(3):
-        assert out[c].mean().item() == pytest.approx((128 / 255 - spec.mean[c]) / spec.std[c], abs=1e-5)
+        assert out[c].mean().item() == pytest.approx(
+            (128 / 255 - spec.mean[c]) / spec.std[c], abs=1e-5
+        )
 
 
 def test_channels_last_gives_the_same_outputs_and_compile_keeps_the_checkpoint_keys():
@@ -663,7 +704,16 @@ def test_channels_last_gives_the_same_outputs_and_compile_keeps_the_checkpoint_k
         for head, logits in plain(video, mask).items():
             torch.testing.assert_close(fast(video, mask)[head], logits, rtol=1e-4, atol=1e-5)
 
-    config = OmegaConf.to_container(compose_config("quick_test", ["system.compile=true", "system.channels_last=true"]), resolve=True)
+    config = OmegaConf.to_container(
+        compose_config("quick_test", ["system.compile=true", "system.channels_last=true"]),
+        resolve=True,
+    )
     module = MultiViewFoulModule(config)
-    assert module.net.channels_last and module.net.backbone._compiled_call_impl is not None  # compiled at the first call
-    assert set(module.state_dict()) == set(MultiViewFoulModule(OmegaConf.to_container(compose_config("quick_test"), resolve=True)).state_dict())
+    assert (
+        module.net.channels_last and module.net.backbone._compiled_call_impl is not None
+    )  # compiled at the first call
+    assert set(module.state_dict()) == set(
+        MultiViewFoulModule(
+            OmegaConf.to_container(compose_config("quick_test"), resolve=True)
+        ).state_dict()
+    )

@@ -46,7 +46,13 @@ RAW_SEVERITIES = ("", "1.0", "2.0", "3.0", "4.0", "5.0")
 SPACED_OFFENCES = ("Offence ", " No offence")
 SPACED_SEVERITIES = (" 1.0", "3.0 ", " ")
 # (Offence, Severity) of prediction files mvfoul never writes but the evaluator still compares.
-ODD_PAIRS = (("No Offence", ""), ("Between", "1.0"), ("", "1.0"), ("Offence", "2.0"), ("No offence", "1.0"))
+ODD_PAIRS = (
+    ("No Offence", ""),
+    ("Between", "1.0"),
+    ("", "1.0"),
+    ("Offence", "2.0"),
+    ("No offence", "1.0"),
+)
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +109,23 @@ def _random_ground_truth(rng: random.Random, spaced: bool) -> dict[str, dict[str
     severities = RAW_SEVERITIES + (SPACED_SEVERITIES if spaced else ())
     for _ in range(n):
         if rng.random() < 0.6:  # mostly actions that count, so scores are not all NaN
-            entries.append(_entry(rng.choice(ACTION_CLASSES), rng.choice(["Offence", "No offence"]), rng.choice(["1.0", "3.0", "5.0", ""])))
+            entries.append(
+                _entry(
+                    rng.choice(ACTION_CLASSES),
+                    rng.choice(["Offence", "No offence"]),
+                    rng.choice(["1.0", "3.0", "5.0", ""]),
+                )
+            )
         else:
-            entries.append(_entry(rng.choice(RAW_ACTION_CLASSES), rng.choice(offences), rng.choice(severities)))
+            entries.append(
+                _entry(rng.choice(RAW_ACTION_CLASSES), rng.choice(offences), rng.choice(severities))
+            )
     # The quirks, often: a Dive with an empty offence, a Dive with a card, both No offence spellings.
-    for quirk in (_entry("Dive", "", ""), _entry("Dive", "Offence", "3.0"), _entry("Challenge", "No Offence", "")):
+    for quirk in (
+        _entry("Dive", "", ""),
+        _entry("Dive", "Offence", "3.0"),
+        _entry("Challenge", "No Offence", ""),
+    ):
         if rng.random() < 0.5:
             entries.append(quirk)
     rng.shuffle(entries)
@@ -126,8 +144,13 @@ def _random_predictions(
         if rng.random() < 0.1:
             continue  # missing: counted wrong
         labels = official_labels(gt["Action class"], gt["Offence"], gt["Severity"])
-        if isinstance(labels, OfficialLabels) and rng.random() < 0.4:  # right, by the official's rules
-            pair = (labels.severity_match if labels.severity_match >= 0 else labels.offence_severity, labels.action)
+        if (
+            isinstance(labels, OfficialLabels) and rng.random() < 0.4
+        ):  # right, by the official's rules
+            pair = (
+                labels.severity_match if labels.severity_match >= 0 else labels.offence_severity,
+                labels.action,
+            )
         else:
             pair = (rng.randrange(NUM_OFFENCE_SEVERITY), rng.randrange(NUM_ACTION))
         classes[action_id] = pair
@@ -139,7 +162,9 @@ def _random_predictions(
     if odd:
         for action_id in rng.sample(sorted(entries), k=max(1, len(entries) // 4)):
             offence, severity = rng.choice(ODD_PAIRS)
-            action_class = rng.choice(["Dont know", ground_truth.get(action_id, {}).get("Action class", "Dive")])
+            action_class = rng.choice(
+                ["Dont know", ground_truth.get(action_id, {}).get("Action class", "Dive")]
+            )
             entries[action_id] = _entry(action_class, offence, severity)
             classes.pop(action_id)
     return entries, classes
@@ -174,7 +199,9 @@ def test_random_cases_score_exactly_as_the_official_evaluator(soccernet_evaluate
         spaced, odd = seed % 4 == 1, seed % 4 == 2
         ground_truth = _random_ground_truth(rng, spaced)
         entries, classes = _random_predictions(rng, ground_truth, odd)
-        gt_path = _write_json(tmp_path / f"gt_{seed}.json", {"Set": "test", "Actions": ground_truth})
+        gt_path = _write_json(
+            tmp_path / f"gt_{seed}.json", {"Set": "test", "Actions": ground_truth}
+        )
         pred_path = _write_json(tmp_path / f"pred_{seed}.json", {"Actions": entries})
 
         official = soccernet_evaluate(gt_path, pred_path)
@@ -188,7 +215,9 @@ def test_random_cases_score_exactly_as_the_official_evaluator(soccernet_evaluate
     assert nan_cases > 20 and full_cases > 20  # both regimes were exercised
 
 
-def test_dive_with_a_card_is_matched_by_no_card_and_counted_under_its_card(soccernet_evaluate, tmp_path):
+def test_dive_with_a_card_is_matched_by_no_card_and_counted_under_its_card(
+    soccernet_evaluate, tmp_path
+):
     ground_truth = {
         "0": _entry("Tackling", "No offence", ""),
         "1": _entry("Holding", "Offence", "1.0"),
@@ -198,7 +227,10 @@ def test_dive_with_a_card_is_matched_by_no_card_and_counted_under_its_card(socce
     }
     dive = official_labels("Dive", "Offence", "3.0")
     assert (dive.offence_severity, dive.severity_match) == (2, 1)
-    predictions = {i: (official_labels(*e.values()).severity_match, official_labels(*e.values()).action) for i, e in ground_truth.items()}
+    predictions = {
+        i: (official_labels(*e.values()).severity_match, official_labels(*e.values()).action)
+        for i, e in ground_truth.items()
+    }
     pred_path = write_predictions(tmp_path / "pred.json", predictions)
     assert read_predictions(pred_path)["Actions"]["2"] == _entry("Dive", "Offence", "1.0")
     gt_path = _write_json(tmp_path / "gt.json", {"Actions": ground_truth})
@@ -227,10 +259,14 @@ def test_severity_match_is_the_class_the_evaluator_accepts(soccernet_evaluate, t
         labels = official_labels(action_class, offence, severity)
         if not isinstance(labels, OfficialLabels):
             continue
-        gt_path = _write_json(tmp_path / f"gt_{k}.json", {"Actions": {"7": _entry(action_class, offence, severity)}})
+        gt_path = _write_json(
+            tmp_path / f"gt_{k}.json", {"Actions": {"7": _entry(action_class, offence, severity)}}
+        )
         accepted = set()
         for c in range(NUM_OFFENCE_SEVERITY):
-            pred_path = write_predictions(tmp_path / f"pred_{k}_{c}.json", {"7": (c, labels.action)})
+            pred_path = write_predictions(
+                tmp_path / f"pred_{k}_{c}.json", {"7": (c, labels.action)}
+            )
             official = soccernet_evaluate(gt_path, pred_path)
             if official["accuracy_offence_severity"] == 100.0:
                 accepted.add(c)
@@ -257,17 +293,34 @@ def test_official_labels_keep_their_other_outputs():
     assert official_labels("Tackling", "Between", "1.0") == "offence 'Between' is undecided"
 
 
-def test_an_action_class_the_evaluator_cannot_look_up_fails_in_one_line(soccernet_evaluate, tmp_path):
-    gt_path = _write_json(tmp_path / "gt.json", {"Actions": {"3": _entry("Tackling ", "Offence", "1.0")}})
+def test_an_action_class_the_evaluator_cannot_look_up_fails_in_one_line(
+    soccernet_evaluate, tmp_path
+):
+    gt_path = _write_json(
+        tmp_path / "gt.json", {"Actions": {"3": _entry("Tackling ", "Offence", "1.0")}}
+    )
     pred_path = write_predictions(tmp_path / "pred.json", {"3": (1, 0)})
     with pytest.raises(KeyError):
         soccernet_evaluate(gt_path, pred_path)
     with pytest.raises(DataError) as err:
         evaluate_files(gt_path, pred_path)
     message = str(err.value)
-    assert "\n" not in message and str(gt_path) in message and "'3'" in message and "'Action class'" in message
+    assert (
+        "\n" not in message
+        and str(gt_path) in message
+        and "'3'" in message
+        and "'Action class'" in message
+    )
     # Where the evaluator skips the action before looking the class up, so do we.
-    _write_json(gt_path, {"Actions": {"3": _entry("Tackling ", "Between", "1.0"), "4": _entry("Dive", "Offence", "1.0")}})
+    _write_json(
+        gt_path,
+        {
+            "Actions": {
+                "3": _entry("Tackling ", "Between", "1.0"),
+                "4": _entry("Dive", "Offence", "1.0"),
+            }
+        },
+    )
     assert _same(evaluate_files(gt_path, pred_path), soccernet_evaluate(gt_path, pred_path))
 
 
@@ -277,17 +330,32 @@ def test_an_action_class_the_evaluator_cannot_look_up_fails_in_one_line(soccerne
 def test_predictions_round_trip_from_class_indices(soccernet_evaluate, tmp_path):
     rng = random.Random(7)
     ground_truth = _random_ground_truth(rng, spaced=False)
-    predictions = {int(i) if n % 2 else i: (rng.randrange(4), rng.randrange(8)) for n, i in enumerate(ground_truth)}
+    predictions = {
+        int(i) if n % 2 else i: (rng.randrange(4), rng.randrange(8))
+        for n, i in enumerate(ground_truth)
+    }
     predictions = {k: (np.int64(s), a) for k, (s, a) in predictions.items()}  # argmax outputs
-    path = write_predictions(tmp_path / "out" / "predictions_test.json", predictions, set_name="test")
+    path = write_predictions(
+        tmp_path / "out" / "predictions_test.json", predictions, set_name="test"
+    )
 
     document = read_predictions(path)
     assert list(document) == ["Set", "Actions"] and document["Set"] == "test"
     ids = list(document["Actions"])
     assert ids == sorted(ids, key=int)  # ids as strings, numeric order
-    assert document["Actions"] == {str(k): prediction_strings(s, a) for k, (s, a) in predictions.items()}
-    assert prediction_entry(3, 7) == {"Action class": "Dive", "Offence": "Offence", "Severity": "5.0"}
-    assert prediction_entry(0, 1) == {"Action class": "Standing tackling", "Offence": "No offence", "Severity": ""}
+    assert document["Actions"] == {
+        str(k): prediction_strings(s, a) for k, (s, a) in predictions.items()
+    }
+    assert prediction_entry(3, 7) == {
+        "Action class": "Dive",
+        "Offence": "Offence",
+        "Severity": "5.0",
+    }
+    assert prediction_entry(0, 1) == {
+        "Action class": "Standing tackling",
+        "Offence": "No offence",
+        "Severity": "",
+    }
 
     gt_path = _write_json(tmp_path / "gt.json", {"Actions": ground_truth})
     official = soccernet_evaluate(gt_path, path)
@@ -316,7 +384,16 @@ def test_csv_ground_truth_scores_like_its_json(soccernet_or_none, tmp_path):
         writer = csv.writer(fh)
         writer.writerow(["severity", "action_id", "clips", "action_class", "offence", "note"])
         for i, e in ground_truth.items():
-            writer.writerow([e["Severity"], i, f"Test/action_{i}/clip_0.mp4", e["Action class"], e["Offence"], "x"])
+            writer.writerow(
+                [
+                    e["Severity"],
+                    i,
+                    f"Test/action_{i}/clip_0.mp4",
+                    e["Action class"],
+                    e["Offence"],
+                    "x",
+                ]
+            )
 
     assert read_ground_truth(csv_path) == {"Actions": ground_truth}  # raw strings, untrimmed
     from_json = evaluate_files(gt_path, pred_path)
@@ -330,7 +407,10 @@ def test_real_sample_scores_like_the_official(soccernet_evaluate, real_test_spli
     raw = json.loads((real_test_split / "annotations.json").read_text())["Actions"]
     predictions = {i: (k % 4, k % 8) for k, i in enumerate(raw)}
     pred_path = write_predictions(tmp_path / "pred.json", predictions, set_name="test")
-    assert _same(evaluate_files(real_test_split, pred_path), soccernet_evaluate(real_test_split / "annotations.json", pred_path))
+    assert _same(
+        evaluate_files(real_test_split, pred_path),
+        soccernet_evaluate(real_test_split / "annotations.json", pred_path),
+    )
 
 
 @pytest.mark.parametrize(
@@ -342,11 +422,26 @@ def test_real_sample_scores_like_the_official(soccernet_evaluate, real_test_spli
         ('{"Actions": []}', "no 'Actions' object"),
         ('{"Set": 3, "Actions": {}}', "'Set'"),
         ('{"Actions": {"12": "Offence"}}', "action '12' is str"),
-        ('{"Actions": {"12": {"Action class": "Dive", "Offence": "Offence"}}}', "action '12' lacks the field 'Severity'"),
-        ('{"Actions": {"12": {"Action class": "Dive", "Offence": null, "Severity": ""}}}', "action '12', field 'Offence': None is not a string"),
-        ('{"Actions": {"12": {"Action class": "Dives", "Offence": "Offence", "Severity": "1.0"}}}', "action '12', field 'Action class': 'Dives'"),
-        ('{"Actions": {"12": {"Action class": "Dive", "Offence": "Offence", "Severity": "1"}}}', "action '12', field 'Severity'"),
-        ('{"Actions": {"12": {"Action class": "Dive", "Offence": "No Offence", "Severity": ""}}}', "action '12', field 'Offence'"),
+        (
+            '{"Actions": {"12": {"Action class": "Dive", "Offence": "Offence"}}}',
+            "action '12' lacks the field 'Severity'",
+        ),
+        (
+            '{"Actions": {"12": {"Action class": "Dive", "Offence": null, "Severity": ""}}}',
+            "action '12', field 'Offence': None is not a string",
+        ),
+        (
+            '{"Actions": {"12": {"Action class": "Dives", "Offence": "Offence", "Severity": "1.0"}}}',
+            "action '12', field 'Action class': 'Dives'",
+        ),
+        (
+            '{"Actions": {"12": {"Action class": "Dive", "Offence": "Offence", "Severity": "1"}}}',
+            "action '12', field 'Severity'",
+        ),
+        (
+            '{"Actions": {"12": {"Action class": "Dive", "Offence": "No Offence", "Severity": ""}}}',
+            "action '12', field 'Offence'",
+        ),
     ],
 )
 def test_malformed_predictions_fail_in_one_line(tmp_path, content, expected):
@@ -360,7 +455,9 @@ def test_malformed_predictions_fail_in_one_line(tmp_path, content, expected):
 
 
 def test_lenient_reading_accepts_strings_the_evaluator_merely_counts_wrong(tmp_path):
-    path = _write_json(tmp_path / "p.json", {"Actions": {"1": _entry("Dont know", "No Offence", "")}})
+    path = _write_json(
+        tmp_path / "p.json", {"Actions": {"1": _entry("Dont know", "No Offence", "")}}
+    )
     assert read_predictions(path, strict=False)["Actions"]["1"]["Offence"] == "No Offence"
     with pytest.raises(DataError, match="missing.json not found"):
         read_predictions(tmp_path / "missing.json")
@@ -369,7 +466,9 @@ def test_lenient_reading_accepts_strings_the_evaluator_merely_counts_wrong(tmp_p
 def test_unlabelled_ground_truth_fails_in_one_line(tmp_path):
     gt_path = _write_json(tmp_path / "gt.json", {"Actions": {"0": {"Clips": []}}})
     pred_path = write_predictions(tmp_path / "p.json", {"0": (0, 0)})
-    with pytest.raises(DataError, match=r"action '0' lacks the field 'Action class' \(an unlabelled"):
+    with pytest.raises(
+        DataError, match=r"action '0' lacks the field 'Action class' \(an unlabelled"
+    ):
         evaluate_files(gt_path, pred_path)
 
 
@@ -378,7 +477,9 @@ def test_unlabelled_ground_truth_fails_in_one_line(tmp_path):
 
 def test_absent_classes_give_nan_and_a_warning_naming_them(caplog):
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    ground_truth = {"Actions": {"0": _entry("Tackling", "Offence", "1.0"), "1": _entry("Dive", "", "")}}
+    ground_truth = {
+        "Actions": {"0": _entry("Tackling", "Offence", "1.0"), "1": _entry("Dive", "", "")}
+    }
     scores = official_scores(ground_truth, {"Actions": {"0": prediction_strings(1, 0)}})
     assert scores["accuracy_offence_severity"] == 50.0 and scores["accuracy_action"] == 50.0
     assert all(math.isnan(scores[k]) for k in SCORE_KEYS[2:])
@@ -386,7 +487,11 @@ def test_absent_classes_give_nan_and_a_warning_naming_them(caplog):
     assert len(messages) == 2
     missing, nan = messages
     assert "1 of 2 ground-truth action(s) have no prediction" in missing and "'1'" in missing
-    for name in (*OFFENCE_SEVERITY_CLASSES[0:1], *OFFENCE_SEVERITY_CLASSES[2:], *ACTION_CLASSES[1:7]):
+    for name in (
+        *OFFENCE_SEVERITY_CLASSES[0:1],
+        *OFFENCE_SEVERITY_CLASSES[2:],
+        *ACTION_CLASSES[1:7],
+    ):
         assert repr(name) in nan
     for present in ("'Offence + No card'", "'Tackling'", "'Dive'"):
         assert present not in nan
@@ -395,7 +500,9 @@ def test_absent_classes_give_nan_and_a_warning_naming_them(caplog):
 def test_all_classes_present_no_warning(caplog):
     caplog.set_level(logging.WARNING, logger=LOGGER)
     scores = scores_from_counts([1, 2, 3, 4], [1, 1, 0, 4], [2] * 8, [1] * 8)
-    assert scores["balanced_accuracy_offence_severity"] == pytest.approx(100 * (1 + 0.5 + 0 + 1) / 4)
+    assert scores["balanced_accuracy_offence_severity"] == pytest.approx(
+        100 * (1 + 0.5 + 0 + 1) / 4
+    )
     assert scores["accuracy_offence_severity"] == pytest.approx(60.0)
     assert scores["leaderboard_value"] == pytest.approx((62.5 + 50) / 2)
     assert not caplog.records

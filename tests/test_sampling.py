@@ -103,7 +103,9 @@ def water_filling_by_bisection(p: np.ndarray, f: float) -> np.ndarray:
 def test_factor_one_is_the_natural_distribution() -> None:
     labels = labels_from_counts(ACTION_COUNTS)
     p = np.array(ACTION_COUNTS) / sum(ACTION_COUNTS)
-    sampler = ClassBalancedSampler(labels, 8, oversample_factor=1.0, progressive=False, num_samples=DRAWS, seed=3)
+    sampler = ClassBalancedSampler(
+        labels, 8, oversample_factor=1.0, progressive=False, num_samples=DRAWS, seed=3
+    )
     np.testing.assert_allclose(sampler.class_distribution(), p, rtol=0, atol=1e-12)
     assert_draw_matches(observed(sampler, labels, 8), p)
 
@@ -111,7 +113,9 @@ def test_factor_one_is_the_natural_distribution() -> None:
 def test_before_the_ramp_starts_the_draw_is_natural() -> None:
     labels = labels_from_counts(SEVERITY_COUNTS)
     p = np.array(SEVERITY_COUNTS) / sum(SEVERITY_COUNTS)
-    sampler = ClassBalancedSampler(labels, 4, 2.0, progressive=True, start_epoch=5, end_epoch=15, num_samples=DRAWS)
+    sampler = ClassBalancedSampler(
+        labels, 4, 2.0, progressive=True, start_epoch=5, end_epoch=15, num_samples=DRAWS
+    )
     for epoch in range(5):
         np.testing.assert_allclose(sampler.class_distribution(epoch), p, rtol=0, atol=1e-12)
     sampler.set_epoch(2)
@@ -121,7 +125,9 @@ def test_before_the_ramp_starts_the_draw_is_natural() -> None:
 def test_large_factor_draws_uniformly_over_the_classes_present() -> None:
     counts = ACTION_COUNTS[:-1] + [0]  # a split without any Dive
     labels = labels_from_counts(counts)
-    sampler = ClassBalancedSampler(labels, 8, oversample_factor=1000.0, progressive=False, num_samples=DRAWS)
+    sampler = ClassBalancedSampler(
+        labels, 8, oversample_factor=1000.0, progressive=False, num_samples=DRAWS
+    )
     expected = np.array([1 / 7] * 7 + [0.0])
     np.testing.assert_allclose(sampler.class_distribution(), expected, rtol=0, atol=1e-12)
     assert_draw_matches(observed(sampler, labels, 8), expected)  # Dive: expected 0, never drawn
@@ -153,7 +159,9 @@ def test_capped_target_for_actions_at_factor_two_matches_hand_computation() -> N
     lam = (2853 - 794) / 4 / 2853
     expected = np.array([lam, lam, 206 / 2853, lam, 176 / 2853, 356 / 2853, lam, 56 / 2853])
     np.testing.assert_allclose(q, expected, rtol=0, atol=1e-12)
-    assert q[ACTION_CLASSES.index("Standing tackling")] < p[ACTION_CLASSES.index("Standing tackling")]
+    assert (
+        q[ACTION_CLASSES.index("Standing tackling")] < p[ACTION_CLASSES.index("Standing tackling")]
+    )
 
 
 @pytest.mark.parametrize("factor", [1.0, 1.3, 2.0, 5.0, 37.0, 1e6])
@@ -178,7 +186,9 @@ def test_progressive_draw_follows_the_ramp(epoch: int, a: float) -> None:
     labels = labels_from_counts(ACTION_COUNTS)
     p = np.array(ACTION_COUNTS) / 2853
     q = capped_balanced_distribution(p, 3.0)
-    sampler = ClassBalancedSampler(labels, 8, 3.0, progressive=True, start_epoch=2, end_epoch=6, num_samples=DRAWS)
+    sampler = ClassBalancedSampler(
+        labels, 8, 3.0, progressive=True, start_epoch=2, end_epoch=6, num_samples=DRAWS
+    )
     sampler.set_epoch(epoch)
     expected = (1 - a) * p + a * q
     np.testing.assert_allclose(sampler.class_distribution(), expected, rtol=0, atol=1e-12)
@@ -201,13 +211,17 @@ def test_joint_classes_are_the_combinations_present() -> None:
     assert names[0] == "No offence / Tackling"
     assert "Offence + No card / Dive" in names
     assert "Offence + Red card / Dive" not in names and "Offence + Yellow card / Dive" not in names
-    for cls, (s, a) in enumerate(present):  # each class is exactly one combination, by name and members
+    for cls, (s, a) in enumerate(
+        present
+    ):  # each class is exactly one combination, by name and members
         assert names[cls] == f"{OFFENCE_SEVERITY_CLASSES[s]} / {ACTION_CLASSES[a]}"
         members = ids == cls
         assert members.sum() == JOINT_COUNTS[s, a]
         assert (severity[members] == s).all() and (action[members] == a).all()
 
-    sampler = ClassBalancedSampler(ids, len(names), oversample_factor=1000.0, progressive=False, num_samples=DRAWS)
+    sampler = ClassBalancedSampler(
+        ids, len(names), oversample_factor=1000.0, progressive=False, num_samples=DRAWS
+    )
     assert_draw_matches(observed(sampler, ids, len(names)), np.full(26, 1 / 26))
     drawn = drawn_indices(sampler)
     drawn_pairs = set(zip(severity[drawn].tolist(), action[drawn].tolist()))
@@ -219,10 +233,14 @@ def test_expected_distribution_of_the_other_task() -> None:
     sampler = ClassBalancedSampler(severity, 4, 2.0, progressive=False, num_samples=DRAWS, seed=5)
     weights = sampler.sample_weights(0)
     assert abs(weights.sum() - 1) <= 1e-12
-    np.testing.assert_allclose(expected_distribution(weights, severity, 4), sampler.class_distribution(0), atol=1e-12)
+    np.testing.assert_allclose(
+        expected_distribution(weights, severity, 4), sampler.class_distribution(0), atol=1e-12
+    )
     expected_actions = expected_distribution(weights, action, 8)
     # By hand: each severity class spreads its target mass over its actions in proportion.
-    by_hand = (sampler.class_distribution(0)[:, None] * JOINT_COUNTS / JOINT_COUNTS.sum(1, keepdims=True)).sum(0)
+    by_hand = (
+        sampler.class_distribution(0)[:, None] * JOINT_COUNTS / JOINT_COUNTS.sum(1, keepdims=True)
+    ).sum(0)
     np.testing.assert_allclose(expected_actions, by_hand, rtol=0, atol=1e-12)
     assert_draw_matches(observed(sampler, action, 8), expected_actions)
 
@@ -258,7 +276,10 @@ def test_lightning_distributed_wrapper_shards_one_shared_draw() -> None:
     shards = []
     for rank in (0, 1):
         wrapped = DistributedSamplerWrapper(
-            ClassBalancedSampler(labels, 4, 2.0, num_samples=1000, seed=7), num_replicas=2, rank=rank, shuffle=False
+            ClassBalancedSampler(labels, 4, 2.0, num_samples=1000, seed=7),
+            num_replicas=2,
+            rank=rank,
+            shuffle=False,
         )
         wrapped.set_epoch(5)  # forwarded to our sampler
         shards.append(list(wrapped))
@@ -275,7 +296,10 @@ def test_lightning_distributed_wrapper_shards_one_shared_draw() -> None:
         ({"oversample_factor": math.nan}, "oversample_factor must be >= 1"),
         ({"class_ids": []}, "the label list is empty"),
         ({"class_ids": [0, 1, 4]}, "out of range: expected 0..3"),
-        ({"start_epoch": 6, "end_epoch": 2}, "progressive_start_epoch (6) must be <= progressive_end_epoch (2)"),
+        (
+            {"start_epoch": 6, "end_epoch": 2},
+            "progressive_start_epoch (6) must be <= progressive_end_epoch (2)",
+        ),
         ({"num_samples": 0}, "samples_per_epoch must be >= 1"),
     ],
 )
@@ -286,13 +310,14 @@ def test_bad_inputs_raise_a_clear_error(kwargs: dict, message: str) -> None:
 
 
 def test_bad_task_inputs_raise_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="balance_task: 'both' is not one of offence_severity, action, joint"):
+    with pytest.raises(
+        ValueError, match="balance_task: 'both' is not one of offence_severity, action, joint"
+    ):
         task_class_ids("both", [0], [0])
     with pytest.raises(ValueError, match="equal length"):
         task_class_ids("joint", [0, 1], [0])
     with pytest.raises(ValueError, match="oversample_factor must be >= 1"):
         capped_balanced_distribution(np.array([0.5, 0.5]), 0.99)
-
 
 
 # --- fixed counts per epoch ------------------------------------------------------------------
@@ -304,7 +329,9 @@ def test_the_cap_holds_in_every_epoch_not_only_on_average() -> None:
     labels = labels_from_counts(SEVERITY_COUNTS)
     p = np.array(SEVERITY_COUNTS) / 2925
     for progressive in (False, True):
-        sampler = ClassBalancedSampler(labels, 4, 2.0, progressive=progressive, start_epoch=0, end_epoch=20, seed=9)
+        sampler = ClassBalancedSampler(
+            labels, 4, 2.0, progressive=progressive, start_epoch=0, end_epoch=20, seed=9
+        )
         worst = 0.0
         for epoch in range(120):
             sampler.set_epoch(epoch)
@@ -316,7 +343,9 @@ def test_the_cap_holds_in_every_epoch_not_only_on_average() -> None:
 
 def test_each_class_is_drawn_its_expected_count_within_one_and_the_epochs_agree() -> None:
     labels = labels_from_counts(ACTION_COUNTS)
-    sampler = ClassBalancedSampler(labels, 8, 2.0, progressive=True, start_epoch=0, end_epoch=4, num_samples=1000, seed=1)
+    sampler = ClassBalancedSampler(
+        labels, 8, 2.0, progressive=True, start_epoch=0, end_epoch=4, num_samples=1000, seed=1
+    )
     for epoch in range(6):
         sampler.set_epoch(epoch)
         counts = np.bincount(labels[drawn_indices(sampler)], minlength=8)
@@ -342,8 +371,15 @@ def test_within_a_class_every_member_is_drawn_evenly() -> None:
 def test_largest_remainder_rounding_respects_the_caps() -> None:
     counts = epoch_class_counts(np.array([0.5, 0.25, 0.25]), 10, caps=np.array([10, 2, 10]))
     assert counts.tolist() == [5, 2, 3]  # the capped class gives its remainder up
-    assert epoch_class_counts(np.array([1 / 3, 1 / 3, 1 / 3, 0.0]), 10).tolist() in ([4, 3, 3, 0], [3, 4, 3, 0], [3, 3, 4, 0])
-    assert epoch_class_counts(np.array([0.0, 1.0]), 7).tolist() == [0, 7]  # an absent class is never drawn
+    assert epoch_class_counts(np.array([1 / 3, 1 / 3, 1 / 3, 0.0]), 10).tolist() in (
+        [4, 3, 3, 0],
+        [3, 4, 3, 0],
+        [3, 3, 4, 0],
+    )
+    assert epoch_class_counts(np.array([0.0, 1.0]), 7).tolist() == [
+        0,
+        7,
+    ]  # an absent class is never drawn
 
 
 def test_every_draw_carries_its_own_seed_fixed_by_seed_epoch_and_position() -> None:

@@ -14,14 +14,24 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import SMALL_SYNTHETIC, compose_config, run_command, train_command
 from test_long_runs import assert_same_epochs, assert_same_rows, kill_after, metrics_rows, summary
 
-pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the submitit launcher is not installed (pip install -e '.[slurm]')")
+from conftest import SMALL_SYNTHETIC, compose_config, run_command, train_command
 
-SLURM_JOB = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "mvfoul", "SLURM_NTASKS": "1", "SLURM_PROCID": "0",
-             "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost"}
+pytest.importorskip(
+    "hydra_plugins.hydra_submitit_launcher",
+    reason="the submitit launcher is not installed (pip install -e '.[slurm]')",
+)
+
+SLURM_JOB = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_JOB_NAME": "mvfoul",
+    "SLURM_NTASKS": "1",
+    "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0",
+    "SLURM_NODEID": "0",
+    "SLURM_NODELIST": "localhost",
+}
 
 
 def test_the_slurm_launcher_asks_for_one_task_per_gpu_on_every_node():
@@ -30,12 +40,26 @@ def test_the_slurm_launcher_asks_for_one_task_per_gpu_on_every_node():
     from mvfoul.paths import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["system=multi_gpu", "system.gpus=4", "system.num_nodes=2", "hydra/launcher=slurm",
-                                           "hydra.launcher.partition=gpu"], return_hydra_config=True)
+        cfg = compose(
+            "config",
+            overrides=[
+                "system=multi_gpu",
+                "system.gpus=4",
+                "system.num_nodes=2",
+                "hydra/launcher=slurm",
+                "hydra.launcher.partition=gpu",
+            ],
+            return_hydra_config=True,
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
-    assert launcher.partition == "gpu" and launcher.timeout_min > 0 and launcher.cpus_per_task > 0 and launcher.mem_gb > 0
+    assert (
+        launcher.partition == "gpu"
+        and launcher.timeout_min > 0
+        and launcher.cpus_per_task > 0
+        and launcher.mem_gb > 0
+    )
     assert launcher.additional_parameters.signal == f"USR1@{launcher.signal_delay_s}"
 
 
@@ -58,15 +82,27 @@ def test_under_slurm_the_run_folder_is_named_by_the_job(monkeypatch):
 @pytest.mark.slow
 def test_submitit_local_runs_each_job_for_real(tmp_path, cache_dir):
     result = run_command(
-        train_command("--multirun", "--config-name", "quick_test", "hydra/launcher=submitit_local", *SMALL_SYNTHETIC,
-                      "training.max_epochs=1", "experiment.test_after_fit=false", "training.learning_rate=1e-3,2e-3",
-                      "experiment.name=local"),
-        cwd=tmp_path, cache=cache_dir,
+        train_command(
+            "--multirun",
+            "--config-name",
+            "quick_test",
+            "hydra/launcher=submitit_local",
+            *SMALL_SYNTHETIC,
+            "training.max_epochs=1",
+            "experiment.test_after_fit=false",
+            "training.learning_rate=1e-3,2e-3",
+            "experiment.name=local",
+        ),
+        cwd=tmp_path,
+        cache=cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(p.parent.parent for p in (tmp_path / "multirun").rglob(".hydra/config.yaml"))
     assert [j.name for j in jobs] == ["0", "1"]
-    rates = sorted(yaml.safe_load((j / ".hydra" / "config.yaml").read_text())["training"]["learning_rate"] for j in jobs)
+    rates = sorted(
+        yaml.safe_load((j / ".hydra" / "config.yaml").read_text())["training"]["learning_rate"]
+        for j in jobs
+    )
     assert rates == [1e-3, 2e-3]
     assert all(json.loads((j / "summary.json").read_text())["epochs_completed"] == 1 for j in jobs)
     assert list((jobs[0].parent / ".submitit").glob("*/*_result.pkl"))  # submitit ran them
@@ -83,20 +119,35 @@ def stand_in_scontrol(tmp_path) -> tuple[dict[str, str], Path]:
     return {**SLURM_JOB, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}, calls
 
 
-LONG = ["--config-name", "quick_test", "system.deterministic=true", "training.max_epochs=4", "experiment.test_after_fit=false"]
+LONG = [
+    "--config-name",
+    "quick_test",
+    "system.deterministic=true",
+    "training.max_epochs=4",
+    "experiment.test_after_fit=false",
+]
 
 
 @pytest.mark.slow
-def test_a_warned_slurm_job_requeues_itself_and_the_requeued_job_resumes_exactly(tmp_path, cache_dir, stand_in_scontrol):
+def test_a_warned_slurm_job_requeues_itself_and_the_requeued_job_resumes_exactly(
+    tmp_path, cache_dir, stand_in_scontrol
+):
     env, calls = stand_in_scontrol
-    reference = run_command(train_command(*LONG, "hydra.run.dir=uninterrupted"), cwd=tmp_path, cache=cache_dir)
+    reference = run_command(
+        train_command(*LONG, "hydra.run.dir=uninterrupted"), cwd=tmp_path, cache=cache_dir
+    )
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     run = tmp_path / "outputs" / "quick_test" / "slurm-4242"  # named by the job, not the clock
     log = tmp_path / "first_attempt.log"
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, *train_command(*LONG)], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-                                   env={**os.environ, **env, "MVFOUL_CACHE_DIR": str(cache_dir)})
+        process = subprocess.Popen(
+            [sys.executable, *train_command(*LONG)],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env, "MVFOUL_CACHE_DIR": str(cache_dir)},
+        )
         kill_after(process, run / "checkpoints" / "last.ckpt", signal_to_send=signal.SIGUSR1)
     output = log.read_text()
     assert process.returncode == 0, output[-3000:]  # requeued, not failed
@@ -104,8 +155,13 @@ def test_a_warned_slurm_job_requeues_itself_and_the_requeued_job_resumes_exactly
     assert "SLURM sent SIGUSR1" in output and "requeued job 4242" in output
     assert not (run / "summary.json").exists()
 
-    requeued = run_command(train_command(*LONG), cwd=tmp_path, cache=cache_dir, env={**env, "SLURM_RESTART_COUNT": "1"})
+    requeued = run_command(
+        train_command(*LONG), cwd=tmp_path, cache=cache_dir, env={**env, "SLURM_RESTART_COUNT": "1"}
+    )
     assert requeued.returncode == 0, requeued.stderr[-3000:]
-    assert "SLURM restarted this job (1 time(s)): continuing its run" in requeued.stdout + requeued.stderr
+    assert (
+        "SLURM restarted this job (1 time(s)): continuing its run"
+        in requeued.stdout + requeued.stderr
+    )
     assert_same_epochs(summary(tmp_path / "uninterrupted"), summary(run))
     assert_same_rows(metrics_rows(tmp_path / "uninterrupted"), metrics_rows(run))

@@ -20,9 +20,20 @@ from mvfoul import sweeps
 from mvfoul.errors import MvfoulError
 
 # quick_test on the small built-in dataset, one epoch of two batches: seconds per job.
-QUICK = ["--config-name", "quick_test", *SMALL_SYNTHETIC, "training.max_epochs=1", "experiment.limit_train_batches=2"]
+QUICK = [
+    "--config-name",
+    "quick_test",
+    *SMALL_SYNTHETIC,
+    "training.max_epochs=1",
+    "experiment.limit_train_batches=2",
+]
 TINY = [*QUICK, "experiment.limit_val_batches=1"]
-SEARCH_KEYS = {"training.learning_rate", "model.dropout_rate", "loss.focal_gamma", "sampling.oversample_factor"}
+SEARCH_KEYS = {
+    "training.learning_rate",
+    "model.dropout_rate",
+    "loss.focal_gamma",
+    "sampling.oversample_factor",
+}
 
 
 def sweep_folders(root: Path) -> list[Path]:
@@ -54,7 +65,11 @@ def one_error_line(stderr: str) -> str:
 def lr_sweep(tmp_path_factory, cache_dir):
     """A real 2-job sweep, run once for the tests that read it."""
     cwd = tmp_path_factory.mktemp("lr-sweep")
-    result = run_command(train_command("--multirun", *TINY, "training.learning_rate=1e-3,5e-4"), cwd=cwd, cache=cache_dir)
+    result = run_command(
+        train_command("--multirun", *TINY, "training.learning_rate=1e-3,5e-4"),
+        cwd=cwd,
+        cache=cache_dir,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = sweep_folders(cwd / "multirun" / "quick_test")
     return result, sweep_dir
@@ -68,7 +83,10 @@ def test_a_multirun_ends_with_its_table_written_and_printed(lr_sweep):
 
     rows = read_csv(sweep_dir)
     assert [r["job"] for r in rows] == ["0", "1"]
-    assert [r["training.learning_rate"] for r in rows] == ["0.001", "0.0005"]  # the only varying override
+    assert [r["training.learning_rate"] for r in rows] == [
+        "0.001",
+        "0.0005",
+    ]  # the only varying override
     assert not any(k.startswith("dataset.") for k in rows[0])  # common ones are in the header
     for row in rows:
         summary = json.loads((sweep_dir / row["job"] / "summary.json").read_text())
@@ -76,8 +94,13 @@ def test_a_multirun_ends_with_its_table_written_and_printed(lr_sweep):
         assert row["status"] == "done" and row["monitor"] == summary["monitor"] == "val/sev_acc"
         assert same(row["best_value"], summary["best"]["value"])
         assert row["best_epoch"] == str(best_epoch)
-        assert same(row["val_leaderboard_at_best_epoch"], summary["history"][str(best_epoch)]["val/leaderboard"])
-        assert same(row["val_leaderboard_at_last_epoch"], summary["final_metrics"]["val/leaderboard"])
+        assert same(
+            row["val_leaderboard_at_best_epoch"],
+            summary["history"][str(best_epoch)]["val/leaderboard"],
+        )
+        assert same(
+            row["val_leaderboard_at_last_epoch"], summary["final_metrics"]["val/leaderboard"]
+        )
         assert same(row["wall_time_s"], summary["wall_time_s"])
 
     md = (sweep_dir / sweeps.SUMMARY_MD).read_text()
@@ -98,7 +121,11 @@ def test_a_crashed_or_running_sweep_is_summarized_from_what_exists(lr_sweep, tmp
     half = sweep_dir / "2" / ".hydra"  # job 2: its overrides written, nothing else
     half.mkdir(parents=True)
     overrides = yaml.safe_load((sweep_dir / "0" / ".hydra" / "overrides.yaml").read_text())
-    (half / "overrides.yaml").write_text(yaml.safe_dump([o for o in overrides if "learning_rate" not in o] + ["training.learning_rate=0.0001"]))
+    (half / "overrides.yaml").write_text(
+        yaml.safe_dump(
+            [o for o in overrides if "learning_rate" not in o] + ["training.learning_rate=0.0001"]
+        )
+    )
     (sweep_dir / "3").mkdir()  # job 3: a bare folder
     state_file = sweep_dir / sweeps.SWEEP_STATE
     record = json.loads(state_file.read_text())
@@ -111,31 +138,55 @@ def test_a_crashed_or_running_sweep_is_summarized_from_what_exists(lr_sweep, tmp
     # The sweep reached its end: unfinished jobs were interrupted.
     assert statuses() == ("finished", ["done", "incomplete", "incomplete", "incomplete"])
     # Its process (here: this one) is alive: they are running.
-    me = {"ended": None, "pid": os.getpid(), "pid_start": sweeps._process_start(os.getpid()), "host": socket.gethostname()}
+    me = {
+        "ended": None,
+        "pid": os.getpid(),
+        "pid_start": sweeps._process_start(os.getpid()),
+        "host": socket.gethostname(),
+    }
     assert statuses(**me) == ("running", ["done", "running", "running", "running"])
     # Its process is gone (the pid now names another process): stopped.
-    assert statuses(**{**me, "pid_start": -1}) == ("stopped", ["done", "incomplete", "incomplete", "incomplete"])
+    assert statuses(**{**me, "pid_start": -1}) == (
+        "stopped",
+        ["done", "incomplete", "incomplete", "incomplete"],
+    )
     # A job the callback saw fail is failed, with its error, whatever the sweep's state.
-    (sweep_dir / "2" / sweeps.JOB_STATUS).write_text(json.dumps({"status": "failed", "error": "boom", "duration_s": 3.0}))
+    (sweep_dir / "2" / sweeps.JOB_STATUS).write_text(
+        json.dumps({"status": "failed", "error": "boom", "duration_s": 3.0})
+    )
     assert statuses(**me)[1] == ["done", "running", "failed", "running"]
     # No record of the sweep's process: recent activity in a job folder says running.
     state_file.unlink()
-    assert [j.status for j in sweeps.summarize_sweep(sweep_dir).jobs] == ["done", "running", "failed", "running"]
+    assert [j.status for j in sweeps.summarize_sweep(sweep_dir).jobs] == [
+        "done",
+        "running",
+        "failed",
+        "running",
+    ]
     later = time.time() + 2 * sweeps.ACTIVE_WITHIN_S
-    assert [j.status for j in sweeps.summarize_sweep(sweep_dir, now=later).jobs] == ["done", "incomplete", "failed", "incomplete"]
+    assert [j.status for j in sweeps.summarize_sweep(sweep_dir, now=later).jobs] == [
+        "done",
+        "incomplete",
+        "failed",
+        "incomplete",
+    ]
 
     summary = sweeps.summarize_sweep(sweep_dir)
     assert summary.planned == 2  # read back from Hydra's multirun.yaml
     assert [j.varying for j in summary.jobs] == [
-        {"training.learning_rate": "0.001"}, {"training.learning_rate": "0.0005"},
-        {"training.learning_rate": "0.0001"}, {},
+        {"training.learning_rate": "0.001"},
+        {"training.learning_rate": "0.0005"},
+        {"training.learning_rate": "0.0001"},
+        {},
     ]
     assert summary.jobs[2].error == "boom"
 
     # The command rebuilds the files of any sweep folder.
     for name in (sweeps.SUMMARY_CSV, sweeps.SUMMARY_MD):
         (sweep_dir / name).unlink()
-    result = run_command(["-m", "mvfoul.sweeps", "summarize", str(sweep_dir)], cwd=tmp_path, cache=tmp_path)
+    result = run_command(
+        ["-m", "mvfoul.sweeps", "summarize", str(sweep_dir)], cwd=tmp_path, cache=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert [r["status"] for r in read_csv(sweep_dir)] == ["done", "running", "failed", "running"]
     assert "boom" in (sweep_dir / sweeps.SUMMARY_MD).read_text() and "boom" in result.stdout
@@ -143,10 +194,15 @@ def test_a_crashed_or_running_sweep_is_summarized_from_what_exists(lr_sweep, tmp
 
 
 def test_summarize_says_in_one_line_what_a_folder_is_when_it_is_not_a_sweep(tmp_path, capsys):
-    result = run_command(["-m", "mvfoul.sweeps", "summarize", str(tmp_path)], cwd=tmp_path, cache=tmp_path)
+    result = run_command(
+        ["-m", "mvfoul.sweeps", "summarize", str(tmp_path)], cwd=tmp_path, cache=tmp_path
+    )
     assert result.returncode == 2
     line = one_error_line(result.stderr)
-    assert f"{tmp_path} is not a sweep folder" in line and "multirun/<experiment.name>/<date_time>/" in line
+    assert (
+        f"{tmp_path} is not a sweep folder" in line
+        and "multirun/<experiment.name>/<date_time>/" in line
+    )
     assert not list(tmp_path.iterdir())  # nothing written
 
     sweep = tmp_path / "multirun" / "demo" / "2026-01-01_00-00-00"
@@ -169,7 +225,11 @@ def test_summarize_says_in_one_line_what_a_folder_is_when_it_is_not_a_sweep(tmp_
 def test_a_failing_job_leaves_a_table_saying_so(tmp_path, cache_dir):
     """Hydra's basic sweeper runs the other jobs, then stops with the failure: the table that the
     callback kept up to date says which job failed and why, and that the sweep stopped."""
-    result = run_command(train_command("--multirun", *TINY, "training.learning_rate=-1,1e-3"), cwd=tmp_path, cache=cache_dir)
+    result = run_command(
+        train_command("--multirun", *TINY, "training.learning_rate=-1,1e-3"),
+        cwd=tmp_path,
+        cache=cache_dir,
+    )
     assert result.returncode != 0
     assert "training.learning_rate: -1.0 is out of range" in one_error_line(result.stderr)
     (sweep_dir,) = sweep_folders(tmp_path / "multirun")
@@ -183,7 +243,10 @@ def test_a_failing_job_leaves_a_table_saying_so(tmp_path, cache_dir):
 
 
 def needs_optuna():
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="the optuna extra is not installed: pip install -e '.[optuna]'")
+    pytest.importorskip(
+        "hydra_plugins.hydra_optuna_sweeper",
+        reason="the optuna extra is not installed: pip install -e '.[optuna]'",
+    )
 
 
 def test_the_optuna_search_config_composes_with_a_stable_storage():
@@ -199,20 +262,29 @@ def test_the_optuna_search_config_composes_with_a_stable_storage():
     sweeper = hydra_cfg.sweeper
     assert sweeper._target_ == sweeps.OPTUNA_SWEEPER
     assert sweeper.direction == "maximize" and sweeper.study_name == "quick_test"
-    assert sweeper.storage == f"sqlite:///{os.getcwd()}/optuna/quick_test.db"  # no timestamp: every launch finds it
+    assert (
+        sweeper.storage == f"sqlite:///{os.getcwd()}/optuna/quick_test.db"
+    )  # no timestamp: every launch finds it
     assert set(sweeper.params) == SEARCH_KEYS
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:Deprecated API features detected")  # optuna 2.10 on SQLAlchemy 1.4
+@pytest.mark.filterwarnings(
+    "ignore:Deprecated API features detected"
+)  # optuna 2.10 on SQLAlchemy 1.4
 def test_an_optuna_search_relaunched_resumes_the_same_study(tmp_path, cache_dir):
     needs_optuna()
     import optuna
 
     # No validation batch limit here: on one batch some class is absent, val/leaderboard is NaN
     # (as the official evaluator gives it) and a trial with no value counts as failed.
-    command = train_command("--multirun", *QUICK, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
-                            "hydra.sweeper.study_name=resume_test")
+    command = train_command(
+        "--multirun",
+        *QUICK,
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.study_name=resume_test",
+    )
     first = run_command(command, cwd=tmp_path, cache=cache_dir)
     assert first.returncode == 0, first.stderr[-3000:]
     time.sleep(1.1)  # the next sweep folder's name is the time to the second
@@ -235,7 +307,9 @@ def test_an_optuna_search_relaunched_resumes_the_same_study(tmp_path, cache_dir)
         summary = json.loads((job / "summary.json").read_text())
         assert summary["monitor"] == "val/leaderboard"
         assert trial.value == summary["best"]["value"]
-        overrides = dict(o.split("=", 1) for o in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
+        overrides = dict(
+            o.split("=", 1) for o in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+        )
         assert float(overrides["training.learning_rate"]) == trial.params["training.learning_rate"]
     for sweep_dir in sweep_dirs:
         rows = read_csv(sweep_dir)

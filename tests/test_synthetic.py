@@ -30,13 +30,23 @@ from mvfoul.data.synthetic import (
     synthetic_dataset_dir,
 )
 from mvfoul.errors import ConfigError
-from mvfoul.labels import ACTION_CLASSES, NUM_ACTION, NUM_OFFENCE_SEVERITY, OfficialLabels, official_labels
+from mvfoul.labels import (
+    ACTION_CLASSES,
+    NUM_ACTION,
+    NUM_OFFENCE_SEVERITY,
+    OfficialLabels,
+    official_labels,
+)
 
 # Small enough to build in well under a second, yet >= 8 actions per split so every class of
 # both tasks is guaranteed to appear (the learnability check needs every severity in Train).
-SMALL = SyntheticConfig(num_train=12, num_valid=8, num_test=8, resolution=32, clip_frames=100, seed=0)
+SMALL = SyntheticConfig(
+    num_train=12, num_valid=8, num_test=8, resolution=32, clip_frames=100, seed=0
+)
 # For the caching tests, which build several times.
-TINY = SyntheticConfig(num_train=2, num_valid=1, num_test=1, resolution=16, clip_frames=92, min_views=2, max_views=2)
+TINY = SyntheticConfig(
+    num_train=2, num_valid=1, num_test=1, resolution=16, clip_frames=92, min_views=2, max_views=2
+)
 # The quick-test window (frames 67..82): the severity cue must be readable there.
 WINDOW = slice(67, 83)
 
@@ -49,7 +59,9 @@ def decode(path: Path, reformatter: VideoReformatter | None = None) -> tuple[np.
     reformatter = reformatter or VideoReformatter()
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        frames = [reformatter.reformat(f, format="rgb24").to_ndarray() for f in container.decode(stream)]
+        frames = [
+            reformatter.reformat(f, format="rgb24").to_ndarray() for f in container.decode(stream)
+        ]
         rate = float(stream.average_rate)
     return np.stack(frames), rate
 
@@ -70,7 +82,9 @@ def file_table(folder: Path) -> dict[str, tuple[int, int, int]]:
 
 
 def file_bytes(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +102,9 @@ def small_clips(small_dir: Path) -> dict[str, dict]:
         clips = {}
         for action_id, action in annotations["Actions"].items():
             for clip in action["Clips"]:
-                clips[(action_id, clip["Url"])] = decode(clip_path(small_dir / split, clip["Url"]), reformatter)
+                clips[(action_id, clip["Url"])] = decode(
+                    clip_path(small_dir / split, clip["Url"]), reformatter
+                )
         out[split] = {"annotations": annotations, "clips": clips}
     return out
 
@@ -96,11 +112,15 @@ def small_clips(small_dir: Path) -> dict[str, dict]:
 # --- layout -------------------------------------------------------------------------------
 
 
-def test_layout_matches_soccernet_and_every_clip_decodes(small_dir: Path, small_clips: dict) -> None:
+def test_layout_matches_soccernet_and_every_clip_decodes(
+    small_dir: Path, small_clips: dict
+) -> None:
     assert sorted(p.name for p in small_dir.iterdir() if p.is_dir()) == sorted(SPLITS)
     for split in SPLITS:
         annotations = small_clips[split]["annotations"]
-        expected = {"Train": SMALL.num_train, "Valid": SMALL.num_valid, "Test": SMALL.num_test}[split]
+        expected = {"Train": SMALL.num_train, "Valid": SMALL.num_valid, "Test": SMALL.num_test}[
+            split
+        ]
         assert annotations["Set"] == split.lower()
         assert annotations["Number of actions"] == expected == len(annotations["Actions"])
         assert list(annotations["Actions"]) == [str(i) for i in range(expected)]
@@ -118,7 +138,9 @@ def test_layout_matches_soccernet_and_every_clip_decodes(small_dir: Path, small_
         # Nothing on disk that the annotations do not list.
         assert set((small_dir / split).glob("action_*/clip_*.mp4")) == listed
     # Views per action actually vary within the allowed range.
-    counts = {len(a["Clips"]) for s in SPLITS for a in small_clips[s]["annotations"]["Actions"].values()}
+    counts = {
+        len(a["Clips"]) for s in SPLITS for a in small_clips[s]["annotations"]["Actions"].values()
+    }
     assert len(counts) > 1
 
 
@@ -142,18 +164,32 @@ def test_written_strings_map_back_to_the_intended_classes(small_clips: dict) -> 
             entry = small_clips[split]["annotations"]["Actions"][str(action.index)]
             labels = official_labels(entry["Action class"], entry["Offence"], entry["Severity"])
             assert isinstance(labels, OfficialLabels), labels  # never dropped by the official rules
-            assert (labels.action, labels.offence_severity) == (action.action, action.offence_severity)
+            assert (labels.action, labels.offence_severity) == (
+                action.action,
+                action.offence_severity,
+            )
             assert entry["Offence"] in ("Offence", "No offence")
-            assert entry["Severity"] == {0: "", 1: "1.0", 2: "3.0", 3: "5.0"}[action.offence_severity]
+            assert (
+                entry["Severity"] == {0: "", 1: "1.0", 2: "3.0", 3: "5.0"}[action.offence_severity]
+            )
 
 
 def test_dives_are_no_offence_with_empty_severity() -> None:
     assert official_labels("Dive", "No offence", "").offence_severity == 0
-    dives = [a for split in SPLITS for a in draw_split_actions(SyntheticConfig(), split) if ACTION_CLASSES[a.action] == "Dive"]
+    dives = [
+        a
+        for split in SPLITS
+        for a in draw_split_actions(SyntheticConfig(), split)
+        if ACTION_CLASSES[a.action] == "Dive"
+    ]
     assert dives
     for action in dives:
         entry = synthetic.annotation_entry(action)
-        assert (entry["Offence"], entry["Severity"], entry["Contact"]) == ("No offence", "", "Without contact")
+        assert (entry["Offence"], entry["Severity"], entry["Contact"]) == (
+            "No offence",
+            "",
+            "Without contact",
+        )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7])
@@ -193,7 +229,9 @@ def test_severity_cue_is_shown_in_every_view_only_around_the_foul() -> None:
         without = render_clip(spec, replace(action, offence_severity=0), view)
         changed = np.flatnonzero((with_card != without).any(axis=(1, 2, 3)))
         assert changed.min() == CARD_FIRST_FRAME and changed.max() == CARD_LAST_FRAME
-        assert len(changed) == CARD_LAST_FRAME - CARD_FIRST_FRAME + 1  # every frame of 60..91, e.g. 63..86
+        assert (
+            len(changed) == CARD_LAST_FRAME - CARD_FIRST_FRAME + 1
+        )  # every frame of 60..91, e.g. 63..86
 
 
 def test_views_are_different_cameras_on_the_same_scene() -> None:
@@ -217,7 +255,11 @@ def test_severity_is_readable_from_the_decoded_window(small_clips: dict) -> None
         actions = small_clips[split]["annotations"]["Actions"]
         for (action_id, _), (frames, _) in small_clips[split]["clips"].items():
             entry = actions[action_id]
-            ys.append(official_labels(entry["Action class"], entry["Offence"], entry["Severity"]).offence_severity)
+            ys.append(
+                official_labels(
+                    entry["Action class"], entry["Offence"], entry["Severity"]
+                ).offence_severity
+            )
             f = frames.astype(np.float32)
             xs.append(f[WINDOW].mean(axis=(0, 1, 2)) - f[:40].mean(axis=(0, 1, 2)))
         return np.array(xs), np.array(ys)
@@ -228,7 +270,9 @@ def test_severity_is_readable_from_the_decoded_window(small_clips: dict) -> None
     held_out = [features(s) for s in ("Valid", "Test")]
     x, y = np.concatenate([h[0] for h in held_out]), np.concatenate([h[1] for h in held_out])
     predicted = np.argmin(((x[:, None, :] - centroids[None]) ** 2).sum(axis=-1), axis=1)
-    recalls = [(predicted[y == c] == c).mean() for c in range(NUM_OFFENCE_SEVERITY) if (y == c).any()]
+    recalls = [
+        (predicted[y == c] == c).mean() for c in range(NUM_OFFENCE_SEVERITY) if (y == c).any()
+    ]
     assert len(recalls) == NUM_OFFENCE_SEVERITY
     assert np.mean(recalls) >= 0.75, f"balanced accuracy {np.mean(recalls):.2f}"
 
@@ -236,7 +280,9 @@ def test_severity_is_readable_from_the_decoded_window(small_clips: dict) -> None
 # --- determinism ----------------------------------------------------------------------------
 
 
-def test_same_spec_gives_identical_files_and_frames(small_dir: Path, small_clips: dict, tmp_path: Path) -> None:
+def test_same_spec_gives_identical_files_and_frames(
+    small_dir: Path, small_clips: dict, tmp_path: Path
+) -> None:
     again = ensure_synthetic_dataset(SMALL, root=tmp_path)
     assert again != small_dir
     assert file_bytes(again) == file_bytes(small_dir)
@@ -264,14 +310,22 @@ def test_worker_processes_give_the_same_bytes(tmp_path: Path) -> None:
 # --- caching --------------------------------------------------------------------------------
 
 
-def test_folder_name_is_a_fingerprint_of_the_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_folder_name_is_a_fingerprint_of_the_spec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from omegaconf import OmegaConf
 
     assert synthetic_dataset_dir(TINY, tmp_path) == synthetic_dataset_dir(replace(TINY), tmp_path)
-    assert synthetic_dataset_dir(TINY, tmp_path) != synthetic_dataset_dir(replace(TINY, seed=1), tmp_path)
-    assert synthetic_dataset_dir(TINY, tmp_path) != synthetic_dataset_dir(replace(TINY, num_test=2), tmp_path)
+    assert synthetic_dataset_dir(TINY, tmp_path) != synthetic_dataset_dir(
+        replace(TINY, seed=1), tmp_path
+    )
+    assert synthetic_dataset_dir(TINY, tmp_path) != synthetic_dataset_dir(
+        replace(TINY, num_test=2), tmp_path
+    )
     # A Hydra node is accepted as it is.
-    assert synthetic_dataset_dir(OmegaConf.structured(TINY), tmp_path) == synthetic_dataset_dir(TINY, tmp_path)
+    assert synthetic_dataset_dir(OmegaConf.structured(TINY), tmp_path) == synthetic_dataset_dir(
+        TINY, tmp_path
+    )
     monkeypatch.setenv("MVFOUL_CACHE_DIR", str(tmp_path / "cache"))
     assert synthetic_dataset_dir(TINY).parent == tmp_path / "cache" / "synthetic"
 
@@ -308,7 +362,14 @@ def _garbled_marker(folder: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "damage", [_delete_a_clip, _truncate_a_clip, _delete_the_marker, _marker_of_another_spec, _garbled_marker]
+    "damage",
+    [
+        _delete_a_clip,
+        _truncate_a_clip,
+        _delete_the_marker,
+        _marker_of_another_spec,
+        _garbled_marker,
+    ],
 )
 def test_damaged_folder_is_rebuilt_complete(tmp_path: Path, damage) -> None:
     folder = ensure_synthetic_dataset(TINY, root=tmp_path)
@@ -319,7 +380,9 @@ def test_damaged_folder_is_rebuilt_complete(tmp_path: Path, damage) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [folder.name]
 
 
-def test_interrupted_build_never_looks_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_build_never_looks_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = {"n": 0}
     real_encode = synthetic._encode_view
 
@@ -374,11 +437,27 @@ def test_bad_spec_names_the_key(tmp_path: Path) -> None:
 
 
 def test_cli_generates_and_prints_the_folder(tmp_path: Path) -> None:
-    args = ["--out", str(tmp_path), "--num-train", "2", "--num-valid", "1", "--num-test", "1",
-            "--resolution", "16", "--clip-frames", "92", "--workers", "1"]
+    args = [
+        "--out",
+        str(tmp_path),
+        "--num-train",
+        "2",
+        "--num-valid",
+        "1",
+        "--num-test",
+        "1",
+        "--resolution",
+        "16",
+        "--clip-frames",
+        "92",
+        "--workers",
+        "1",
+    ]
     done = subprocess.run(
         [sys.executable, "-m", "mvfoul.data.synthetic", *args],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     folder = Path(done.stdout.strip())
@@ -388,8 +467,18 @@ def test_cli_generates_and_prints_the_folder(tmp_path: Path) -> None:
     assert "generated the synthetic dataset" in done.stderr
 
     bad = subprocess.run(
-        [sys.executable, "-m", "mvfoul.data.synthetic", "--out", str(tmp_path), "--clip-frames", "50"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "mvfoul.data.synthetic",
+            "--out",
+            str(tmp_path),
+            "--clip-frames",
+            "50",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert bad.returncode == ConfigError.exit_code
     assert "dataset.synthetic.clip_frames" in bad.stderr and "Traceback" not in bad.stderr

@@ -14,7 +14,12 @@ from conftest import compose_config
 from mvfoul.losses import MultiTaskLoss, focal_loss
 from mvfoul.models.net import MultiViewNet
 from mvfoul.training.metrics import MultiTaskScores, logged_metric_names
-from mvfoul.training.optim import WarmupCosineLR, build_optimizer, build_scheduler, group_learning_rates
+from mvfoul.training.optim import (
+    WarmupCosineLR,
+    build_optimizer,
+    build_scheduler,
+    group_learning_rates,
+)
 from mvfoul.training.trainer import checkpoint_filename, resolve_hardware
 
 # --- losses --------------------------------------------------------------------------------
@@ -25,7 +30,9 @@ def test_focal_loss_at_gamma_zero_equals_cross_entropy(smoothing):
     torch.manual_seed(0)
     logits, target = torch.randn(32, 8), torch.randint(0, 8, (32,))
     expected = F.cross_entropy(logits, target, label_smoothing=smoothing)
-    assert torch.allclose(focal_loss(logits, target, gamma=0.0, label_smoothing=smoothing), expected, atol=1e-6)
+    assert torch.allclose(
+        focal_loss(logits, target, gamma=0.0, label_smoothing=smoothing), expected, atol=1e-6
+    )
 
 
 def test_focal_loss_discounts_easy_examples_more_than_hard_ones():
@@ -57,7 +64,11 @@ def test_task_weights_combine_the_two_heads():
 
 def _batch(sev, act, match=None):
     sev, act = torch.tensor(sev), torch.tensor(act)
-    return {"offence_severity": sev, "action": act, "severity_match": sev if match is None else torch.tensor(match)}
+    return {
+        "offence_severity": sev,
+        "action": act,
+        "severity_match": sev if match is None else torch.tensor(match),
+    }
 
 
 def test_multitask_scores_log_the_documented_names_and_the_leaderboard():
@@ -82,8 +93,10 @@ def test_multitask_scores_use_the_prediction_the_evaluator_accepts():
     a ground truth whose offence string no prediction can match (-1) is never correct."""
     scores = MultiTaskScores()
     batch = _batch([2, 2, 0, 0], [7, 7, 0, 0], match=[1, 1, 0, -1])
-    logits = {"offence_severity": F.one_hot(torch.tensor([1, 2, 0, 0]), 4).float(),
-              "action": F.one_hot(torch.tensor([7, 7, 0, 0]), 8).float()}
+    logits = {
+        "offence_severity": F.one_hot(torch.tensor([1, 2, 0, 0]), 4).float(),
+        "action": F.one_hot(torch.tensor([7, 7, 0, 0]), 8).float(),
+    }
     scores.update(logits, batch)
     counts = scores.compute()
     assert counts["offence_severity_total"].tolist() == [2, 0, 2, 0]
@@ -107,17 +120,30 @@ def training_cfg(**overrides):
 
 
 def test_head_and_backbone_groups_get_their_own_learning_rates(tiny_net):
-    opt = build_optimizer(training_cfg(learning_rate=1e-4, head_lr=1e-3, backbone_lr=None), tiny_net)
+    opt = build_optimizer(
+        training_cfg(learning_rate=1e-4, head_lr=1e-3, backbone_lr=None), tiny_net
+    )
     groups = {g["name"]: g for g in opt.param_groups}
     assert groups["head"]["lr"] == 1e-3 and groups["backbone"]["lr"] == 1e-4
-    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == sum(p.numel() for p in tiny_net.parameters())
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == sum(
+        p.numel() for p in tiny_net.parameters()
+    )
     assert isinstance(build_optimizer(training_cfg(optimizer="sgd"), tiny_net), torch.optim.SGD)
     assert isinstance(build_optimizer(training_cfg(optimizer="adam"), tiny_net), torch.optim.Adam)
-    assert group_learning_rates(training_cfg(learning_rate=3e-4, head_lr=None, backbone_lr=None)) == {"head": 3e-4, "backbone": 3e-4}
+    assert group_learning_rates(
+        training_cfg(learning_rate=3e-4, head_lr=None, backbone_lr=None)
+    ) == {"head": 3e-4, "backbone": 3e-4}
 
 
 def test_cosine_schedule_warms_up_then_decays_each_group_to_min_lr(tiny_net):
-    cfg = training_cfg(max_epochs=10, warmup_epochs=2.0, min_lr=1e-6, learning_rate=1e-3, head_lr=1e-2, backbone_lr=None)
+    cfg = training_cfg(
+        max_epochs=10,
+        warmup_epochs=2.0,
+        min_lr=1e-6,
+        learning_rate=1e-3,
+        head_lr=1e-2,
+        backbone_lr=None,
+    )
     opt = build_optimizer(cfg, tiny_net)
     sched = build_scheduler(cfg, opt, total_steps=100, monitor="val/sev_acc", mode="max")
     assert sched["interval"] == "step"
@@ -146,11 +172,19 @@ def test_warmup_cosine_endpoints():
 def test_step_and_plateau_schedulers(tiny_net):
     cfg = training_cfg(scheduler="step", step_size=3, gamma=0.5)
     sched = build_scheduler(cfg, build_optimizer(cfg, tiny_net), 10, "val/sev_acc", "max")
-    assert isinstance(sched["scheduler"], torch.optim.lr_scheduler.StepLR) and sched["interval"] == "epoch"
+    assert (
+        isinstance(sched["scheduler"], torch.optim.lr_scheduler.StepLR)
+        and sched["interval"] == "epoch"
+    )
     cfg = training_cfg(scheduler="plateau")
     sched = build_scheduler(cfg, build_optimizer(cfg, tiny_net), 10, "val/leaderboard", "max")
     assert sched["monitor"] == "val/leaderboard"
-    assert build_scheduler(training_cfg(scheduler="none"), build_optimizer(cfg, tiny_net), 10, "x", "max") is None
+    assert (
+        build_scheduler(
+            training_cfg(scheduler="none"), build_optimizer(cfg, tiny_net), 10, "x", "max"
+        )
+        is None
+    )
 
 
 # --- trainer ------------------------------------------------------------------------------
@@ -169,15 +203,28 @@ def test_single_gpu_without_cuda_falls_back_to_cpu_fp32_with_one_warning(caplog)
 def test_system_gpus_counts_gpus_or_cpu_processes():
     from mvfoul.errors import ConfigError
 
-    ddp = resolve_hardware(compose_config("config", ["system=cpu_ddp"]).system, cuda_available=False)
-    assert (ddp.accelerator, ddp.devices, ddp.strategy, ddp.precision) == ("cpu", 2, "ddp", "32-true")
+    ddp = resolve_hardware(
+        compose_config("config", ["system=cpu_ddp"]).system, cuda_available=False
+    )
+    assert (ddp.accelerator, ddp.devices, ddp.strategy, ddp.precision) == (
+        "cpu",
+        2,
+        "ddp",
+        "32-true",
+    )
     one = resolve_hardware(compose_config("config", ["system=cpu"]).system, cuda_available=False)
     assert (one.devices, one.strategy) == (1, "auto")
-    multi = compose_config("config", ["system=multi_gpu", "system.gpus=4", "system.num_nodes=2"]).system
+    multi = compose_config(
+        "config", ["system=multi_gpu", "system.gpus=4", "system.num_nodes=2"]
+    ).system
     hw = resolve_hardware(multi, cuda_available=True, gpu_count=4)
     assert (hw.accelerator, hw.devices, hw.num_nodes, hw.strategy) == ("gpu", 4, 2, "ddp")
-    with pytest.raises(ConfigError, match="system.gpus: 8 GPUs per node asked for, this machine has 4"):
-        resolve_hardware(compose_config("config", ["system=multi_gpu"]).system, cuda_available=True, gpu_count=4)
+    with pytest.raises(
+        ConfigError, match="system.gpus: 8 GPUs per node asked for, this machine has 4"
+    ):
+        resolve_hardware(
+            compose_config("config", ["system=multi_gpu"]).system, cuda_available=True, gpu_count=4
+        )
 
 
 def test_checkpoint_names_hold_no_slash():

@@ -12,13 +12,13 @@ from torch.utils.data import DataLoader
 from conftest import REAL_SAMPLE
 from mvfoul.data.annotations import Action, read_soccernet_split
 from mvfoul.data.dataset import MultiViewClipDataset, collate_views
+from mvfoul.data.frames import ClipLoader, LoadedClip
 from mvfoul.data.transforms import (
     KINETICS_MEAN,
     KINETICS_STD,
     ClipTransformConfig,
     build_clip_transform,
 )
-from mvfoul.data.frames import ClipLoader, LoadedClip
 from mvfoul.data.video import window_frame_indices
 from mvfoul.errors import DataError
 from mvfoul.labels import OfficialLabels
@@ -79,7 +79,11 @@ def test_train_without_augment_is_the_eval_path():
 def test_train_geometry_matches_eval_and_flip_mirrors_it():
     # Full-area crop, certain flip, no jitter: train = eval mirrored left-right.
     cfg = ClipTransformConfig(
-        frame_size=32, resize_size=32, augment=True, hflip_prob=1.0, crop_scale_min=1.0,
+        frame_size=32,
+        resize_size=32,
+        augment=True,
+        hflip_prob=1.0,
+        crop_scale_min=1.0,
         color_jitter=0.0,
     )
     clip = _random_clip()
@@ -154,7 +158,9 @@ def test_construction_reads_nothing():
 
 
 def test_views_per_sample_draws_distinct_random_views_reproducibly():
-    dataset = MultiViewClipDataset([_action("0", 4)], _FakeDecoder(), _identity_transform, views_per_sample=2)
+    dataset = MultiViewClipDataset(
+        [_action("0", 4)], _FakeDecoder(), _identity_transform, views_per_sample=2
+    )
     torch.manual_seed(123)
     draws = [_views_drawn(dataset[0]) for _ in range(20)]
     assert all(len(d) == 2 and d[0] < d[1] for d in draws)  # distinct, in annotation order
@@ -215,7 +221,9 @@ def real_actions() -> list[Action]:
 
 def test_real_fixture_eval_batch(real_actions):
     transform = build_clip_transform(ClipTransformConfig(frame_size=32), train=False)
-    dataset = MultiViewClipDataset(real_actions, ClipLoader(WINDOW, 36), transform, views_per_sample=None)
+    dataset = MultiViewClipDataset(
+        real_actions, ClipLoader(WINDOW, 36), transform, views_per_sample=None
+    )
     batch = collate_views([dataset[i] for i in range(len(dataset))])
 
     view_counts = [len(a.clips) for a in real_actions]  # [3, 3, 3, 2, 3]
@@ -234,7 +242,10 @@ def test_real_fixture_eval_batch(real_actions):
 def test_real_fixture_train_draws_requested_views(real_actions):
     cfg = ClipTransformConfig(frame_size=32, augment=True)
     dataset = MultiViewClipDataset(
-        real_actions[3:], ClipLoader(WINDOW, cfg.effective_resize_size), build_clip_transform(cfg, train=True), 2
+        real_actions[3:],
+        ClipLoader(WINDOW, cfg.effective_resize_size),
+        build_clip_transform(cfg, train=True),
+        2,
     )
     torch.manual_seed(0)
     batch = collate_views([dataset[0], dataset[1]])
@@ -254,7 +265,9 @@ def test_a_broken_view_raises_by_default():
 
 def test_skip_replaces_a_broken_view_with_another_view_of_the_same_action():
     broken = [f"/nowhere/action_0/clip_{k}.mp4" for k in (0, 1)]
-    dataset = MultiViewClipDataset([_action("0", 4)], _FakeDecoder(broken=broken), _identity_transform, 2, "skip")
+    dataset = MultiViewClipDataset(
+        [_action("0", 4)], _FakeDecoder(broken=broken), _identity_transform, 2, "skip"
+    )
     for seed in range(10):
         torch.manual_seed(seed)
         sample = dataset[0]
@@ -263,8 +276,20 @@ def test_skip_replaces_a_broken_view_with_another_view_of_the_same_action():
 
 
 def test_skip_leaves_out_broken_views_in_evaluation_and_drops_an_action_with_none_left():
-    decoder = _FakeDecoder(broken=["/nowhere/action_0/clip_1.mp4", "/nowhere/action_1/clip_0.mp4", "/nowhere/action_1/clip_1.mp4"])
-    dataset = MultiViewClipDataset([_action("0", 3), _action("1", 2), _action("2", 2)], decoder, _identity_transform, None, "skip")
+    decoder = _FakeDecoder(
+        broken=[
+            "/nowhere/action_0/clip_1.mp4",
+            "/nowhere/action_1/clip_0.mp4",
+            "/nowhere/action_1/clip_1.mp4",
+        ]
+    )
+    dataset = MultiViewClipDataset(
+        [_action("0", 3), _action("1", 2), _action("2", 2)],
+        decoder,
+        _identity_transform,
+        None,
+        "skip",
+    )
     batch = collate_views([dataset[i] for i in range(3)])
     assert batch["action_id"] == ["0", "2"]  # action 1 had no readable view
     assert batch["dropped_action_ids"] == ["1"]
@@ -282,5 +307,7 @@ def test_clips_of_any_resolution_become_the_same_training_square(height, width):
     frames = _random_clip(frames=2, height=height, width=width)
     square = prepare_frames(frames, 64)
     assert square.shape == (2, 64, 64, 3) and square.dtype == torch.uint8
-    out = build_clip_transform(ClipTransformConfig(frame_size=56, resize_size=64), train=False)(frames)
+    out = build_clip_transform(ClipTransformConfig(frame_size=56, resize_size=64), train=False)(
+        frames
+    )
     assert out.shape == (3, 2, 56, 56)

@@ -63,7 +63,9 @@ def _keyframes(clip: Path) -> list[int]:
     with _av_open(str(clip)) as container:
         stream = container.streams.video[0]
         return sorted(
-            _index(stream, p.pts) for p in container.demux(stream) if p.is_keyframe and p.pts is not None
+            _index(stream, p.pts)
+            for p in container.demux(stream)
+            if p.is_keyframe and p.pts is not None
         )
 
 
@@ -235,7 +237,9 @@ def test_window_near_the_start_decodes_from_frame_0(real_clip, decode_log):
     assert torch.equal(decoded.frames, _reference(real_clip)[request])
 
 
-def test_forced_fallback_decodes_from_frame_0_with_the_same_pixels(real_clip, decode_log, monkeypatch):
+def test_forced_fallback_decodes_from_frame_0_with_the_same_pixels(
+    real_clip, decode_log, monkeypatch
+):
     monkeypatch.setattr(video_module, "_decode_window_seeking", lambda *args: None)
     decoded = decode_frames(real_clip, DEFAULT_WINDOW, backend="pyav")
 
@@ -373,9 +377,10 @@ def test_truncated_real_clip_is_a_data_error_naming_it(real_clip, tmp_path, back
 def test_clip_damaged_mid_stream_is_a_data_error_naming_it(real_clip, tmp_path, backend):
     # Remux with the index first (faststart), then cut: the file opens, decoding meets the cut.
     remuxed = tmp_path / "faststart.mp4"
-    with av.open(str(real_clip)) as src, av.open(
-        str(remuxed), "w", options={"movflags": "faststart"}
-    ) as dst:
+    with (
+        av.open(str(real_clip)) as src,
+        av.open(str(remuxed), "w", options={"movflags": "faststart"}) as dst,
+    ):
         in_stream = src.streams.video[0]
         out_stream = dst.add_stream_from_template(in_stream)
         for packet in src.demux(in_stream):
@@ -436,7 +441,10 @@ def test_unusable_torchcodec_auto_falls_back_to_pyav(torchcodec_absent, real_cli
 
 
 def test_explicit_torchcodec_when_unusable_is_a_config_error(torchcodec_absent, real_clip):
-    for ask in (lambda: resolve_decoder("torchcodec"), lambda: decode_frames(real_clip, [0], "torchcodec")):
+    for ask in (
+        lambda: resolve_decoder("torchcodec"),
+        lambda: decode_frames(real_clip, [0], "torchcodec"),
+    ):
         with pytest.raises(ConfigError) as info:
             ask()
         message = str(info.value)
@@ -447,5 +455,7 @@ def test_explicit_torchcodec_when_unusable_is_a_config_error(torchcodec_absent, 
 
 
 def test_unknown_decoder_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"dataset\.decoder: 'ffmpeg' is not one of auto, pyav, torchcodec"):
+    with pytest.raises(
+        ConfigError, match=r"dataset\.decoder: 'ffmpeg' is not one of auto, pyav, torchcodec"
+    ):
         resolve_decoder("ffmpeg")

@@ -14,10 +14,16 @@ import difflib
 import os
 import re
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 from mvfoul.errors import MvfoulError
 from mvfoul.help import GROUPS
@@ -31,7 +37,9 @@ _VALUE_WITH_EQUALS = re.compile(r"^([+~]{0,2}[\w./@\-]+)=([^'\"].*=.*)$")
 def _unknown_key_message(full_key: str, schema: Any) -> str:
     """'<key>: unknown key ...' with the closest existing key of the node it was looked up in."""
     parent, _, leaf = full_key.rpartition(".")
-    candidates = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
+    candidates = (
+        [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
+    )
     close = difflib.get_close_matches(leaf, candidates, n=1)
     where = f"'{parent}'" if parent else "the root config"
     prefix = f"{parent}." if parent else ""
@@ -46,7 +54,11 @@ def _unknown_key_message(full_key: str, schema: Any) -> str:
 
 def _validation_message(cause: ValidationError) -> str:
     key = cause.full_key or "?"
-    detail = str(cause.msg).splitlines()[0] if getattr(cause, "msg", None) else str(cause).splitlines()[0]
+    detail = (
+        str(cause.msg).splitlines()[0]
+        if getattr(cause, "msg", None)
+        else str(cause).splitlines()[0]
+    )
     return f"{key}: {detail} (fix the value on the command line or in the YAML that sets it)"
 
 

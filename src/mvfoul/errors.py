@@ -51,4 +51,3 @@ class DivergenceError(MvfoulError):
     """Training produced a non-finite loss or non-finite weights; the run was stopped."""
 
     exit_code = 3
-

@@ -9,8 +9,9 @@ cross-entropy with or without weights.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,13 +58,17 @@ def class_weights(counts: torch.Tensor, method: str, beta: float = 0.99) -> torc
     elif method == "balanced":
         raw = n.sum() / (len(n) * n)
     else:
-        raise ValueError(f"class_weight_method {method!r} is not one of effective_num, inverse_freq, balanced")
+        raise ValueError(
+            f"class_weight_method {method!r} is not one of effective_num, inverse_freq, balanced"
+        )
     weights = torch.ones_like(counts)
     weights[present] = raw / raw.mean()
     return weights.to(torch.float32)
 
 
-def smoothed_targets(target: torch.Tensor, num_classes: int, label_smoothing: float) -> torch.Tensor:
+def smoothed_targets(
+    target: torch.Tensor, num_classes: int, label_smoothing: float
+) -> torch.Tensor:
     """One-hot targets mixed with the uniform distribution, as ``F.cross_entropy`` does."""
     one_hot = F.one_hot(target, num_classes).to(torch.float32)
     return one_hot * (1.0 - label_smoothing) + label_smoothing / num_classes
@@ -135,9 +140,15 @@ class MultiTaskLoss(nn.Module):
         weight = self.class_weights(head)
         if self.function == "ce":
             return F.cross_entropy(
-                logits.float(), target, weight=weight, label_smoothing=self.label_smoothing, reduction="none"
+                logits.float(),
+                target,
+                weight=weight,
+                label_smoothing=self.label_smoothing,
+                reduction="none",
             ).mean()
-        return focal_loss(logits, target, self.focal_gamma, self.focal_alpha, self.label_smoothing, weight)
+        return focal_loss(
+            logits, target, self.focal_gamma, self.focal_alpha, self.label_smoothing, weight
+        )
 
     def forward(
         self, logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]
@@ -150,7 +161,9 @@ class MultiTaskLoss(nn.Module):
 
 def uses_class_weights(loss: Any) -> bool:
     """Whether the ``loss`` config weights classes (directly, or as focal loss's alpha)."""
-    return bool(loss.use_class_weights) or (loss.function == "focal" and loss.focal_alpha == ALPHA_CLASS_WEIGHTS)
+    return bool(loss.use_class_weights) or (
+        loss.function == "focal" and loss.focal_alpha == ALPHA_CLASS_WEIGHTS
+    )
 
 
 def scalar_focal_alpha(loss: Any) -> float | None:
@@ -173,7 +186,12 @@ def resolve_label_smoothing(loss: Any, sampling: Any) -> LabelSmoothingDecision:
     false`` keeps it."""
     configured = float(loss.label_smoothing)
     oversampling = bool(sampling.use_class_balanced_sampler) and sampling.oversample_factor > 1
-    if configured > 0 and loss.auto_disable_label_smoothing and oversampling and uses_class_weights(loss):
+    if (
+        configured > 0
+        and loss.auto_disable_label_smoothing
+        and oversampling
+        and uses_class_weights(loss)
+    ):
         reason = (
             f"loss.label_smoothing={configured:g} switched off: class-balanced oversampling "
             f"(sampling.oversample_factor={sampling.oversample_factor:g}) and class weights are both on and would "
@@ -183,7 +201,11 @@ def resolve_label_smoothing(loss: Any, sampling: Any) -> LabelSmoothingDecision:
     return LabelSmoothingDecision(configured, configured, None)
 
 
-def format_class_weight_table(counts: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], names: dict[str, Sequence[str]]) -> str:
+def format_class_weight_table(
+    counts: dict[str, torch.Tensor],
+    weights: dict[str, torch.Tensor],
+    names: dict[str, Sequence[str]],
+) -> str:
     """A small per-class table (count, weight) for each head, printed once at start."""
     lines = []
     for head in HEADS:

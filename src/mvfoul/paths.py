@@ -22,6 +22,8 @@ def default_cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "mvfoul"
+
+
 # A user's own named configs (kept runs, converted command lines) live here, outside the
 # tracked presets; --config-name finds them too.
 USER_CONFIGS_DIR = CONF_DIR / "user"

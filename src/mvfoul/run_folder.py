@@ -87,7 +87,11 @@ def run_records(folder: Path) -> list[str]:
 def sweep_records(folder: Path) -> list[str]:
     """The records of an earlier sweep in ``folder``: its multirun.yaml, and job folders holding runs."""
     found = ["multirun.yaml"] if (folder / "multirun.yaml").is_file() else []
-    found += [f"{job.name}/" for job in sorted(folder.iterdir()) if job.is_dir() and job.name.isdigit() and run_records(job)]
+    found += [
+        f"{job.name}/"
+        for job in sorted(folder.iterdir())
+        if job.is_dir() and job.name.isdigit() and run_records(job)
+    ]
     return found
 
 
@@ -109,10 +113,14 @@ def _create(folder: Path, key: str) -> bool:
         return True
     except FileExistsError:
         if not folder.is_dir():
-            raise RunFolderError(f"{key}: cannot use {folder}: {_reason(OSError(errno.EEXIST, 'exists'))}; choose another folder") from None
+            raise RunFolderError(
+                f"{key}: cannot use {folder}: {_reason(OSError(errno.EEXIST, 'exists'))}; choose another folder"
+            ) from None
         return False
     except OSError as err:
-        raise RunFolderError(f"{key}: cannot create {folder}: {_reason(err)}; choose another folder") from None
+        raise RunFolderError(
+            f"{key}: cannot create {folder}: {_reason(err)}; choose another folder"
+        ) from None
 
 
 def check_writable(folder: Path, key: str = "hydra.run.dir") -> None:
@@ -124,7 +132,9 @@ def check_writable(folder: Path, key: str = "hydra.run.dir") -> None:
             fh.flush()
             os.fsync(fh.fileno())
     except OSError as err:
-        raise RunFolderError(f"{key}: cannot write into {folder}: {_reason(err)}; free some space or choose another folder") from None
+        raise RunFolderError(
+            f"{key}: cannot write into {folder}: {_reason(err)}; free some space or choose another folder"
+        ) from None
     finally:
         try:
             probe.unlink()
@@ -143,7 +153,9 @@ def lock_run_folder(folder: Path, key: str = "hydra.run.dir") -> None:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as err:
-        raise RunFolderError(f"{key}: cannot write into {folder}: {_reason(err)}; choose another folder") from None
+        raise RunFolderError(
+            f"{key}: cannot write into {folder}: {_reason(err)}; choose another folder"
+        ) from None
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -169,7 +181,9 @@ def _unique_variant(folder: Path, key: str) -> Path:
         candidate = folder if n == 0 else folder.with_name(f"{folder.name}_{n}")
         if _create(candidate, key):
             return candidate
-    raise RunFolderError(f"{key}: no free name near {folder}; choose another folder")  # pragma: no cover
+    raise RunFolderError(
+        f"{key}: no free name near {folder}; choose another folder"
+    )  # pragma: no cover
 
 
 def _refusal(folder: Path, records: list[str], key: str, evaluation: bool) -> RunFolderError:
@@ -189,7 +203,9 @@ def claim(config: DictConfig, dir_key: str) -> tuple[Path, bool]:
         raw = raw[part]  # type: ignore[index]
     # Made from the clock: a name another run may take in the same second. (Under SLURM the
     # default name is the job's id, which its requeues must find again.)
-    clock_named = bool(_CLOCK_NAME.search(str(raw))) and not ("mvfoul_stamp" in str(raw) and on_slurm())
+    clock_named = bool(_CLOCK_NAME.search(str(raw))) and not (
+        "mvfoul_stamp" in str(raw) and on_slurm()
+    )
     folder = Path(str(OmegaConf.select(config, dir_key))).expanduser()
     resume = OmegaConf.select(config, "experiment.resume", default=None)
     if resume is None and requeued_slurm_job():
@@ -251,12 +267,16 @@ class RunFolderCallback(Callback):
             # reach the jobs too, not only the launcher's own copy.
             _set(config, "hydra.sweep.dir", str(folder))
             with read_write(config):
-                config.hydra.overrides.hydra.append(f"hydra.sweep.dir={hydra_quoted(str(folder), 'hydra.sweep.dir')}")
+                config.hydra.overrides.hydra.append(
+                    f"hydra.sweep.dir={hydra_quoted(str(folder), 'hydra.sweep.dir')}"
+                )
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Sweep jobs run in fresh numbered sub-folders; the lock keeps two launches of the same
         # explicit sweep folder from writing into the same job folder at once.
-        if OmegaConf.select(config, "hydra.mode") is not None and str(config.hydra.mode).endswith("MULTIRUN"):
+        if OmegaConf.select(config, "hydra.mode") is not None and str(config.hydra.mode).endswith(
+            "MULTIRUN"
+        ):
             if not is_secondary_process():
                 try:
                     lock_run_folder(Path(str(config.hydra.runtime.output_dir)), "hydra.sweep.dir")
@@ -264,5 +284,7 @@ class RunFolderCallback(Callback):
                     raise RunFolderAbort(err) from None
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        if OmegaConf.select(config, "hydra.mode") is not None and str(config.hydra.mode).endswith("MULTIRUN"):
+        if OmegaConf.select(config, "hydra.mode") is not None and str(config.hydra.mode).endswith(
+            "MULTIRUN"
+        ):
             unlock_run_folder(Path(str(config.hydra.runtime.output_dir)))

@@ -30,13 +30,17 @@ from mvfoul.paths import CONF_DIR, PRESETS_DIR, PROJECT_ROOT, USER_CONFIGS_DIR
 def _load(run_dir: Path, name: str) -> object:
     path = run_dir / ".hydra" / name
     if not path.is_file():
-        raise MvfoulError(f"{path} not found: give a run folder made by train_hydra.py (it holds .hydra/{name})")
+        raise MvfoulError(
+            f"{path} not found: give a run folder made by train_hydra.py (it holds .hydra/{name})"
+        )
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 def rerun_command(run_dir: str | Path) -> str:
     """The command line that composes exactly this run's config again."""
-    return " ".join(shlex.quote(str(w)) for w in ["python", "train_hydra.py", *_run_arguments(Path(run_dir))])
+    return " ".join(
+        shlex.quote(str(w)) for w in ["python", "train_hydra.py", *_run_arguments(Path(run_dir))]
+    )
 
 
 def _run_arguments(run_dir: Path) -> list[str]:
@@ -52,8 +56,15 @@ def resume_arguments(run_dir: str | Path) -> tuple[list[str], Path]:
     from mvfoul.training.checkpoints import hydra_quoted
 
     run_dir = Path(run_dir).resolve()
-    args = [a for a in _run_arguments(run_dir) if not a.lstrip("+~").startswith(("experiment.resume=", "hydra.run.dir="))]
-    args += ["experiment.resume=auto", f"hydra.run.dir={hydra_quoted(str(run_dir), 'hydra.run.dir')}"]
+    args = [
+        a
+        for a in _run_arguments(run_dir)
+        if not a.lstrip("+~").startswith(("experiment.resume=", "hydra.run.dir="))
+    ]
+    args += [
+        "experiment.resume=auto",
+        f"hydra.run.dir={hydra_quoted(str(run_dir), 'hydra.run.dir')}",
+    ]
     cwd = _load(run_dir, "hydra.yaml")["hydra"]["runtime"].get("cwd")  # type: ignore[index]
     return args, Path(cwd) if cwd and Path(cwd).is_dir() else Path.cwd()
 
@@ -62,11 +73,16 @@ def resume_run(run_dir: str | Path) -> int:
     """Continue the run in ``run_dir`` (python -m mvfoul.runs resume); returns the exit code."""
     args, cwd = resume_arguments(run_dir)
     command = [sys.executable, str(PROJECT_ROOT / "train_hydra.py"), *args]
-    print("resuming: " + " ".join(shlex.quote(w) for w in ["python", "train_hydra.py", *args]), flush=True)
+    print(
+        "resuming: " + " ".join(shlex.quote(w) for w in ["python", "train_hydra.py", *args]),
+        flush=True,
+    )
     return subprocess.call(command, cwd=cwd)
 
 
-def keep_run(run_dir: str | Path, name: str, folder: Path = USER_CONFIGS_DIR, force: bool = False) -> Path:
+def keep_run(
+    run_dir: str | Path, name: str, folder: Path = USER_CONFIGS_DIR, force: bool = False
+) -> Path:
     """Write the run's composed config as ``<folder>/<name>.yaml``, usable as ``--config-name``.
 
     The file selects the same group options the run used (so each group is checked by the same
@@ -84,7 +100,9 @@ def keep_run(run_dir: str | Path, name: str, folder: Path = USER_CONFIGS_DIR, fo
             "not your run; choose another name"
         )
     if (folder / f"{name}.yaml").exists() and not force:
-        raise MvfoulError(f"{folder / (name + '.yaml')} already exists; choose another name, or pass --force to replace it")
+        raise MvfoulError(
+            f"{folder / (name + '.yaml')} already exists; choose another name, or pass --force to replace it"
+        )
     config = _load(run_dir, "config.yaml")
     choices = _load(run_dir, "hydra.yaml")["hydra"]["runtime"]["choices"]  # type: ignore[index]
     defaults: list[object] = ["/config"]
@@ -102,16 +120,25 @@ def keep_run(run_dir: str | Path, name: str, folder: Path = USER_CONFIGS_DIR, fo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mvfoul.runs", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mvfoul.runs", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="action", required=True)
     command = sub.add_parser("command", help="print the command that reruns a run exactly")
     command.add_argument("run_dir", type=Path)
-    resume = sub.add_parser("resume", help="continue a run in its own folder from its last.ckpt (its own command, experiment.resume=auto)")
+    resume = sub.add_parser(
+        "resume",
+        help="continue a run in its own folder from its last.ckpt (its own command, experiment.resume=auto)",
+    )
     resume.add_argument("run_dir", type=Path)
-    keep = sub.add_parser("keep", help="keep a run's config as conf/user/NAME.yaml (--config-name NAME)")
+    keep = sub.add_parser(
+        "keep", help="keep a run's config as conf/user/NAME.yaml (--config-name NAME)"
+    )
     keep.add_argument("run_dir", type=Path)
     keep.add_argument("name")
-    keep.add_argument("--force", action="store_true", help="replace conf/user/NAME.yaml if it exists")
+    keep.add_argument(
+        "--force", action="store_true", help="replace conf/user/NAME.yaml if it exists"
+    )
     args = parser.parse_args(argv)
     try:
         if args.action == "command":

@@ -40,7 +40,8 @@ augmentation, so these do not depend on the DataLoader worker, the rank or the p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator, NamedTuple, Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -80,7 +81,9 @@ def _draws(indices: np.ndarray, samples: np.random.SeedSequence) -> list[Draw]:
     return [Draw(int(i), int(s)) for i, s in zip(indices.tolist(), seeds.tolist())]
 
 
-def epoch_class_counts(distribution: np.ndarray, num_samples: int, caps: np.ndarray | None = None) -> np.ndarray:
+def epoch_class_counts(
+    distribution: np.ndarray, num_samples: int, caps: np.ndarray | None = None
+) -> np.ndarray:
     """How many draws each class gets in an epoch of ``num_samples``: ``floor`` or ``ceil`` of
     ``distribution * num_samples``, summing to ``num_samples`` (largest remainder).
 
@@ -107,7 +110,9 @@ def labels_of(actions: Sequence[Action]) -> tuple[np.ndarray, np.ndarray]:
     """The (offence_severity, action) class indices of labelled actions, as two int arrays."""
     unlabelled = [a.action_id for a in actions if a.labels is None]
     if unlabelled:
-        raise ValueError(f"class-balanced sampling needs labelled actions; unlabelled: {unlabelled[:5]}")
+        raise ValueError(
+            f"class-balanced sampling needs labelled actions; unlabelled: {unlabelled[:5]}"
+        )
     severity = np.array([a.labels.offence_severity for a in actions], dtype=np.int64)  # type: ignore[union-attr]
     action = np.array([a.labels.action for a in actions], dtype=np.int64)  # type: ignore[union-attr]
     return severity, action
@@ -150,7 +155,9 @@ def natural_distribution(class_ids: np.ndarray, num_classes: int) -> np.ndarray:
     """``p_c = n_c / N``: how often each class occurs in the split."""
     class_ids = np.asarray(class_ids, dtype=np.int64)
     if class_ids.size == 0:
-        raise ValueError("class-balanced sampling needs at least one labelled sample; the label list is empty")
+        raise ValueError(
+            "class-balanced sampling needs at least one labelled sample; the label list is empty"
+        )
     _check_range(class_ids, num_classes, "class id")
     return np.bincount(class_ids, minlength=num_classes) / class_ids.size
 
@@ -186,7 +193,9 @@ def ramp_fraction(epoch: int, start: int, end: int) -> float:
     at ``start``.
     """
     if start > end:
-        raise ValueError(f"progressive_start_epoch ({start}) must be <= progressive_end_epoch ({end})")
+        raise ValueError(
+            f"progressive_start_epoch ({start}) must be <= progressive_end_epoch ({end})"
+        )
     if epoch < start:
         return 0.0
     if epoch >= end:
@@ -194,7 +203,9 @@ def ramp_fraction(epoch: int, start: int, end: int) -> float:
     return (epoch - start) / (end - start)
 
 
-def expected_distribution(sample_probs: np.ndarray, labels: Sequence[int] | np.ndarray, num_classes: int) -> np.ndarray:
+def expected_distribution(
+    sample_probs: np.ndarray, labels: Sequence[int] | np.ndarray, num_classes: int
+) -> np.ndarray:
     """Expected class frequencies of a draw with per-sample probabilities ``sample_probs``.
 
     Used to log what the balanced draw does to the *other* task (e.g. the action mix when
@@ -203,7 +214,9 @@ def expected_distribution(sample_probs: np.ndarray, labels: Sequence[int] | np.n
     labels = np.asarray(labels, dtype=np.int64)
     sample_probs = np.asarray(sample_probs, dtype=np.float64)
     if labels.shape != sample_probs.shape:
-        raise ValueError(f"labels {labels.shape} and sample probabilities {sample_probs.shape} differ in length")
+        raise ValueError(
+            f"labels {labels.shape} and sample probabilities {sample_probs.shape} differ in length"
+        )
     _check_range(labels, num_classes, "label")
     return np.bincount(labels, weights=sample_probs, minlength=num_classes)
 
@@ -233,9 +246,13 @@ class ClassBalancedSampler(Sampler[Draw]):
         self.num_classes = int(num_classes)
         self.natural = natural_distribution(self.class_ids, self.num_classes)  # raises when empty
         self.target = capped_balanced_distribution(self.natural, oversample_factor)
-        ramp_fraction(start_epoch, start_epoch, end_epoch)  # validates start <= end now, not mid-run
+        ramp_fraction(
+            start_epoch, start_epoch, end_epoch
+        )  # validates start <= end now, not mid-run
         if num_samples is not None and num_samples < 1:
-            raise ValueError(f"sampling.samples_per_epoch must be >= 1 or null (= dataset size); got {num_samples}")
+            raise ValueError(
+                f"sampling.samples_per_epoch must be >= 1 or null (= dataset size); got {num_samples}"
+            )
         self.oversample_factor = float(oversample_factor)
         self.progressive = bool(progressive)
         self.start_epoch = int(start_epoch)
@@ -269,7 +286,9 @@ class ClassBalancedSampler(Sampler[Draw]):
 
     def class_counts(self, epoch: int | None = None) -> np.ndarray:
         """How many times each class is drawn at ``epoch``: fixed, see :func:`epoch_class_counts`."""
-        caps = np.floor(self.oversample_factor * self.natural * self.num_samples + 1e-9).astype(np.int64)
+        caps = np.floor(self.oversample_factor * self.natural * self.num_samples + 1e-9).astype(
+            np.int64
+        )
         return epoch_class_counts(self.class_distribution(epoch), self.num_samples, caps)
 
     def epoch_indices(self, epoch: int | None = None) -> np.ndarray:
@@ -335,4 +354,6 @@ def _check_factor(oversample_factor: float) -> None:
 
 def _check_range(ids: np.ndarray, num_classes: int, what: str) -> None:
     if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
-        raise ValueError(f"{what} out of range: expected 0..{num_classes - 1}, got {ids.min()}..{ids.max()}")
+        raise ValueError(
+            f"{what} out of range: expected 0..{num_classes - 1}, got {ids.min()}..{ids.max()}"
+        )

@@ -12,7 +12,10 @@ import time
 
 def on_slurm() -> bool:
     """Whether this process is a task of a SLURM batch job (not an interactive shell's)."""
-    return bool(os.environ.get("SLURM_JOB_ID")) and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+    return bool(os.environ.get("SLURM_JOB_ID")) and os.environ.get("SLURM_JOB_NAME") not in (
+        "bash",
+        "interactive",
+    )
 
 
 def slurm_job_id() -> str | None:

@@ -48,10 +48,11 @@ import re
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback
@@ -195,10 +196,14 @@ def _check_sweep_dir(path: Path) -> None:
     if (path / ".hydra").is_dir():
         if path.parent != path and is_sweep_dir(path.parent):
             raise MvfoulError(f"{path} is one job of a sweep: give the sweep folder, {path.parent}")
-        raise MvfoulError(f"{path} is a single run (made without --multirun), not a sweep; {NOT_A_SWEEP_HINT}")
+        raise MvfoulError(
+            f"{path} is a single run (made without --multirun), not a sweep; {NOT_A_SWEEP_HINT}"
+        )
     sweeps = sorted(c for c in path.iterdir() if c.is_dir() and is_sweep_dir(c))
     if sweeps:
-        raise MvfoulError(f"{path} holds {len(sweeps)} sweep(s), not jobs: give one of them, e.g. the latest, {sweeps[-1]}")
+        raise MvfoulError(
+            f"{path} holds {len(sweeps)} sweep(s), not jobs: give one of them, e.g. the latest, {sweeps[-1]}"
+        )
     raise MvfoulError(f"{path} is not a sweep folder: {NOT_A_SWEEP_HINT}")
 
 
@@ -297,7 +302,11 @@ def read_job(num: int, folder: Path, state: str, now: float | None = None) -> Jo
         row.wall_time_s = summary.get("wall_time_s")
         return row
     if marker.get("status") == "failed":
-        row.status, row.error, row.wall_time_s = "failed", marker.get("error"), marker.get("duration_s")
+        row.status, row.error, row.wall_time_s = (
+            "failed",
+            marker.get("error"),
+            marker.get("duration_s"),
+        )
         return row
     if marker.get("status") == "completed":
         row.error = f"the job returned but wrote no {RUN_SUMMARY}"
@@ -366,14 +375,22 @@ def summarize_sweep(sweep_dir: str | Path, now: float | None = None) -> SweepSum
     summary = SweepSummary(sweep_dir=sweep_dir, state=state, jobs=jobs, common=common, keys=keys)
     record = _read_json(sweep_dir / SWEEP_STATE) or {}
     try:
-        multirun = OmegaConf.load(sweep_dir / "multirun.yaml") if (sweep_dir / "multirun.yaml").is_file() else None
+        multirun = (
+            OmegaConf.load(sweep_dir / "multirun.yaml")
+            if (sweep_dir / "multirun.yaml").is_file()
+            else None
+        )
     except Exception:  # noqa: BLE001 - an unreadable multirun.yaml only costs the header details
         multirun = None
     hydra_cfg = multirun.hydra if isinstance(multirun, DictConfig) and "hydra" in multirun else None
-    summary.planned = record.get("planned_jobs") if "planned_jobs" in record else (
-        _planned_jobs(hydra_cfg) if hydra_cfg is not None else None
+    summary.planned = (
+        record.get("planned_jobs")
+        if "planned_jobs" in record
+        else (_planned_jobs(hydra_cfg) if hydra_cfg is not None else None)
     )
-    target = record.get("sweeper") or (OmegaConf.select(hydra_cfg, "sweeper._target_") if hydra_cfg is not None else None)
+    target = record.get("sweeper") or (
+        OmegaConf.select(hydra_cfg, "sweeper._target_") if hydra_cfg is not None else None
+    )
     summary.sweeper = SWEEPER_NAMES.get(target, target) if target else None
     summary.config_name = record.get("config_name") or (
         OmegaConf.select(hydra_cfg, "job.config_name") if hydra_cfg is not None else None
@@ -382,7 +399,9 @@ def summarize_sweep(sweep_dir: str | Path, now: float | None = None) -> SweepSum
         for job in jobs:
             hydra_yaml = _read_yaml(job.folder / ".hydra" / "hydra.yaml")
             if isinstance(hydra_yaml, dict):
-                summary.config_name = (hydra_yaml.get("hydra") or {}).get("job", {}).get("config_name")
+                summary.config_name = (
+                    (hydra_yaml.get("hydra") or {}).get("job", {}).get("config_name")
+                )
                 break
     if record.get("study_name"):
         summary.study = f"{record['study_name']} in {record.get('storage') or 'memory (not kept)'}"
@@ -412,7 +431,9 @@ def _number(value: Any) -> str:
         return str(value)
     if math.isnan(value):
         return "nan"
-    return f"{value:.2f}" if value == 0 or abs(value) >= 0.1 else f"{value:.3g}"  # percents; small losses
+    return (
+        f"{value:.2f}" if value == 0 or abs(value) >= 0.1 else f"{value:.3g}"
+    )  # percents; small losses
 
 
 def _duration(seconds: Any) -> str:
@@ -447,7 +468,11 @@ def header_lines(summary: SweepSummary) -> list[str]:
         "unknown": "unknown (no live process to check: a job counts as running while its folder "
         f"changed in the last {ACTIVE_WITHIN_S // 60} min)",
     }[summary.state]
-    counts = ", ".join(f"{summary.count(s)} {s}" for s in ("done", "failed", "running", "incomplete") if summary.count(s))
+    counts = ", ".join(
+        f"{summary.count(s)} {s}"
+        for s in ("done", "failed", "running", "incomplete")
+        if summary.count(s)
+    )
     counts = counts or "no job started yet"
     if summary.not_started:
         counts += f", {summary.not_started} not started"
@@ -464,7 +489,9 @@ def header_lines(summary: SweepSummary) -> list[str]:
     best = summary.best_job()
     if best is not None:
         varying = " ".join(f"{k}={v}" for k, v in best.varying.items())
-        lines.append(f"best: job {best.job} ({_number(best.best)})" + (f": {varying}" if varying else ""))
+        lines.append(
+            f"best: job {best.job} ({_number(best.best)})" + (f": {varying}" if varying else "")
+        )
     lines.append(
         f"{LEADERBOARD} @best: at the epoch of the best monitored value; @last: at the last epoch"
     )
@@ -505,8 +532,16 @@ def _display_rows(summary: SweepSummary) -> list[list[str]]:
 
 
 CSV_FIELDS = [
-    "status", "monitor", "mode", "best_value", "best_epoch", "val_leaderboard_at_best_epoch",
-    "val_leaderboard_at_last_epoch", "wall_time_s", "error", "folder",
+    "status",
+    "monitor",
+    "mode",
+    "best_value",
+    "best_epoch",
+    "val_leaderboard_at_best_epoch",
+    "val_leaderboard_at_last_epoch",
+    "wall_time_s",
+    "error",
+    "folder",
 ]
 
 
@@ -517,10 +552,24 @@ def format_csv(summary: SweepSummary) -> str:
     writer.writerow(["job", *summary.keys, *CSV_FIELDS])
     for job in summary.jobs:
         values = [
-            job.status, job.monitor, job.mode, job.best, job.best_epoch, job.leaderboard_at_best,
-            job.leaderboard_last, job.wall_time_s, job.error, job.folder.name,
+            job.status,
+            job.monitor,
+            job.mode,
+            job.best,
+            job.best_epoch,
+            job.leaderboard_at_best,
+            job.leaderboard_last,
+            job.wall_time_s,
+            job.error,
+            job.folder.name,
         ]
-        writer.writerow([job.job, *(job.varying.get(k, "") for k in summary.keys), *("" if v is None else v for v in values)])
+        writer.writerow(
+            [
+                job.job,
+                *(job.varying.get(k, "") for k in summary.keys),
+                *("" if v is None else v for v in values),
+            ]
+        )
     return out.getvalue()
 
 
@@ -530,11 +579,15 @@ def format_markdown(summary: SweepSummary) -> str:
 
     lines = [f"# Sweep {summary.sweep_dir}", ""]
     lines += [f"- {cell(line)}" for line in header_lines(summary)]
-    lines.append(f"- built {summary.built:%Y-%m-%d %H:%M:%S} (python -m mvfoul.sweeps summarize {summary.sweep_dir})")
+    lines.append(
+        f"- built {summary.built:%Y-%m-%d %H:%M:%S} (python -m mvfoul.sweeps summarize {summary.sweep_dir})"
+    )
     lines.append("")
     columns = _columns(summary)
     lines.append("| " + " | ".join(cell(c) for c in columns) + " |")
-    numeric = {"job", "epoch", "wall time"} | {c for c in columns if c.startswith("best") or c.startswith(LEADERBOARD)}
+    numeric = {"job", "epoch", "wall time"} | {
+        c for c in columns if c.startswith("best") or c.startswith(LEADERBOARD)
+    }
     lines.append("|" + "|".join("---:" if c in numeric else "---" for c in columns) + "|")
     for row in _display_rows(summary):
         lines.append("| " + " | ".join(cell(v) for v in row) + " |")
@@ -552,7 +605,9 @@ def write_summary_files(summary: SweepSummary) -> tuple[Path, Path]:
         _write_atomic(csv_path, format_csv(summary))
         _write_atomic(md_path, format_markdown(summary))
     except OSError as err:
-        raise MvfoulError(f"cannot write the sweep summary into {summary.sweep_dir}: {err.strerror or err}") from err
+        raise MvfoulError(
+            f"cannot write the sweep summary into {summary.sweep_dir}: {err.strerror or err}"
+        ) from err
     return csv_path, md_path
 
 
@@ -599,7 +654,7 @@ def _now() -> str:
 
 def _sqlite_path(storage: Any) -> Path | None:
     if isinstance(storage, str) and storage.startswith("sqlite:///"):
-        path = storage[len("sqlite:///"):].split("?", 1)[0]
+        path = storage[len("sqlite:///") :].split("?", 1)[0]
         return Path(path) if path and path != ":memory:" else None
     return None
 
@@ -647,7 +702,9 @@ class SweepSummaryCallback(Callback):
                 "sweeper": target,
                 "planned_jobs": _planned_jobs(config.hydra),
                 "config_name": OmegaConf.select(config, "hydra.job.config_name"),
-                "overrides": [str(o) for o in OmegaConf.select(config, "hydra.overrides.task") or []],
+                "overrides": [
+                    str(o) for o in OmegaConf.select(config, "hydra.overrides.task") or []
+                ],
             }
             if target == OPTUNA_SWEEPER:
                 record.update(self._prepare_optuna(config))
@@ -672,7 +729,10 @@ class SweepSummaryCallback(Callback):
         if mode and not direction.lower().startswith(str(mode).lower()):
             log.warning(
                 "optuna: hydra.sweeper.direction=%s but experiment.mode=%s: the search would "
-                "look for the worst %s", direction, mode, monitor,
+                "look for the worst %s",
+                direction,
+                mode,
+                monitor,
             )
         return {
             "study_name": study_name,
@@ -681,7 +741,9 @@ class SweepSummaryCallback(Callback):
         }
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._job_started[str(OmegaConf.select(config, "hydra.runtime.output_dir"))] = time.monotonic()
+        self._job_started[str(OmegaConf.select(config, "hydra.runtime.output_dir"))] = (
+            time.monotonic()
+        )
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if not _is_multirun(config):
@@ -725,13 +787,18 @@ class SweepSummaryCallback(Callback):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mvfoul.sweeps", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mvfoul.sweeps", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="action", required=True)
     summarize = sub.add_parser(
-        "summarize", help="build a sweep's table (finished, running or crashed): print it, write sweep_summary.csv/.md"
+        "summarize",
+        help="build a sweep's table (finished, running or crashed): print it, write sweep_summary.csv/.md",
     )
     summarize.add_argument("sweep_dir", type=Path, help="multirun/<experiment.name>/<date_time>")
-    summarize.add_argument("-q", "--quiet", action="store_true", help="write the files without printing the table")
+    summarize.add_argument(
+        "-q", "--quiet", action="store_true", help="write the files without printing the table"
+    )
     args = parser.parse_args(argv)
     try:
         summary = summarize_sweep(args.sweep_dir)

@@ -7,9 +7,10 @@ fixes a command line in one go.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -103,15 +104,22 @@ def _check_dataset(cfg: DictConfig, p: _Problems) -> tuple[int, ...] | None:
             p.items.extend(err.problems)
     p.choice("dataset.on_decode_error", d.on_decode_error, C.ON_DECODE_ERROR)
     if d.prefetch_factor is not None:
-        p.check(d.prefetch_factor >= 1, "dataset.prefetch_factor", d.prefetch_factor, ">= 1 or null")
+        p.check(
+            d.prefetch_factor >= 1, "dataset.prefetch_factor", d.prefetch_factor, ">= 1 or null"
+        )
     p.check(d.batch_size >= 1, "dataset.batch_size", d.batch_size, ">= 1")
     if d.eval_batch_size is not None:
-        p.check(d.eval_batch_size >= 1, "dataset.eval_batch_size", d.eval_batch_size, ">= 1 or null")
+        p.check(
+            d.eval_batch_size >= 1, "dataset.eval_batch_size", d.eval_batch_size, ">= 1 or null"
+        )
     p.check(d.num_workers >= 0, "dataset.num_workers", d.num_workers, ">= 0")
     p.check(d.frame_size >= 16, "dataset.frame_size", d.frame_size, ">= 16 (px)")
     if d.resize_size is not None:
         p.check(
-            d.resize_size >= d.frame_size, "dataset.resize_size", d.resize_size, f">= dataset.frame_size ({d.frame_size}) or null"
+            d.resize_size >= d.frame_size,
+            "dataset.resize_size",
+            d.resize_size,
+            f">= dataset.frame_size ({d.frame_size}) or null",
         )
     p.check(d.train_views >= 1, "dataset.train_views", d.train_views, ">= 1")
     p.check(0.0 <= d.hflip_prob <= 1.0, "dataset.hflip_prob", d.hflip_prob, "in [0, 1]")
@@ -128,15 +136,24 @@ def _check_dataset(cfg: DictConfig, p: _Problems) -> tuple[int, ...] | None:
     if d.cache_dir:
         problem = _folder_problem(Path(d.cache_dir).expanduser())
         if problem:
-            p.add("dataset.cache_dir", f"{d.cache_dir!r} {problem}: give a folder (it is created if missing), or null for no cache")
+            p.add(
+                "dataset.cache_dir",
+                f"{d.cache_dir!r} {problem}: give a folder (it is created if missing), or null for no cache",
+            )
     p.check(d.start_frame >= 0, "dataset.start_frame", d.start_frame, ">= 0")
     p.check(d.clip_fps > 0, "dataset.clip_fps", d.clip_fps, "> 0")
 
     window_ok = d.end_frame > d.start_frame and 0 < d.fps <= d.clip_fps
     if d.end_frame <= d.start_frame:
-        p.add("dataset.end_frame", f"{d.end_frame} must be greater than dataset.start_frame ({d.start_frame})")
+        p.add(
+            "dataset.end_frame",
+            f"{d.end_frame} must be greater than dataset.start_frame ({d.start_frame})",
+        )
     if not 0 < d.fps <= d.clip_fps:
-        p.add("dataset.fps", f"{d.fps!r} is out of range: expected in (0, dataset.clip_fps={d.clip_fps}]")
+        p.add(
+            "dataset.fps",
+            f"{d.fps!r} is out of range: expected in (0, dataset.clip_fps={d.clip_fps}]",
+        )
     if not window_ok:
         return None
     indices = tuple(window_frame_indices(d.start_frame, d.end_frame, d.fps, d.clip_fps))
@@ -149,16 +166,29 @@ def _check_dataset(cfg: DictConfig, p: _Problems) -> tuple[int, ...] | None:
     if d.name == "synthetic":
         s = d.synthetic
         if s is None:
-            p.add("dataset.synthetic", "missing: dataset=synthetic needs its generation settings (see conf/dataset/synthetic.yaml)")
+            p.add(
+                "dataset.synthetic",
+                "missing: dataset=synthetic needs its generation settings (see conf/dataset/synthetic.yaml)",
+            )
         else:
             for key in ("num_train", "num_valid", "num_test"):
                 p.check(s[key] >= 1, f"dataset.synthetic.{key}", s[key], ">= 1")
             p.check(s.resolution >= 16, "dataset.synthetic.resolution", s.resolution, ">= 16")
-            p.check(1 <= s.min_views <= s.max_views <= 4, "dataset.synthetic.min_views", s.min_views, "1 <= min_views <= max_views <= 4")
+            p.check(
+                1 <= s.min_views <= s.max_views <= 4,
+                "dataset.synthetic.min_views",
+                s.min_views,
+                "1 <= min_views <= max_views <= 4",
+            )
             from mvfoul.data.synthetic import MIN_CLIP_FRAMES
 
             # The generator draws the foul's cues up to frame MIN_CLIP_FRAMES - 1.
-            p.check(s.clip_frames >= MIN_CLIP_FRAMES, "dataset.synthetic.clip_frames", s.clip_frames, f">= {MIN_CLIP_FRAMES}")
+            p.check(
+                s.clip_frames >= MIN_CLIP_FRAMES,
+                "dataset.synthetic.clip_frames",
+                s.clip_frames,
+                f">= {MIN_CLIP_FRAMES}",
+            )
             if indices[-1] >= s.clip_frames:
                 p.add(
                     "dataset.end_frame",
@@ -181,11 +211,17 @@ def _check_data_location(cfg: DictConfig, p: _Problems) -> None:
         return
     data_dir = Path(d.data_dir).expanduser()
     if not data_dir.is_dir():
-        p.add("dataset.data_dir", f"{d.data_dir!r} is not a folder: point it at the folder holding Train/ Valid/ Test/")
+        p.add(
+            "dataset.data_dir",
+            f"{d.data_dir!r} is not a folder: point it at the folder holding Train/ Valid/ Test/",
+        )
         return
     for key in ("train_csv", "val_csv", "test_csv"):
         if d[key] is not None and not (data_dir / Path(d[key]).expanduser()).is_file():
-            p.add(f"dataset.{key}", f"{d[key]!r} is not a file (relative paths start at dataset.data_dir)")
+            p.add(
+                f"dataset.{key}",
+                f"{d[key]!r} is not a file (relative paths start at dataset.data_dir)",
+            )
 
 
 def _check_model(cfg: DictConfig, p: _Problems, indices: tuple[int, ...] | None) -> None:
@@ -199,9 +235,15 @@ def _check_model(cfg: DictConfig, p: _Problems, indices: tuple[int, ...] | None)
         p.choice("model.backbone", m.backbone, BACKBONES)
         return
     if m.weights_path is not None and not Path(m.weights_path).expanduser().is_file():
-        p.add("model.weights_path", f"{m.weights_path!r} is not a file: give the path of a saved state dict, or null")
+        p.add(
+            "model.weights_path",
+            f"{m.weights_path!r} is not a file: give the path of a saved state dict, or null",
+        )
     if m.backbone == "tiny" and m.pretrained and m.weights_path is None:
-        p.add("model.pretrained", "the tiny backbone has no pretrained weights: set model.pretrained=false")
+        p.add(
+            "model.pretrained",
+            "the tiny backbone has no pretrained weights: set model.pretrained=false",
+        )
     if indices is not None:
         problem = BACKBONES[m.backbone].input_problem(len(indices), cfg.dataset.frame_size)
         if problem:
@@ -220,10 +262,16 @@ def _check_training(cfg: DictConfig, p: _Problems) -> None:
     p.check(t.min_lr >= 0, "training.min_lr", t.min_lr, ">= 0")
     rates = [r for r in (t.learning_rate, t.head_lr, t.backbone_lr) if r is not None and r > 0]
     if t.scheduler == "cosine" and rates and t.min_lr >= min(rates):
-        p.add("training.min_lr", f"{t.min_lr!r} must be below every learning rate (smallest: {min(rates)!r})")
+        p.add(
+            "training.min_lr",
+            f"{t.min_lr!r} must be below every learning rate (smallest: {min(rates)!r})",
+        )
     p.check(t.warmup_epochs >= 0, "training.warmup_epochs", t.warmup_epochs, ">= 0")
     if t.warmup_epochs >= t.max_epochs >= 1:
-        p.add("training.warmup_epochs", f"{t.warmup_epochs!r} must be shorter than training.max_epochs ({t.max_epochs})")
+        p.add(
+            "training.warmup_epochs",
+            f"{t.warmup_epochs!r} must be shorter than training.max_epochs ({t.max_epochs})",
+        )
     p.check(t.weight_decay >= 0, "training.weight_decay", t.weight_decay, ">= 0")
     p.check(0.0 <= t.momentum < 1.0, "training.momentum", t.momentum, "in [0, 1)")
     p.check(t.step_size >= 1, "training.step_size", t.step_size, ">= 1")
@@ -231,8 +279,18 @@ def _check_training(cfg: DictConfig, p: _Problems) -> None:
     p.check(t.plateau_patience >= 0, "training.plateau_patience", t.plateau_patience, ">= 0")
     p.check(0.0 < t.plateau_factor < 1.0, "training.plateau_factor", t.plateau_factor, "in (0, 1)")
     if t.gradient_clip_val is not None:
-        p.check(t.gradient_clip_val >= 0, "training.gradient_clip_val", t.gradient_clip_val, ">= 0 or null")
-    p.check(t.accumulate_grad_batches >= 1, "training.accumulate_grad_batches", t.accumulate_grad_batches, ">= 1")
+        p.check(
+            t.gradient_clip_val >= 0,
+            "training.gradient_clip_val",
+            t.gradient_clip_val,
+            ">= 0 or null",
+        )
+    p.check(
+        t.accumulate_grad_batches >= 1,
+        "training.accumulate_grad_batches",
+        t.accumulate_grad_batches,
+        ">= 1",
+    )
 
 
 def _check_loss(cfg: DictConfig, p: _Problems) -> None:
@@ -241,10 +299,22 @@ def _check_loss(cfg: DictConfig, p: _Problems) -> None:
     p.choice("loss.class_weight_method", lo.class_weight_method, C.CLASS_WEIGHT_METHODS)
     p.check(lo.focal_gamma >= 0, "loss.focal_gamma", lo.focal_gamma, ">= 0")
     alpha = lo.focal_alpha
-    if not (alpha is None or alpha == ALPHA_CLASS_WEIGHTS or (is_number(alpha) and 0.0 < alpha <= 1.0)):
-        p.add("loss.focal_alpha", f"{alpha!r} is not allowed: expected null, a number in (0, 1], or {ALPHA_CLASS_WEIGHTS}")
-    p.check(0.0 <= lo.label_smoothing < 1.0, "loss.label_smoothing", lo.label_smoothing, "in [0, 1)")
-    p.check(0.0 <= lo.effective_num_beta < 1.0, "loss.effective_num_beta", lo.effective_num_beta, "in [0, 1)")
+    if not (
+        alpha is None or alpha == ALPHA_CLASS_WEIGHTS or (is_number(alpha) and 0.0 < alpha <= 1.0)
+    ):
+        p.add(
+            "loss.focal_alpha",
+            f"{alpha!r} is not allowed: expected null, a number in (0, 1], or {ALPHA_CLASS_WEIGHTS}",
+        )
+    p.check(
+        0.0 <= lo.label_smoothing < 1.0, "loss.label_smoothing", lo.label_smoothing, "in [0, 1)"
+    )
+    p.check(
+        0.0 <= lo.effective_num_beta < 1.0,
+        "loss.effective_num_beta",
+        lo.effective_num_beta,
+        "in [0, 1)",
+    )
     p.check(lo.severity_weight >= 0, "loss.severity_weight", lo.severity_weight, ">= 0")
     p.check(lo.action_weight >= 0, "loss.action_weight", lo.action_weight, ">= 0")
     if lo.severity_weight == 0 and lo.action_weight == 0:
@@ -256,8 +326,18 @@ def _check_sampling(cfg: DictConfig, p: _Problems) -> None:
     p.choice("sampling.balance_task", s.balance_task, C.BALANCE_TASKS)
     p.check(s.oversample_factor >= 1.0, "sampling.oversample_factor", s.oversample_factor, ">= 1")
     if s.samples_per_epoch is not None:
-        p.check(s.samples_per_epoch >= 1, "sampling.samples_per_epoch", s.samples_per_epoch, ">= 1 or null")
-    p.check(s.progressive_start_epoch >= 0, "sampling.progressive_start_epoch", s.progressive_start_epoch, ">= 0")
+        p.check(
+            s.samples_per_epoch >= 1,
+            "sampling.samples_per_epoch",
+            s.samples_per_epoch,
+            ">= 1 or null",
+        )
+    p.check(
+        s.progressive_start_epoch >= 0,
+        "sampling.progressive_start_epoch",
+        s.progressive_start_epoch,
+        ">= 0",
+    )
     if s.progressive_end_epoch < s.progressive_start_epoch:
         p.add(
             "sampling.progressive_end_epoch",
@@ -271,10 +351,18 @@ def _check_freezing(cfg: DictConfig, p: _Problems) -> None:
     p.check(f.unfreeze_blocks >= 1, "freezing.unfreeze_blocks", f.unfreeze_blocks, ">= 1")
     schedule = list(f.unfreeze_schedule)
     if any(e < 0 for e in schedule) or schedule != sorted(schedule):
-        p.add("freezing.unfreeze_schedule", f"{schedule} must be non-negative epochs in increasing order")
+        p.add(
+            "freezing.unfreeze_schedule",
+            f"{schedule} must be non-negative epochs in increasing order",
+        )
     p.check(f.patience_epochs >= 1, "freezing.patience_epochs", f.patience_epochs, ">= 1")
     p.check(f.min_improvement >= 0, "freezing.min_improvement", f.min_improvement, ">= 0")
-    p.check(f.backbone_lr_ratio_after_half > 0, "freezing.backbone_lr_ratio_after_half", f.backbone_lr_ratio_after_half, "> 0")
+    p.check(
+        f.backbone_lr_ratio_after_half > 0,
+        "freezing.backbone_lr_ratio_after_half",
+        f.backbone_lr_ratio_after_half,
+        "> 0",
+    )
 
 
 def _check_system(cfg: DictConfig, p: _Problems) -> None:
@@ -300,11 +388,17 @@ def _check_experiment(cfg: DictConfig, p: _Problems) -> None:
 
         close = difflib.get_close_matches(e.monitor, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        p.add("experiment.monitor", f"{e.monitor!r} is not a metric this run logs{hint}; logged: {', '.join(names)}")
+        p.add(
+            "experiment.monitor",
+            f"{e.monitor!r} is not a metric this run logs{hint}; logged: {', '.join(names)}",
+        )
     elif e.mode in C.MONITOR_MODES:
         expected = "min" if e.monitor.split("/")[-1] in LOWER_IS_BETTER else "max"
         if e.mode != expected:
-            p.add("experiment.mode", f"{e.mode!r} would keep the worst checkpoints of {e.monitor}: use mode={expected}")
+            p.add(
+                "experiment.mode",
+                f"{e.mode!r} would keep the worst checkpoints of {e.monitor}: use mode={expected}",
+            )
     resume = e.get("resume")
     if resume not in (None, "auto") and not Path(str(resume)).expanduser().is_file():
         p.add(
@@ -316,12 +410,18 @@ def _check_experiment(cfg: DictConfig, p: _Problems) -> None:
     p.check(e.log_every_n_steps >= 1, "experiment.log_every_n_steps", e.log_every_n_steps, ">= 1")
     for key in ("limit_train_batches", "limit_val_batches"):
         if not _limit_ok(e[key]):
-            p.add(f"experiment.{key}", f"{e[key]!r} is out of range: expected a fraction in [0.0, 1.0] or a batch count >= 0")
+            p.add(
+                f"experiment.{key}",
+                f"{e[key]!r} is out of range: expected a fraction in [0.0, 1.0] or a batch count >= 0",
+            )
     if e.use_wandb:
         try:
             import wandb  # noqa: F401
         except ImportError:
-            p.add("experiment.use_wandb", "true needs the wandb package: pip install -e '.[wandb]', or set experiment.use_wandb=false")
+            p.add(
+                "experiment.use_wandb",
+                "true needs the wandb package: pip install -e '.[wandb]', or set experiment.use_wandb=false",
+            )
 
 
 _CHECKS: tuple[Callable[[DictConfig, _Problems], None], ...] = (
@@ -341,7 +441,10 @@ def _check_unknown_keys(cfg: DictConfig, p: _Problems) -> None:
     import dataclasses
     import difflib
 
-    schemas = {**C.GROUP_SCHEMAS, "dataset": C.DATASET_SCHEMAS.get(OmegaConf.select(cfg, "dataset.name"), C.DatasetConfig)}
+    schemas = {
+        **C.GROUP_SCHEMAS,
+        "dataset": C.DATASET_SCHEMAS.get(OmegaConf.select(cfg, "dataset.name"), C.DatasetConfig),
+    }
     if OmegaConf.select(cfg, "dataset.name") == "synthetic":
         schemas["dataset.synthetic"] = C.SyntheticConfig
 
@@ -351,7 +454,11 @@ def _check_unknown_keys(cfg: DictConfig, p: _Problems) -> None:
             name = f"{path}.{key}" if path else str(key)
             if key not in fields:
                 close = difflib.get_close_matches(str(key), fields, n=1)
-                hint = f"did you mean {path + '.' if path else ''}{close[0]}?" if close else f"keys there: {', '.join(fields)}"
+                hint = (
+                    f"did you mean {path + '.' if path else ''}{close[0]}?"
+                    if close
+                    else f"keys there: {', '.join(fields)}"
+                )
                 p.add(name, f"unknown key in '{path or 'the root config'}'; {hint}")
             elif name in schemas and isinstance(node[key], DictConfig):
                 walk(node[key], schemas[name], name)
@@ -380,6 +487,8 @@ def input_normalisation(cfg: DictConfig) -> dict[str, tuple[float, ...]]:
 
     spec = BACKBONES[cfg.model.backbone]
     return {
-        key: tuple(float(v) for v in cfg.dataset[key]) if cfg.dataset.get(key) is not None else getattr(spec, key)
+        key: tuple(float(v) for v in cfg.dataset[key])
+        if cfg.dataset.get(key) is not None
+        else getattr(spec, key)
         for key in ("mean", "std")
     }

@@ -5,6 +5,7 @@ again for rank 1.
 
     python tests/scripts/unfreeze_ddp.py OUT_DIR key=value ...
 """
+
 import hashlib
 import sys
 from pathlib import Path
@@ -46,7 +47,9 @@ resolved = validate_config(cfg)
 cfg.dataset.mean, cfg.dataset.std = list(resolved.mean), list(resolved.std)
 config = OmegaConf.to_container(cfg, resolve=True)
 L.seed_everything(cfg.system.seed, workers=True, verbose=False)
-datamodule = MultiViewDataModule(cfg.dataset, resolved.frame_indices, cfg.sampling, seed=cfg.system.seed)
+datamodule = MultiViewDataModule(
+    cfg.dataset, resolved.frame_indices, cfg.sampling, seed=cfg.system.seed
+)
 module = MultiViewFoulModule(config)
 trainer = build_trainer(cfg, out / "run", config, history=Digests())
 trainer.fit(module, datamodule=datamodule)

@@ -22,9 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
 from mvfoul.errors import DataError
 from mvfoul.labels import OfficialLabels, official_labels, vocabulary_problem
@@ -173,7 +174,10 @@ def build_actions(
         more = " ..." if len(report.unknown_labels) > 10 else ""
         logger.warning(
             "%s: %d action(s) left out for labels outside the SoccerNet vocabulary (%s%s); fix the annotations",
-            source, len(report.unknown_labels), shown, more,
+            source,
+            len(report.unknown_labels),
+            shown,
+            more,
         )
     if report.missing_clips:
         # One line for the whole split: a partial download can miss hundreds of clips, and one

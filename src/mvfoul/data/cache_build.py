@@ -42,7 +42,9 @@ class CacheReport:
         if self.repaired:
             line += f"; {self.repaired} damaged entr(y/ies) decoded again"
         if self.unreadable:
-            line += f"; {len(self.unreadable)} unreadable clip(s) skipped, first: {self.unreadable[0]}"
+            line += (
+                f"; {len(self.unreadable)} unreadable clip(s) skipped, first: {self.unreadable[0]}"
+            )
         return line
 
 
@@ -63,7 +65,11 @@ def clips_to_cache(datamodule: MultiViewDataModule) -> list[Path]:
     """Every view of every action of the splits present (a split folder may be absent)."""
     clips: list[Path] = []
     for split in SPLITS:
-        has_csv = bool(datamodule.cfg.get({"train": "train_csv", "valid": "val_csv", "test": "test_csv"}[split]))
+        has_csv = bool(
+            datamodule.cfg.get(
+                {"train": "train_csv", "valid": "val_csv", "test": "test_csv"}[split]
+            )
+        )
         if not has_csv:
             try:
                 find_split_dir(datamodule.data_dir, split)
@@ -75,9 +81,13 @@ def clips_to_cache(datamodule: MultiViewDataModule) -> list[Path]:
     return sorted({clip.resolve() for clip in clips})
 
 
-def build_cache(cfg: DictConfig, frame_indices: tuple[int, ...], workers: int, progress: bool = True) -> CacheReport:
+def build_cache(
+    cfg: DictConfig, frame_indices: tuple[int, ...], workers: int, progress: bool = True
+) -> CacheReport:
     if not cfg.dataset.cache_dir:
-        raise ConfigError("dataset.cache_dir: not set; give the folder the cache should live in, e.g. dataset.cache_dir=/data/mvfouls-cache")
+        raise ConfigError(
+            "dataset.cache_dir: not set; give the folder the cache should live in, e.g. dataset.cache_dir=/data/mvfouls-cache"
+        )
     started = time.monotonic()
     datamodule = MultiViewDataModule(cfg.dataset, frame_indices, seed=cfg.system.seed)
     datamodule.prepare_data()
@@ -86,10 +96,24 @@ def build_cache(cfg: DictConfig, frame_indices: tuple[int, ...], workers: int, p
     clips = clips_to_cache(datamodule)
     report = CacheReport(cache_dir=loader.cache.root)
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = (TextColumn("caching frames"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress) as bar, ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+    columns = (
+        TextColumn("caching frames"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with (
+        Progress(*columns, disable=not progress) as bar,
+        ProcessPoolExecutor(max_workers=max(1, workers)) as pool,
+    ):
         task = bar.add_task("cache", total=len(clips))
         futures = {pool.submit(_cache_one, loader, str(path)): path for path in clips}
         for future in as_completed(futures):
@@ -114,8 +138,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Decode every clip's frame window once into dataset.cache_dir, in parallel.",
         epilog="Example: python build_cache.py dataset.data_dir=/data/mvfouls dataset.cache_dir=/data/mvfouls-cache",
     )
-    parser.add_argument("--config-name", default="config", help="primary config or preset (as for train_hydra.py)")
-    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: dataset.num_workers, at least 1)")
+    parser.add_argument(
+        "--config-name", default="config", help="primary config or preset (as for train_hydra.py)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding processes (default: dataset.num_workers, at least 1)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. dataset.cache_dir=/path")
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. dataset.cache_dir=/path"
+    )
     return parser.parse_args(argv)

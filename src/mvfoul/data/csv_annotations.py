@@ -67,10 +67,11 @@ import io
 import json
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Sequence
 
+from mvfoul import atomic
 from mvfoul.data.annotations import (
     ANNOTATIONS_FILE,
     LABEL_FIELDS,
@@ -80,7 +81,6 @@ from mvfoul.data.annotations import (
     build_actions,
     read_raw_split,
 )
-from mvfoul import atomic
 from mvfoul.errors import DataError
 from mvfoul.labels import ACTION_CLASS_VALUES, OFFENCE_VALUES, SEVERITY_VALUES
 
@@ -194,7 +194,10 @@ def _clip_path(item: str) -> tuple[str | None, str]:
     if not text:
         return None, "an empty path (look for ';;' or a ';' at either end)"
     if text.startswith("/") or PureWindowsPath(text).drive:
-        return None, f"{text!r} is absolute; write it relative to the dataset folder (dataset.data_dir)"
+        return (
+            None,
+            f"{text!r} is absolute; write it relative to the dataset folder (dataset.data_dir)",
+        )
     parts = PurePosixPath(text).parts
     if ".." in parts:
         return None, (
@@ -255,10 +258,8 @@ def parse_csv_rows(csv_path: Path, labelled: bool | None) -> list[_Row]:
                 f"hold commas"
             )
 
-        def cell(column: str) -> str:
-            return cells[index[column]]
-
-        action_id = cell(ID_COLUMN).strip()
+        cell = {column: cells[position] for column, position in index.items()}
+        action_id = cell[ID_COLUMN].strip()
         if not action_id:
             raise DataError(f"{where}, column '{ID_COLUMN}': empty; every action needs an id")
         if action_id in seen:
@@ -267,20 +268,20 @@ def parse_csv_rows(csv_path: Path, labelled: bool | None) -> list[_Row]:
                 f"{where}, column '{ID_COLUMN}': {action_id!r} is already used by row "
                 f"{first.row} (line {first.line}); each action needs exactly one row"
             )
-        if not cell(CLIPS_COLUMN).strip():
+        if not cell[CLIPS_COLUMN].strip():
             raise DataError(
                 f"{where}, column '{CLIPS_COLUMN}': empty; list the action's views relative to "
                 f"dataset.data_dir, separated by '{CLIP_SEPARATOR}' (e.g. Train/action_0/clip_0.mp4)"
             )
         clips = []
-        for k, item in enumerate(cell(CLIPS_COLUMN).split(CLIP_SEPARATOR)):
+        for k, item in enumerate(cell[CLIPS_COLUMN].split(CLIP_SEPARATOR)):
             path, problem = _clip_path(item)
             if path is None:
                 raise DataError(f"{where}, column '{CLIPS_COLUMN}', clip {k + 1}: {problem}")
             clips.append(path)
         labels = None
         if labels_read:
-            values = tuple(cell(c) for c in LABEL_COLUMNS)
+            values = tuple(cell[c] for c in LABEL_COLUMNS)
             for column, value in zip(LABEL_COLUMNS, values):
                 problem = label_problem(column, value)
                 if problem:
@@ -312,7 +313,9 @@ def write_atomically(path: Path, text: str, overwrite: bool) -> None:
     atomic.write_text(path, text)
 
 
-def split_to_csv(split_dir: str | Path, out_csv: str | Path, overwrite: bool = False) -> tuple[int, int, int]:
+def split_to_csv(
+    split_dir: str | Path, out_csv: str | Path, overwrite: bool = False
+) -> tuple[int, int, int]:
     """Write every action of ``split_dir/annotations.json`` (unfiltered, JSON order, raw label
     strings) as CSV rows, clip paths relative to ``split_dir``'s parent (the data_dir).
 
@@ -342,12 +345,16 @@ def split_to_csv(split_dir: str | Path, out_csv: str | Path, overwrite: bool = F
     for raw in raw_actions:
         where = f"annotations file {source}: action {raw.action_id!r}"
         if raw.action_id != raw.action_id.strip() or not raw.action_id:
-            raise DataError(f"{where}: an id empty or with surrounding spaces cannot round-trip through CSV")
+            raise DataError(
+                f"{where}: an id empty or with surrounding spaces cannot round-trip through CSV"
+            )
         paths = [f"{split_name}/{clip.relative_to(split_dir).as_posix()}" for clip in raw.clips]
         if not paths:
             raise DataError(f"{where}: lists no clip; a CSV row needs at least one")
         if any(CLIP_SEPARATOR in p for p in paths):
-            raise DataError(f"{where}: a clip path contains '{CLIP_SEPARATOR}', the CSV's clip separator")
+            raise DataError(
+                f"{where}: a clip path contains '{CLIP_SEPARATOR}', the CSV's clip separator"
+            )
         n_clips += len(paths)
         n_missing += sum(not clip.is_file() for clip in raw.clips)
         row = [raw.action_id, CLIP_SEPARATOR.join(paths)]
@@ -424,7 +431,9 @@ def csv_to_split(
         "Number of actions": len(actions),
         "Actions": actions,
     }
-    write_atomically(out_split_dir / ANNOTATIONS_FILE, json.dumps(document, indent=4) + "\n", overwrite)
+    write_atomically(
+        out_split_dir / ANNOTATIONS_FILE, json.dumps(document, indent=4) + "\n", overwrite
+    )
     return len(actions), n_clips, n_missing
 
 
@@ -449,7 +458,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{to-csv,to-json}")
     to_csv = commands.add_parser(
-        "to-csv", help="SPLIT_DIR/annotations.json -> OUT.csv (paths relative to SPLIT_DIR's parent)"
+        "to-csv",
+        help="SPLIT_DIR/annotations.json -> OUT.csv (paths relative to SPLIT_DIR's parent)",
     )
     to_csv.add_argument("split_dir", metavar="SPLIT_DIR", help="a split folder, e.g. data/Train")
     to_csv.add_argument("out_csv", metavar="OUT.csv")
@@ -460,7 +470,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     to_json.add_argument("out_split_dir", metavar="OUT_SPLIT_DIR", help="e.g. DATA_DIR/Train")
     for command in (to_csv, to_json):
-        command.add_argument("--force", action="store_true", help="overwrite an existing output file")
+        command.add_argument(
+            "--force", action="store_true", help="overwrite an existing output file"
+        )
     return parser
 
 

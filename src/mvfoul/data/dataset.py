@@ -53,7 +53,9 @@ class MultiViewClipDataset(Dataset):
         if views_per_sample is not None and views_per_sample < 1:
             raise ValueError(f"views_per_sample must be >= 1 or None, got {views_per_sample}")
         if on_decode_error not in ON_DECODE_ERROR:
-            raise ValueError(f"on_decode_error must be one of {ON_DECODE_ERROR}, got {on_decode_error!r}")
+            raise ValueError(
+                f"on_decode_error must be one of {ON_DECODE_ERROR}, got {on_decode_error!r}"
+            )
         self.actions = list(actions)
         self.load_clip = load_clip
         self.transform = transform
@@ -87,7 +89,9 @@ class MultiViewClipDataset(Dataset):
     def _load(self, index: int) -> dict[str, Any]:
         action = self.actions[index]
         order = self._view_order(action)
-        wanted = len(order) if self.views_per_sample is None else min(self.views_per_sample, len(order))
+        wanted = (
+            len(order) if self.views_per_sample is None else min(self.views_per_sample, len(order))
+        )
         clips: list[torch.Tensor] = []
         faults: list[str] = []
         repairs: list[str] = []
@@ -107,7 +111,12 @@ class MultiViewClipDataset(Dataset):
                 repairs.append(loaded.repaired)
             clips.append(self.transform(loaded.frames))
         if not clips:
-            return {"dropped": True, "action_id": action.action_id, "faults": faults, "cache_repairs": repairs}
+            return {
+                "dropped": True,
+                "action_id": action.action_id,
+                "faults": faults,
+                "cache_repairs": repairs,
+            }
         labels = action.labels
         return {
             "video": torch.stack(clips),  # [V, C, T, H, W]
@@ -136,8 +145,14 @@ def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
     dropped = [s["action_id"] for s in samples if s.get("dropped")]
     samples = [s for s in samples if not s.get("dropped")]
     if not samples:
-        return {"video": None, "action_id": [], "faults": faults, "dropped_action_ids": dropped,
-                "num_padded_frames": torch.zeros(0, dtype=torch.long), "cache_repairs": repairs}
+        return {
+            "video": None,
+            "action_id": [],
+            "faults": faults,
+            "dropped_action_ids": dropped,
+            "num_padded_frames": torch.zeros(0, dtype=torch.long),
+            "cache_repairs": repairs,
+        }
     max_views = max(s["video"].shape[0] for s in samples)
     first = samples[0]["video"]
     video = first.new_zeros((len(samples), max_views, *first.shape[1:]))

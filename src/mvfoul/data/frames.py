@@ -22,9 +22,9 @@ import hashlib
 import json
 import logging
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -57,7 +57,12 @@ class FrameSpec:
     decoder: str
 
     def as_dict(self) -> dict:
-        return {"indices": list(self.indices), "square": self.square, "decoder": self.decoder, "format": CACHE_FORMAT}
+        return {
+            "indices": list(self.indices),
+            "square": self.square,
+            "decoder": self.decoder,
+            "format": CACHE_FORMAT,
+        }
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -88,7 +93,12 @@ class FrameCache:
     def key(self, path: Path, spec: FrameSpec) -> str:
         resolved = Path(path).resolve()
         stat = resolved.stat()
-        identity = {"path": str(resolved), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, **spec.as_dict()}
+        identity = {
+            "path": str(resolved),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            **spec.as_dict(),
+        }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def _entry(self, key: str) -> Path:
@@ -111,7 +121,9 @@ class FrameCache:
         except (OSError, ValueError) as err:
             raise DamagedEntry(f"unreadable array ({err})") from None
         if tuple(frames.shape) != spec.shape or frames.dtype != np.uint8:
-            raise DamagedEntry(f"array {frames.dtype} {list(frames.shape)} where its key implies uint8 {list(spec.shape)}")
+            raise DamagedEntry(
+                f"array {frames.dtype} {list(frames.shape)} where its key implies uint8 {list(spec.shape)}"
+            )
         # One copy out of the memory map: torch needs writable memory (and a file truncated
         # under the map would fault on access, so read it once, here, before checking it).
         try:
@@ -119,7 +131,9 @@ class FrameCache:
         except (OSError, ValueError) as err:  # pragma: no cover - a file shrunk after np.load
             raise DamagedEntry(f"unreadable array ({err})") from None
         if record.get("crc32") != _checksum(copied) or record.get("shape") != list(spec.shape):
-            raise DamagedEntry("its content does not match the checksum recorded when it was written")
+            raise DamagedEntry(
+                "its content does not match the checksum recorded when it was written"
+            )
         return LoadedClip(torch.from_numpy(copied), int(record.get("padded", 0)), cached=True)
 
     def store(self, path: Path, spec: FrameSpec, clip: LoadedClip) -> None:
@@ -130,7 +144,12 @@ class FrameCache:
         with atomic.atomic_path(entry, durable=False) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, frames, allow_pickle=False)
-        record = {"shape": list(frames.shape), "dtype": str(frames.dtype), "padded": clip.padded, "crc32": _checksum(frames)}
+        record = {
+            "shape": list(frames.shape),
+            "dtype": str(frames.dtype),
+            "padded": clip.padded,
+            "crc32": _checksum(frames),
+        }
         atomic.write_text(entry.with_suffix(".json"), json.dumps(record) + "\n", durable=False)
 
     def size_bytes(self) -> int:
@@ -140,13 +159,21 @@ class FrameCache:
 class ClipLoader:
     """Path -> prepared frames, through the cache when there is one. Picklable (DataLoader workers)."""
 
-    def __init__(self, indices: Sequence[int], square: int, decoder: str = "pyav", cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        indices: Sequence[int],
+        square: int,
+        decoder: str = "pyav",
+        cache_dir: str | Path | None = None,
+    ) -> None:
         self.spec = FrameSpec(tuple(int(i) for i in indices), int(square), decoder)
         self.cache = FrameCache(cache_dir) if cache_dir else None
 
     def decode(self, path: Path) -> LoadedClip:
         decoded = decode_frames(path, self.spec.indices, backend=self.spec.decoder)
-        return LoadedClip(prepare_frames(decoded.frames, self.spec.square), decoded.padded, cached=False)
+        return LoadedClip(
+            prepare_frames(decoded.frames, self.spec.square), decoded.padded, cached=False
+        )
 
     def __call__(self, path: str | Path) -> LoadedClip:
         path = Path(path)

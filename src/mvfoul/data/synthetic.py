@@ -134,8 +134,17 @@ _CODES_PER_UNIT = 200
 _NOISE_SIGMA, _NOISE_OFFSET = 4.0, 8  # sensor noise: sigma ~2.5 grey levels, clipped at 2 sigma
 _CODE_DEFENDER, _CODE_ATTACKER, _CODE_CARD = 250, 251, 252
 
-MAIN_CAMERAS = ("Main camera center", "Main camera left", "Main camera right", "Main behind the goal")
-CLOSE_UP_CAMERAS = ("Close-up player or field referee", "Close-up behind the goal", "Close-up side staff")
+MAIN_CAMERAS = (
+    "Main camera center",
+    "Main camera left",
+    "Main camera right",
+    "Main behind the goal",
+)
+CLOSE_UP_CAMERAS = (
+    "Close-up player or field referee",
+    "Close-up behind the goal",
+    "Close-up side staff",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,9 +215,7 @@ def synthetic_dataset_dir(spec: SyntheticConfig, root: str | Path | None = None)
     """
     spec = _coerce_spec(spec)
     base = Path(root).expanduser() if root is not None else default_cache_dir() / "synthetic"
-    summary = (
-        f"{spec.num_train}-{spec.num_valid}-{spec.num_test}_{spec.resolution}px_{spec.clip_frames}f_seed{spec.seed}"
-    )
+    summary = f"{spec.num_train}-{spec.num_valid}-{spec.num_test}_{spec.resolution}px_{spec.clip_frames}f_seed{spec.seed}"
     return base / f"{summary}_{spec_fingerprint(spec)}"
 
 
@@ -250,7 +257,9 @@ class SyntheticAction:
     views: tuple[SyntheticView, ...]
 
 
-def _quota(n: int, weights: Sequence[float], required: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+def _quota(
+    n: int, weights: Sequence[float], required: Sequence[int], rng: np.random.Generator
+) -> np.ndarray:
     """Split ``n`` items over classes in proportion to ``weights``, each ``required`` class >= 1.
 
     Deterministic largest-remainder rounding (rather than sampling) keeps every split's balance
@@ -367,7 +376,9 @@ def annotation_entry(action: SyntheticAction) -> dict[str, Any]:
         "Offence": strings["Offence"],  # "No offence" or "Offence"
         "Contact": "Without contact" if name == "Dive" else "With contact",
         "Bodypart": "Upper body" if upper else "Under body",
-        "Upper body part": ("Use of shoulder" if name == "Pushing" else "Use of arms") if upper else "",
+        "Upper body part": ("Use of shoulder" if name == "Pushing" else "Use of arms")
+        if upper
+        else "",
         "Action class": name,
         "Severity": strings["Severity"],  # "" for No offence, else "1.0" / "3.0" / "5.0"
         "Multiple fouls": "No",
@@ -453,7 +464,9 @@ def _shape_mask(shape: str, p: np.ndarray, q: np.ndarray) -> np.ndarray:
     raise AssertionError(f"unknown shape {shape!r}")
 
 
-def render_indexed(spec: SyntheticConfig, action: SyntheticAction, view_index: int) -> tuple[np.ndarray, np.ndarray]:
+def render_indexed(
+    spec: SyntheticConfig, action: SyntheticAction, view_index: int
+) -> tuple[np.ndarray, np.ndarray]:
     """One view of an action as an indexed picture: codes ``[T, R, R]`` uint8 and an RGB palette
     ``[256, 3]`` uint8 (the colour of pixel ``(t, y, x)`` is ``palette[codes[t, y, x]]``).
 
@@ -481,11 +494,15 @@ def render_indexed(spec: SyntheticConfig, action: SyntheticAction, view_index: i
     # camera), in [0.9, 1.1], quantised to codes; plus mild per-frame sensor noise, added in
     # code units from a small bank of uint8 noise frames cycled over the clip (drawing and
     # converting fresh float noise for every frame would dominate the cost).
-    stripes = np.where(np.floor(X * 7 + action.stripe_phase) % 2 == 0, np.float32(1.06), np.float32(0.94))
+    stripes = np.where(
+        np.floor(X * 7 + action.stripe_phase) % 2 == 0, np.float32(1.06), np.float32(0.94)
+    )
     blotches = np.float32(0.04) * np.sin(9.0 * X + 1.3) * np.sin(7.0 * Y + 0.4)
     code = ((stripes + blotches) * np.float32(_CODES_PER_UNIT)).astype(np.uint8)
     noise = np.random.default_rng(view.noise_seed).standard_normal((8, R, R), dtype=np.float32)
-    noise = np.clip(np.rint(noise * _NOISE_SIGMA + _NOISE_OFFSET), 0, 2 * _NOISE_OFFSET).astype(np.uint8)
+    noise = np.clip(np.rint(noise * _NOISE_SIGMA + _NOISE_OFFSET), 0, 2 * _NOISE_OFFSET).astype(
+        np.uint8
+    )
     code += noise[np.arange(T) % 8]
 
     # Defender: a disc swaying a little around the foul point.
@@ -510,7 +527,9 @@ def render_indexed(spec: SyntheticConfig, action: SyntheticAction, view_index: i
     if colour is not None:
         span = slice(CARD_FIRST_FRAME, CARD_LAST_FRAME + 1)
         card_x = action.card_side * CARD_OFFSET_X
-        card = (np.abs(X[span] - card_x) <= CARD_HALF_W) & (np.abs(Y[span] - CARD_OFFSET_Y) <= CARD_HALF_H)
+        card = (np.abs(X[span] - card_x) <= CARD_HALF_W) & (
+            np.abs(Y[span] - CARD_OFFSET_Y) <= CARD_HALF_H
+        )
         np.putmask(code[span], card, _CODE_CARD)
 
     # Palette: grass levels in this match's light, then the objects; all through the camera's
@@ -536,9 +555,13 @@ def render_clip(spec: SyntheticConfig, action: SyntheticAction, view_index: int)
 def _rgb_to_yuv601(rgb: np.ndarray) -> np.ndarray:
     """``[..., 3]`` uint8 RGB -> limited-range BT.601 YUV, the convention FFmpeg's scaler uses
     by default for yuv420p both ways, so decoded colours match the palette (within ~2 levels)."""
-    m = np.array(
-        [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]], dtype=np.float64
-    ) / 255.0
+    m = (
+        np.array(
+            [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]],
+            dtype=np.float64,
+        )
+        / 255.0
+    )
     yuv = rgb.astype(np.float64) @ m.T + np.array([16.0, 128.0, 128.0])
     return np.clip(np.rint(yuv), 0, 255).astype(np.uint8)
 
@@ -586,9 +609,13 @@ def encode_clip(frames: np.ndarray, path: str | Path, pixel_format: str = "rgb24
             container.mux(packet)
 
 
-def _encode_view(spec: SyntheticConfig, action: SyntheticAction, view_index: int, path: Path) -> None:
+def _encode_view(
+    spec: SyntheticConfig, action: SyntheticAction, view_index: int, path: Path
+) -> None:
     codes, palette = render_indexed(spec, action, view_index)
-    if spec.resolution % 2 == 0:  # yuv420p planes straight from the palette: skips a per-pixel conversion
+    if (
+        spec.resolution % 2 == 0
+    ):  # yuv420p planes straight from the palette: skips a per-pixel conversion
         encode_clip(_yuv420_frames(codes, palette), path, pixel_format="yuv420p")
     else:
         encode_clip(np.take(palette, codes, axis=0), path)
@@ -625,12 +652,18 @@ def generate_splits(
     spec = _coerce_spec(spec)
     out_dir = Path(out_dir)
     plan = [(split, draw_split_actions(spec, split)) for split in splits]
-    jobs = [(_spec_dict(spec), action, str(out_dir / split)) for split, actions in plan for action in actions]
+    jobs = [
+        (_spec_dict(spec), action, str(out_dir / split))
+        for split, actions in plan
+        for action in actions
+    ]
     for split, _ in plan:
         (out_dir / split).mkdir(parents=True, exist_ok=True)
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-            clip_lists = list(pool.map(_write_action_job, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
+            clip_lists = list(
+                pool.map(_write_action_job, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
+            )
     else:
         clip_lists = [_write_action_job(job) for job in jobs]
 
@@ -645,7 +678,9 @@ def generate_splits(
     return written
 
 
-def generate_split(spec: SyntheticConfig, split: str, out_dir: str | Path, workers: int = 1) -> list[str]:
+def generate_split(
+    spec: SyntheticConfig, split: str, out_dir: str | Path, workers: int = 1
+) -> list[str]:
     """:func:`generate_splits` for one split (``"Train"``, ``"Valid"`` or ``"Test"``)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
@@ -673,7 +708,9 @@ def _is_complete(folder: Path, spec: SyntheticConfig) -> bool:
         return False
     if not isinstance(marker, dict):
         return False
-    if marker.get("generator_version") != GENERATOR_VERSION or marker.get("spec") != _spec_dict(spec):
+    if marker.get("generator_version") != GENERATOR_VERSION or marker.get("spec") != _spec_dict(
+        spec
+    ):
         return False
     files = marker.get("files")
     if not isinstance(files, dict) or not files:
@@ -727,10 +764,14 @@ def _install(build: Path, target: Path, spec: SyntheticConfig) -> None:
                     f"cannot replace the incomplete synthetic dataset {target}: {exc}; delete it and retry"
                 ) from exc
             shutil.rmtree(aside, ignore_errors=True)
-    raise DataError(f"cannot install the synthetic dataset at {target}: another process keeps replacing it; retry")
+    raise DataError(
+        f"cannot install the synthetic dataset at {target}: another process keeps replacing it; retry"
+    )
 
 
-def ensure_synthetic_dataset(spec: SyntheticConfig, root: str | Path | None = None, workers: int = 1) -> Path:
+def ensure_synthetic_dataset(
+    spec: SyntheticConfig, root: str | Path | None = None, workers: int = 1
+) -> Path:
     """The folder (with ``Train/ Valid/ Test/``) of the synthetic dataset for ``spec``, built if needed.
 
     A complete folder (marker present, same spec and generator, every listed file intact) is
@@ -746,7 +787,9 @@ def ensure_synthetic_dataset(spec: SyntheticConfig, root: str | Path | None = No
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create {target.parent} for the synthetic dataset: {exc}; set MVFOUL_CACHE_DIR") from exc
+        raise DataError(
+            f"cannot create {target.parent} for the synthetic dataset: {exc}; set MVFOUL_CACHE_DIR"
+        ) from exc
     _remove_leftovers(target)
 
     started = time.perf_counter()
@@ -755,7 +798,9 @@ def ensure_synthetic_dataset(spec: SyntheticConfig, root: str | Path | None = No
         written = generate_splits(spec, build, SPLITS, workers=workers)
         files = {rel: (build / rel).stat().st_size for rel in written}
         # The marker is written last: its presence means every file before it is complete.
-        (build / MARKER_NAME).write_text(json.dumps(_marker_content(spec, files), indent=1), encoding="utf-8")
+        (build / MARKER_NAME).write_text(
+            json.dumps(_marker_content(spec, files), indent=1), encoding="utf-8"
+        )
         _install(build, target, spec)
     finally:
         if build.exists():
@@ -763,7 +808,12 @@ def ensure_synthetic_dataset(spec: SyntheticConfig, root: str | Path | None = No
     size_mb = sum(files.values()) / 1e6
     logger.info(
         "generated the synthetic dataset (%d/%d/%d actions, %d clips, %.1f MB) in %s in %.1f s",
-        spec.num_train, spec.num_valid, spec.num_test, len(files) - len(SPLITS), size_mb, target,
+        spec.num_train,
+        spec.num_valid,
+        spec.num_test,
+        len(files) - len(SPLITS),
+        size_mb,
+        target,
         time.perf_counter() - started,
     )
     return target
@@ -781,14 +831,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Generate the built-in synthetic SoccerNet-MVFoul-style dataset (real mp4 clips) and print its folder.",
     )
     parser.add_argument(
-        "--out", default=None, help="root folder; the dataset goes into a sub-folder named after the spec "
+        "--out",
+        default=None,
+        help="root folder; the dataset goes into a sub-folder named after the spec "
         "(default: $MVFOUL_CACHE_DIR or ~/.cache/mvfoul, then synthetic/)",
     )
     defaults = SyntheticConfig()
     for f in fields(SyntheticConfig):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=getattr(defaults, f.name),
-                            help=f"default: {getattr(defaults, f.name)}")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes rendering clips")
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=int,
+            default=getattr(defaults, f.name),
+            help=f"default: {getattr(defaults, f.name)}",
+        )
+    parser.add_argument(
+        "--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes rendering clips"
+    )
     args = parser.parse_args(argv)
     spec = SyntheticConfig(**{f.name: getattr(args, f.name) for f in fields(SyntheticConfig)})
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

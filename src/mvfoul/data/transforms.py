@@ -104,4 +104,6 @@ def build_clip_transform(
 
 def _check_frames(frames: torch.Tensor) -> None:
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
-        raise ValueError(f"expected uint8 frames [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
+        raise ValueError(
+            f"expected uint8 frames [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}"
+        )

@@ -30,7 +30,9 @@ DECODERS = ("auto", "pyav", "torchcodec")
 # to skip for the seeking path (and its assumptions about timestamps) to pay off.
 SEEK_MIN_FRAME = 8
 
-_TORCHCODEC_FIX = "apt-get install ffmpeg && pip install -e '.[torchcodec]', or set dataset.decoder=pyav"
+_TORCHCODEC_FIX = (
+    "apt-get install ffmpeg && pip install -e '.[torchcodec]', or set dataset.decoder=pyav"
+)
 
 
 def window_frame_indices(

@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from mvfoul import atomic
-from mvfoul.data.datamodule import MultiViewDataModule
 from mvfoul.config import EVALUATION_SPLITS
+from mvfoul.data.datamodule import MultiViewDataModule
 from mvfoul.errors import ConfigError, DataError, MvfoulError
 from mvfoul.evaluation.official import evaluate_files, write_predictions
 from mvfoul.evaluation.report import write_reports
@@ -59,13 +59,25 @@ def _pct(value: float) -> str:
 # Keys a checkpoint's config must hold: they decide the network and the input it was trained on,
 # so a default in their place would build another model or feed another input.
 REQUIRED_CONFIG_KEYS = (
-    "model.backbone", "model.pooling", "model.shared_dim",
-    "dataset.start_frame", "dataset.end_frame", "dataset.fps", "dataset.frame_size",
+    "model.backbone",
+    "model.pooling",
+    "model.shared_dim",
+    "dataset.start_frame",
+    "dataset.end_frame",
+    "dataset.fps",
+    "dataset.frame_size",
 )
 # Overrides that change the input the network sees: allowed (a user may know better), warned about.
 INPUT_KEYS = (
-    "dataset.frame_size", "dataset.resize_size", "dataset.start_frame", "dataset.end_frame", "dataset.fps",
-    "dataset.clip_fps", "dataset.num_frames", "dataset.mean", "dataset.std",
+    "dataset.frame_size",
+    "dataset.resize_size",
+    "dataset.start_frame",
+    "dataset.end_frame",
+    "dataset.fps",
+    "dataset.clip_fps",
+    "dataset.num_frames",
+    "dataset.mean",
+    "dataset.std",
 )
 
 
@@ -85,7 +97,10 @@ def checkpoint_config(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
 
         OmegaConf.update(config, "dataset.mean", list(KINETICS_MEAN), force_add=True)
         OmegaConf.update(config, "dataset.std", list(KINETICS_STD), force_add=True)
-        log.info("%s records no input normalisation (an older run): using the R3D statistics it was trained with", path)
+        log.info(
+            "%s records no input normalisation (an older run): using the R3D statistics it was trained with",
+            path,
+        )
     try:
         merged = with_schema(config)
     except (ConfigKeyError, ConfigAttributeError) as err:
@@ -94,7 +109,9 @@ def checkpoint_config(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
             "(written by another version)"
         ) from None
     except ValidationError as err:
-        raise MvfoulError(f"ckpt_path: {path}: its config has a value this version rejects: {err.full_key}: {err.msg}") from None
+        raise MvfoulError(
+            f"ckpt_path: {path}: its config has a value this version rejects: {err.full_key}: {err.msg}"
+        ) from None
     return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
 
 
@@ -110,13 +127,21 @@ def load_checkpoint(path: str | Path) -> MultiViewFoulModule:
     return MultiViewFoulModule.from_checkpoint_dict(checkpoint, path)
 
 
-def predict(module: MultiViewFoulModule, cfg: DictConfig, frame_indices: tuple[int, ...], split: str, progress: bool = True) -> tuple[MultiViewDataModule, list[dict[str, Any]]]:
+def predict(
+    module: MultiViewFoulModule,
+    cfg: DictConfig,
+    frame_indices: tuple[int, ...],
+    split: str,
+    progress: bool = True,
+) -> tuple[MultiViewDataModule, list[dict[str, Any]]]:
     """Batched predictions for every action of ``split`` (views padded with a mask)."""
     datamodule = MultiViewDataModule(cfg.dataset, frame_indices, seed=cfg.system.seed)
     datamodule.prepare_data()
     datamodule.predict_split = split
     hw = resolve_hardware(cfg.system)
-    hw = dataclasses.replace(hw, devices=1, strategy="auto", num_nodes=1)  # predictions run in one process
+    hw = dataclasses.replace(
+        hw, devices=1, strategy="auto", num_nodes=1
+    )  # predictions run in one process
     apply_cpu_threads(cfg.system, hw, cfg.dataset.num_workers)
     trainer = L.Trainer(
         accelerator=hw.accelerator,
@@ -141,7 +166,12 @@ def predict(module: MultiViewFoulModule, cfg: DictConfig, frame_indices: tuple[i
 
 
 def evaluate_checkpoint(
-    module: MultiViewFoulModule, cfg: DictConfig, frame_indices: tuple[int, ...], split: str, out_dir: Path, progress: bool = True
+    module: MultiViewFoulModule,
+    cfg: DictConfig,
+    frame_indices: tuple[int, ...],
+    split: str,
+    out_dir: Path,
+    progress: bool = True,
 ) -> EvaluationResult:
     """Predict ``split`` with ``module`` and write every file into ``out_dir``."""
     started = time.monotonic()
@@ -156,12 +186,23 @@ def evaluate_checkpoint(
         for head in HEADS:
             if out["action_id"]:
                 probs[head].append(out[head])
-    classes = {head: torch.cat(probs[head]).argmax(dim=1).tolist() if probs[head] else [] for head in HEADS}
+    classes = {
+        head: torch.cat(probs[head]).argmax(dim=1).tolist() if probs[head] else [] for head in HEADS
+    }
     if dropped:
-        log.warning("%s: %d action(s) had no readable view and get no prediction (counted wrong): %s", split, len(dropped), ", ".join(dropped[:10]))
+        log.warning(
+            "%s: %d action(s) had no readable view and get no prediction (counted wrong): %s",
+            split,
+            len(dropped),
+            ", ".join(dropped[:10]),
+        )
 
     predictions_path = out_dir / f"predictions_{split}.json"
-    write_predictions(predictions_path, {i: (s, a) for i, s, a in zip(ids, classes["offence_severity"], classes["action"])}, set_name=split)
+    write_predictions(
+        predictions_path,
+        {i: (s, a) for i, s, a in zip(ids, classes["offence_severity"], classes["action"])},
+        set_name=split,
+    )
     result = EvaluationResult(split, len(ids), predictions_path, files=[predictions_path])
 
     if split != "chall":
@@ -169,7 +210,15 @@ def evaluate_checkpoint(
         result.metrics = evaluate_files(ground_truth, predictions_path)
         metrics_path = out_dir / f"metrics_{split}.json"
         # Strict JSON: a balanced accuracy that is NaN (a class absent from the split) is null.
-        atomic.write_json(metrics_path, {"split": split, "ground_truth": str(ground_truth), "num_predicted": len(ids), **result.metrics})
+        atomic.write_json(
+            metrics_path,
+            {
+                "split": split,
+                "ground_truth": str(ground_truth),
+                "num_predicted": len(ids),
+                **result.metrics,
+            },
+        )
         labels = {a.action_id: a.labels for a in datamodule.datasets[split].actions}
         true = {head: [getattr(labels[i], head) for i in ids] for head in HEADS}
         result.files += [metrics_path, *write_reports(true, classes, out_dir, split)]
@@ -181,7 +230,9 @@ def evaluate_checkpoint(
 _OWN_KEYS = ("ckpt_path", "split")
 
 
-def config_for_evaluation(module: MultiViewFoulModule, cfg: DictConfig, overrides: list[str]) -> DictConfig:
+def config_for_evaluation(
+    module: MultiViewFoulModule, cfg: DictConfig, overrides: list[str]
+) -> DictConfig:
     """The checkpoint's training config with the command line's key overrides applied.
 
     Group options (``model=...``) and ``model.*`` keys cannot change a trained model and are
@@ -217,12 +268,20 @@ def config_for_evaluation(module: MultiViewFoulModule, cfg: DictConfig, override
             "evaluating on another input than the model was trained on: %s; its scores may not mean much",
             ", ".join(changed_input),
         )
-    if config.dataset.name == "synthetic" and "dataset.data_dir" in keys and "dataset.name" not in keys:
+    if (
+        config.dataset.name == "synthetic"
+        and "dataset.data_dir" in keys
+        and "dataset.name" not in keys
+    ):
         # On the built-in data, data_dir names where generated datasets are kept; a folder given at
         # evaluation is where the user's real clips are.
-        log.info("dataset.data_dir given: reading the SoccerNet clips in %s (the model was trained on the built-in data)",
-                 config.dataset.data_dir)
-        config.dataset = {k: v for k, v in OmegaConf.to_container(config.dataset).items() if k != "synthetic"}
+        log.info(
+            "dataset.data_dir given: reading the SoccerNet clips in %s (the model was trained on the built-in data)",
+            config.dataset.data_dir,
+        )
+        config.dataset = {
+            k: v for k, v in OmegaConf.to_container(config.dataset).items() if k != "synthetic"
+        }
         config.dataset.name = "mvfouls"
     # The weights come from the checkpoint: nothing to download or load besides it.
     config.model.pretrained = False

@@ -39,7 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from mvfoul.data.annotations import ANNOTATIONS_FILE, LABEL_FIELDS, load_actions_object, read_json_document
+from mvfoul.data.annotations import (
+    ANNOTATIONS_FILE,
+    LABEL_FIELDS,
+    load_actions_object,
+    read_json_document,
+)
 from mvfoul.data.csv_annotations import parse_csv_rows, write_atomically
 from mvfoul.errors import DataError
 from mvfoul.labels import (
@@ -91,9 +96,14 @@ def scores_from_counts(
     os_correct = _counts(offence_severity_correct, NUM_OFFENCE_SEVERITY, "offence_severity_correct")
     act_total = _counts(action_total, NUM_ACTION, "action_total")
     act_correct = _counts(action_correct, NUM_ACTION, "action_correct")
-    for total, correct, name in ((os_total, os_correct, "offence_severity"), (act_total, act_correct, "action")):
+    for total, correct, name in (
+        (os_total, os_correct, "offence_severity"),
+        (act_total, act_correct, "action"),
+    ):
         if np.any(correct > total) or np.any(correct < 0):
-            raise ValueError(f"{name}: correct counts {correct.tolist()} must lie in [0, total {total.tolist()}]")
+            raise ValueError(
+                f"{name}: correct counts {correct.tolist()} must lie in [0, total {total.tolist()}]"
+            )
 
     with np.errstate(divide="ignore", invalid="ignore"):
         accuracy_os = np.sum(os_correct) / np.sum(os_total)
@@ -129,11 +139,15 @@ def scores_from_counts(
 def _counts(values: Sequence[float], length: int, name: str) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64).reshape(-1)
     if array.shape != (length,):
-        raise ValueError(f"{name}: expected {length} per-class counts, got shape {np.shape(values)}")
+        raise ValueError(
+            f"{name}: expected {length} per-class counts, got shape {np.shape(values)}"
+        )
     return array
 
 
-def official_scores(ground_truth: Mapping[str, Any], predictions: Mapping[str, Any]) -> dict[str, float]:
+def official_scores(
+    ground_truth: Mapping[str, Any], predictions: Mapping[str, Any]
+) -> dict[str, float]:
     """The official metric on loaded ``{"Actions": {...}}`` dicts (ground truth, predictions).
 
     Same numbers as ``SoccerNet.Evaluation.MV_FoulRecognition.evaluate`` on the same JSON, quirks
@@ -185,13 +199,15 @@ def _actions_object(document: Any, name: str) -> Mapping[str, Any]:
     actions = document.get("Actions") if isinstance(document, Mapping) else None
     if not isinstance(actions, Mapping):
         raise DataError(
-            f"{name}: no 'Actions' object; expected {{\"Actions\": {{\"<id>\": {{\"Action class\": "
-            f"..., \"Offence\": ..., \"Severity\": ...}}}}}}"
+            f'{name}: no \'Actions\' object; expected {{"Actions": {{"<id>": {{"Action class": '
+            f'..., "Offence": ..., "Severity": ...}}}}}}'
         )
     return actions
 
 
-def _check_fields(name: str, action_id: str, entry: Any, strings: bool = False, hint: str = "") -> None:
+def _check_fields(
+    name: str, action_id: str, entry: Any, strings: bool = False, hint: str = ""
+) -> None:
     """A one-line DataError where the official code would fail on ``entry`` (or, with ``strings``,
     where a field is not a string)."""
     if not isinstance(entry, Mapping):
@@ -210,7 +226,13 @@ def _check_fields(name: str, action_id: str, entry: Any, strings: bool = False, 
 
 def _ground_truth_view(name: str, action_id: str, entry: Any) -> EvaluatorView | None:
     """The evaluator's view of one ground-truth action; None when it skips the action."""
-    _check_fields(name, action_id, entry, strings=True, hint=" (an unlabelled, challenge, split cannot be scored)")
+    _check_fields(
+        name,
+        action_id,
+        entry,
+        strings=True,
+        hint=" (an unlabelled, challenge, split cannot be scored)",
+    )
     try:
         view = evaluator_view(entry["Action class"], entry["Offence"], entry["Severity"])
     except ValueError as err:
@@ -225,7 +247,9 @@ def _ground_truth_view(name: str, action_id: str, entry: Any) -> EvaluatorView |
 # --- files ---------------------------------------------------------------------------------
 
 
-def evaluate_files(ground_truth_path: str | Path, predictions_path: str | Path, strict: bool = True) -> dict[str, float]:
+def evaluate_files(
+    ground_truth_path: str | Path, predictions_path: str | Path, strict: bool = True
+) -> dict[str, float]:
     """The official scores of a predictions file against a ground truth.
 
     The ground truth is an ``annotations.json``, a split folder holding one, or an mvfoul CSV
@@ -236,7 +260,10 @@ def evaluate_files(ground_truth_path: str | Path, predictions_path: str | Path, 
     ground_truth = read_ground_truth(gt_path)
     predictions = read_predictions(predictions_path, strict=strict)
     return _scores(
-        ground_truth, predictions, f"ground truth {_source(gt_path)}", f"predictions {predictions_path}"
+        ground_truth,
+        predictions,
+        f"ground truth {_source(gt_path)}",
+        f"predictions {predictions_path}",
     )
 
 
@@ -257,7 +284,10 @@ def read_ground_truth(path: str | Path) -> dict[str, Any]:
 
 def prediction_entry(offence_severity: int, action: int) -> dict[str, str]:
     """The ``{"Action class", "Offence", "Severity"}`` entry for predicted class indices."""
-    os_index, action_index = _class_index(offence_severity, NUM_OFFENCE_SEVERITY), _class_index(action, NUM_ACTION)
+    os_index, action_index = (
+        _class_index(offence_severity, NUM_OFFENCE_SEVERITY),
+        _class_index(action, NUM_ACTION),
+    )
     if os_index is None or action_index is None:
         raise ValueError(
             f"prediction ({offence_severity!r}, {action!r}): expected an offence+severity class in "
@@ -338,7 +368,11 @@ def read_predictions(path: str | Path, strict: bool = True) -> dict[str, Any]:
         pair = (entry["Offence"], entry["Severity"])
         if pair not in _PREDICTION_PAIRS:
             allowed = ", ".join(f"{o!r}/{s!r}" for o, s in _PREDICTION_PAIRS)
-            field = "Offence" if entry["Offence"] not in {o for o, _ in _PREDICTION_PAIRS} else "Severity"
+            field = (
+                "Offence"
+                if entry["Offence"] not in {o for o, _ in _PREDICTION_PAIRS}
+                else "Severity"
+            )
             raise DataError(
                 f"{name}: action {action_id!r}, field {field!r}: Offence/Severity "
                 f"{pair[0]!r}/{pair[1]!r} is not a pair the evaluator can count correct "

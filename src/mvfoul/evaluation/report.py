@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -75,7 +75,14 @@ def write_confusion_png(matrix: np.ndarray, names: Sequence[str], title: str, pa
     ax.set_title(title)
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color="white" if shares[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                color="white" if shares[i, j] > 0.5 else "black",
+            )
     fig.colorbar(image, ax=ax, label="share of the true class")
     fig.tight_layout()
     with atomic.atomic_path(path) as tmp:
@@ -83,18 +90,37 @@ def write_confusion_png(matrix: np.ndarray, names: Sequence[str], title: str, pa
     plt.close(fig)
 
 
-def write_per_class_table(rows_by_task: dict[str, list[dict[str, object]]], csv_path: Path, md_path: Path) -> None:
+def write_per_class_table(
+    rows_by_task: dict[str, list[dict[str, object]]], csv_path: Path, md_path: Path
+) -> None:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["task", "class", "precision", "recall", "support", "predicted"])
     for task, rows in rows_by_task.items():
         for r in rows:
-            writer.writerow([task, r["class"], _num(r["precision"]), _num(r["recall"]), r["support"], r["predicted"]])
+            writer.writerow(
+                [
+                    task,
+                    r["class"],
+                    _num(r["precision"]),
+                    _num(r["recall"]),
+                    r["support"],
+                    r["predicted"],
+                ]
+            )
     atomic.write_text(csv_path, out.getvalue())
     lines = []
     for task, rows in rows_by_task.items():
-        lines += [f"### {task}", "", "| class | precision % | recall % | support | predicted |", "|---|---|---|---|---|"]
-        lines += [f"| {r['class']} | {_num(r['precision'])} | {_num(r['recall'])} | {r['support']} | {r['predicted']} |" for r in rows]
+        lines += [
+            f"### {task}",
+            "",
+            "| class | precision % | recall % | support | predicted |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['class']} | {_num(r['precision'])} | {_num(r['recall'])} | {r['support']} | {r['predicted']} |"
+            for r in rows
+        ]
         lines.append("")
     atomic.write_text(md_path, "\n".join(lines))
 

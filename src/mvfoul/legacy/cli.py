@@ -11,7 +11,7 @@ import os
 import shlex
 import subprocess
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from mvfoul.legacy.configfile import write_config
 from mvfoul.legacy.flags import VARS_SWITCH, Request, translate_legacy
@@ -44,13 +44,21 @@ def render(command: Command) -> str:
 
 def notice(translation: Translation) -> str:
     """The deprecation paragraph: what happened, the equivalent command(s), what to do next."""
-    dialect = "the VARS baseline's flags" if translation.source == "VARS baseline" else "the old trainer's flags"
+    dialect = (
+        "the VARS baseline's flags"
+        if translation.source == "VARS baseline"
+        else "the old trainer's flags"
+    )
     plural = len(translation.commands) > 1
     text = (
         f"mvfoul: training/train.py is deprecated: it translates {dialect} into Hydra overrides and runs "
         f"the equivalent {'commands' if plural else 'command'} below. Run {'them' if plural else 'it'} "
         "directly from now on"
-        + (", or keep this command line for good with --write-config NAME" if translation.trains else "")
+        + (
+            ", or keep this command line for good with --write-config NAME"
+            if translation.trains
+            else ""
+        )
         + " (see MIGRATION.md):"
     )
     return "\n".join([text, *(f"  {render(c)}" for c in translation.commands)])
@@ -65,7 +73,9 @@ def run_commands(commands: Sequence[Command]) -> int:
         script = str(PROJECT_ROOT / command.script)
         os.execv(sys.executable, [sys.executable, script, *command.args()])
     for command in commands:
-        code = subprocess.call([sys.executable, str(PROJECT_ROOT / command.script), *command.args()])
+        code = subprocess.call(
+            [sys.executable, str(PROJECT_ROOT / command.script), *command.args()]
+        )
         if code != 0:
             return code
     return 0
@@ -93,9 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(NOTE + note + "\n")
     if request.write_config is not None:
         original = shlex.join(["python", "training/train.py", *_without_write_options(argv)])
-        path = write_config(translation, request.write_config, force=request.force, original=original)
+        path = write_config(
+            translation, request.write_config, force=request.force, original=original
+        )
         print(f"wrote {path}")
-        print(f"run it with: python {script_path('train_hydra.py')} --config-name {request.write_config}")
+        print(
+            f"run it with: python {script_path('train_hydra.py')} --config-name {request.write_config}"
+        )
         return 0
     sys.stderr.write(notice(translation) + "\n")
     if request.dry_run:

@@ -33,7 +33,9 @@ def _check_name(name: str, folder: Path, force: bool) -> Path:
             )
     target = folder / f"{name}.yaml"
     if target.exists() and not force:
-        raise LegacyFlagError(f"--write-config {name}: {target} exists; add --force to overwrite it")
+        raise LegacyFlagError(
+            f"--write-config {name}: {target} exists; add --force to overwrite it"
+        )
     return target
 
 

@@ -23,16 +23,23 @@ import dataclasses
 import difflib
 import typing
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from omegaconf import MISSING
 
 from mvfoul import config as C
 from mvfoul.errors import MvfoulError
 from mvfoul.help import GROUPS
-from mvfoul.legacy.overrides import Command, Translation, make_override, merge_overrides, parse_override
+from mvfoul.legacy.overrides import (
+    Command,
+    Translation,
+    make_override,
+    merge_overrides,
+    parse_override,
+)
 from mvfoul.paths import CONF_DIR, PRESETS_DIR, USER_CONFIGS_DIR
 
 PROG = "python training/train.py"
@@ -82,14 +89,16 @@ def _analyse(key: str, hint: Any) -> tuple[str, bool, bool]:
         optional = True
         (hint,) = [a for a in args if a is not type(None)]
         origin, args = typing.get_origin(hint), typing.get_args(hint)
-    is_list = origin in (list, typing.List)
+    is_list = origin in (list, list)
     if is_list:
         hint = args[0]
     if hint is Any:
         return "any", optional, is_list
     if hint in (bool, int, float, str):
         return hint.__name__, optional, is_list
-    raise TypeError(f"{key}: schema type {hint!r} has no legacy flag type; extend mvfoul.legacy.flags._analyse")
+    raise TypeError(
+        f"{key}: schema type {hint!r} has no legacy flag type; extend mvfoul.legacy.flags._analyse"
+    )
 
 
 def _default(f: dataclasses.Field) -> Any:
@@ -134,7 +143,10 @@ KEY_SPECS: dict[str, KeySpec] = {spec.key: spec for spec in KEYS}
 
 def _derived_names(specs: Sequence[KeySpec]) -> dict[str, str]:
     counts = Counter(spec.field for spec in specs)
-    names = {spec.key: spec.field if counts[spec.field] == 1 else spec.key.replace(".", "_") for spec in specs}
+    names = {
+        spec.key: spec.field if counts[spec.field] == 1 else spec.key.replace(".", "_")
+        for spec in specs
+    }
     clashes = [n for n, c in Counter(names.values()).items() if c > 1]
     if clashes:
         raise RuntimeError(f"legacy flag names clash: {clashes}")
@@ -203,7 +215,9 @@ def group_options(group: str) -> list[str]:
 
 def config_names() -> list[str]:
     """What ``--config-name`` finds: the presets and the user's own configs."""
-    names = {p.stem for folder in (PRESETS_DIR, USER_CONFIGS_DIR) for p in Path(folder).glob("*.yaml")}
+    names = {
+        p.stem for folder in (PRESETS_DIR, USER_CONFIGS_DIR) for p in Path(folder).glob("*.yaml")
+    }
     return sorted(names)
 
 
@@ -231,7 +245,9 @@ def _any_value(text: str) -> Any:
 
 
 def converter(spec: KeySpec) -> Callable[[str], Any]:
-    base: Callable[[str], Any] = {"int": int, "float": float, "str": str, "any": _any_value}[spec.kind]
+    base: Callable[[str], Any] = {"int": int, "float": float, "str": str, "any": _any_value}[
+        spec.kind
+    ]
     if spec.kind == "any" or not spec.optional:
         return _named(lambda text: base(text), spec.kind if spec.kind != "any" else "value")
     return _named(lambda text: None if _is_null(text) else base(text), f"{spec.kind} (or null)")
@@ -249,17 +265,39 @@ class LegacyParser(argparse.ArgumentParser):
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     """What the legacy front does with the translation (both command-line dialects)."""
-    do = parser.add_argument_group("what to do (default: print the equivalent command, then run it)")
+    do = parser.add_argument_group(
+        "what to do (default: print the equivalent command, then run it)"
+    )
     do.add_argument(
-        "--write-config", metavar="NAME", dest="write_config",
+        "--write-config",
+        metavar="NAME",
+        dest="write_config",
         help="write the translation to conf/user/NAME.yaml and stop; then `python train_hydra.py --config-name NAME`",
     )
-    do.add_argument("--force", action="store_true", help="with --write-config: overwrite an existing conf/user/NAME.yaml")
-    do.add_argument("--dry-run", action="store_true", dest="dry_run", help="print the equivalent command(s) on stdout, run nothing")
+    do.add_argument(
+        "--force",
+        action="store_true",
+        help="with --write-config: overwrite an existing conf/user/NAME.yaml",
+    )
+    do.add_argument(
+        "--dry-run",
+        action="store_true",
+        dest="dry_run",
+        help="print the equivalent command(s) on stdout, run nothing",
+    )
     hydra = parser.add_argument_group("Hydra's own flags, passed on to the command")
-    hydra.add_argument("--cfg", choices=("job", "hydra", "all"), help="print the composed config instead of running")
+    hydra.add_argument(
+        "--cfg",
+        choices=("job", "hydra", "all"),
+        help="print the composed config instead of running",
+    )
     hydra.add_argument("--resolve", action="store_true", help="with --cfg: resolve interpolations")
-    hydra.add_argument("--multirun", "-m", action="store_true", help="a sweep: comma-separated values run one job each")
+    hydra.add_argument(
+        "--multirun",
+        "-m",
+        action="store_true",
+        help="a sweep: comma-separated values run one job each",
+    )
 
 
 def hydra_flags(ns: argparse.Namespace) -> list[str]:
@@ -300,18 +338,40 @@ def build_parser() -> LegacyParser:
         allow_abbrev=False,
         argument_default=argparse.SUPPRESS,
     )
-    parser.add_argument(VARS_SWITCH, action="store_true", help="read the rest as the sn-mvfoul VARS baseline's flags (see --from-vars-baseline --help)")
+    parser.add_argument(
+        VARS_SWITCH,
+        action="store_true",
+        help="read the rest as the sn-mvfoul VARS baseline's flags (see --from-vars-baseline --help)",
+    )
     add_common_options(parser)
-    choose = parser.add_argument_group("a whole configuration and group options (instead of conf/config.yaml's)")
-    choose.add_argument(*PRESET_FLAGS, dest="preset", metavar="NAME", help=f"a preset or your own config: {', '.join(config_names())}")
+    choose = parser.add_argument_group(
+        "a whole configuration and group options (instead of conf/config.yaml's)"
+    )
+    choose.add_argument(
+        *PRESET_FLAGS,
+        dest="preset",
+        metavar="NAME",
+        help=f"a preset or your own config: {', '.join(config_names())}",
+    )
     for group in GROUPS:
-        choose.add_argument(f"--{group}", dest=f"group:{group}", metavar="OPTION", choices=group_options(group), help=f"{group}=OPTION: {', '.join(group_options(group))}")
+        choose.add_argument(
+            f"--{group}",
+            dest=f"group:{group}",
+            metavar="OPTION",
+            choices=group_options(group),
+            help=f"{group}=OPTION: {', '.join(group_options(group))}",
+        )
     for group in GROUPS:
         section = parser.add_argument_group(f"{group} keys (conf/{group}/)")
         for spec in (s for s in KEYS if s.group == group):
             names = flag_names(spec.key)
             if spec.kind == "bool":
-                section.add_argument(*names, dest=spec.key, action=argparse.BooleanOptionalAction, help=_help_for(spec))
+                section.add_argument(
+                    *names,
+                    dest=spec.key,
+                    action=argparse.BooleanOptionalAction,
+                    help=_help_for(spec),
+                )
             else:
                 section.add_argument(
                     *names,
@@ -337,17 +397,25 @@ def _looks_like_flag(word: str) -> bool:
         return True
 
 
-def unknown_flag_error(word: str, known: Sequence[str], prog: str, hint: str = "") -> LegacyFlagError:
+def unknown_flag_error(
+    word: str, known: Sequence[str], prog: str, hint: str = ""
+) -> LegacyFlagError:
     flag = word.split("=", 1)[0]
     close = difflib.get_close_matches(flag, list(known), n=3, cutoff=0.75)
     if close:
         suggestion = "did you mean " + " or ".join(close) + "?"
     else:
         suggestion = f"`{prog} --help` lists every flag"
-    return LegacyFlagError(f"unknown flag {flag}; {suggestion}{hint} (MIGRATION.md maps the old flags)")
+    return LegacyFlagError(
+        f"unknown flag {flag}; {suggestion}{hint} (MIGRATION.md maps the old flags)"
+    )
 
 
-def split_extras(extras: Sequence[str], parser: argparse.ArgumentParser, hint: Callable[[str], str] = lambda f: "") -> list[str]:
+def split_extras(
+    extras: Sequence[str],
+    parser: argparse.ArgumentParser,
+    hint: Callable[[str], str] = lambda f: "",
+) -> list[str]:
     """The words argparse did not take: ``key=value`` words are Hydra overrides, passed on as
     they are; anything else is an error naming it (an unknown flag with its close matches)."""
     overrides: list[str] = []
@@ -391,7 +459,9 @@ def check_config_name(name: str) -> None:
     if name not in names:
         close = difflib.get_close_matches(name, names, n=2)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
-        raise LegacyFlagError(f"--preset {name}: no such config; {hint}available: {', '.join(names)}")
+        raise LegacyFlagError(
+            f"--preset {name}: no such config; {hint}available: {', '.join(names)}"
+        )
 
 
 def _check_list(spec: KeySpec, items: Sequence[Any]) -> None:

@@ -7,8 +7,9 @@ tests/test_legacy.py checks that the committed file equals :func:`migration_mark
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from mvfoul import atomic
 from mvfoul.help import GROUPS
@@ -26,37 +27,116 @@ from mvfoul.legacy.flags import (
     unknown_flag_error,
 )
 from mvfoul.legacy.overrides import Command
-from mvfoul.legacy.vars_baseline import BASELINE_FLAGS, DIFFERENCES, FIXED_SETTINGS, translate_vars_baseline
+from mvfoul.legacy.vars_baseline import (
+    BASELINE_FLAGS,
+    DIFFERENCES,
+    FIXED_SETTINGS,
+    translate_vars_baseline,
+)
 from mvfoul.paths import PROJECT_ROOT
 
 MIGRATION_MD = PROJECT_ROOT / "MIGRATION.md"
 
 LEGACY_EXAMPLE = [
-    "--data_dir", "/data/mvfouls", "--backbone", "r3d_18", "--max_epochs", "50",
-    "--learning_rate", "3e-4", "--loss_function", "ce", "--use_class_weights",
-    "--no-gradual_finetuning", "--unfreeze_schedule", "5", "10", "--gpus", "2",
+    "--data_dir",
+    "/data/mvfouls",
+    "--backbone",
+    "r3d_18",
+    "--max_epochs",
+    "50",
+    "--learning_rate",
+    "3e-4",
+    "--loss_function",
+    "ce",
+    "--use_class_weights",
+    "--no-gradual_finetuning",
+    "--unfreeze_schedule",
+    "5",
+    "10",
+    "--gpus",
+    "2",
 ]
 # The old trainer's command the migration guide this project was specified from lists as "50+
 # arguments just to run basic training": mvfoul's defaults are exactly these values, so it
 # translates to nothing but the data paths.
 SEED_COMMAND = [
-    "--data_dir", "/path/to/data", "--train_csv", "train.csv", "--val_csv", "val.csv",
-    "--backbone", "mvit_base_16x4", "--batch_size", "16", "--learning_rate", "1e-3", "--head_lr", "1e-3",
-    "--backbone_lr", "1e-4", "--max_epochs", "50", "--optimizer", "adamw", "--scheduler", "cosine",
-    "--weight_decay", "1e-4", "--gradient_clip_val", "1.0", "--use_class_balanced_sampler",
-    "--oversample_factor", "2.0", "--progressive_class_balancing", "--gradual_finetuning",
-    "--enable_backbone_lr_boost", "--backbone_lr_ratio_after_half", "0.6", "--loss_function", "focal",
-    "--focal_gamma", "2.0", "--label_smoothing", "0.1", "--use_class_weights", "--effective_num_beta", "0.99",
-    "--gpus", "1", "--precision", "16-mixed", "--save_top_k", "3", "--monitor", "val/sev_acc",
-    "--log_every_n_steps", "50",
+    "--data_dir",
+    "/path/to/data",
+    "--train_csv",
+    "train.csv",
+    "--val_csv",
+    "val.csv",
+    "--backbone",
+    "mvit_base_16x4",
+    "--batch_size",
+    "16",
+    "--learning_rate",
+    "1e-3",
+    "--head_lr",
+    "1e-3",
+    "--backbone_lr",
+    "1e-4",
+    "--max_epochs",
+    "50",
+    "--optimizer",
+    "adamw",
+    "--scheduler",
+    "cosine",
+    "--weight_decay",
+    "1e-4",
+    "--gradient_clip_val",
+    "1.0",
+    "--use_class_balanced_sampler",
+    "--oversample_factor",
+    "2.0",
+    "--progressive_class_balancing",
+    "--gradual_finetuning",
+    "--enable_backbone_lr_boost",
+    "--backbone_lr_ratio_after_half",
+    "0.6",
+    "--loss_function",
+    "focal",
+    "--focal_gamma",
+    "2.0",
+    "--label_smoothing",
+    "0.1",
+    "--use_class_weights",
+    "--effective_num_beta",
+    "0.99",
+    "--gpus",
+    "1",
+    "--precision",
+    "16-mixed",
+    "--save_top_k",
+    "3",
+    "--monitor",
+    "val/sev_acc",
+    "--log_every_n_steps",
+    "50",
 ]
 # The data paths of SEED_COMMAND: the only flags whose value is not a default.
 SEED_DATA_FLAGS = ("--data_dir", "--train_csv", "--val_csv")
 # The baseline's README: "if you use the code from the GitHub repository and run: ... you should
 # get similar results" (VARS model/README.md, "Baseline hyperparameters").
 VARS_EXAMPLE = [
-    "--LR", "5e-5", "--step_size", "3", "--gamma", "0.3", "--pooling_type", "attention",
-    "--start_frame", "63", "--end_frame", "87", "--fps", "17", "--path", "/data/mvfouls", "--pre_model", "mvit_v2_s",
+    "--LR",
+    "5e-5",
+    "--step_size",
+    "3",
+    "--gamma",
+    "0.3",
+    "--pooling_type",
+    "attention",
+    "--start_frame",
+    "63",
+    "--end_frame",
+    "87",
+    "--fps",
+    "17",
+    "--path",
+    "/data/mvfouls",
+    "--pre_model",
+    "mvit_v2_s",
 ]
 
 
@@ -152,9 +232,18 @@ def _what_changed() -> list[str]:
     from mvfoul.models.backbones import BACKBONES
 
     seed = translate_legacy(SEED_COMMAND).translation.commands[0]
-    keys = [o for o in seed.overrides if not o.startswith(("dataset.data_dir=", "dataset.train_csv=", "dataset.val_csv="))]
+    keys = [
+        o
+        for o in seed.overrides
+        if not o.startswith(("dataset.data_dir=", "dataset.train_csv=", "dataset.val_csv="))
+    ]
     rows = [
-        (f"`{name}`", f"`{spec.torchvision_name or '-'}`", ", ".join(f"{v:g}" for v in spec.mean), ", ".join(f"{v:g}" for v in spec.std))
+        (
+            f"`{name}`",
+            f"`{spec.torchvision_name or '-'}`",
+            ", ".join(f"{v:g}" for v in spec.mean),
+            ", ".join(f"{v:g}" for v in spec.std),
+        )
         for name, spec in BACKBONES.items()
     ]
     return [
@@ -170,7 +259,9 @@ def _what_changed() -> list[str]:
         seed.render(),
         "```",
         "",
-        f"The {len(keys)} keys it sets, all at their defaults: " + ", ".join(f"`{k}`" for k in keys) + ". "
+        f"The {len(keys)} keys it sets, all at their defaults: "
+        + ", ".join(f"`{k}`" for k in keys)
+        + ". "
         "Earlier versions of mvfoul defaulted to a batch size of 4, one learning rate of 1e-4, 30 epochs, "
         "weight decay 0.01, no label smoothing and no class weights; a command or kept config that relied on "
         "those now gets the values above (set them explicitly to keep the old ones). On these defaults "
@@ -219,7 +310,7 @@ def _naming() -> list[str]:
         "- `--preset NAME` (or `--config-name NAME`) starts from a preset or your own config; "
         "`--dataset synthetic`, `--model resnet3d`, ... choose group options;",
         "- Hydra's own `--cfg job|hydra|all`, `--resolve` and `--multirun` are passed on;",
-        "- `--gpus 0` (Lightning's old \"no GPU\") also selects `system=cpu`.",
+        '- `--gpus 0` (Lightning\'s old "no GPU") also selects `system=cpu`.',
         "",
         "Only the flags you give become overrides; everything else is what `conf/` (or the preset) says. "
         "An unknown flag stops the script in one line naming it and its closest matches; a bad value names "
@@ -231,7 +322,12 @@ def _naming() -> list[str]:
 def _old_trainer_table() -> list[str]:
     specs = {s.key: s for s in KEYS}
     rows = [
-        (_flag_syntax(specs[key], flag), _code(key), specs[key].type_text, _default(specs[key].default))
+        (
+            _flag_syntax(specs[key], flag),
+            _code(key),
+            specs[key].type_text,
+            _default(specs[key].default),
+        )
         for flag, key in OLD_TRAINER_FLAGS.items()
     ]
     return [
@@ -261,7 +357,13 @@ def _all_keys_table() -> list[str]:
 
 
 def _group_table() -> list[str]:
-    rows = [(" / ".join(f"`{f} NAME`" for f in PRESET_FLAGS), "`--config-name NAME`", "a preset (`conf/presets/`) or your own config (`conf/user/`)")]
+    rows = [
+        (
+            " / ".join(f"`{f} NAME`" for f in PRESET_FLAGS),
+            "`--config-name NAME`",
+            "a preset (`conf/presets/`) or your own config (`conf/user/`)",
+        )
+    ]
     for group in GROUPS:
         rows.append((f"`--{group} OPTION`", f"`{group}=OPTION`", ", ".join(group_options(group))))
     return ["## Presets and group options", "", *_table(("flag", "Hydra", "choices"), rows), ""]
@@ -320,7 +422,9 @@ def _vars_section() -> list[str]:
 
 
 def _troubleshooting() -> list[str]:
-    unknown = unknown_flag_error("--learnin_rate", [f"--{n}" for n in DERIVED_FLAGS.values()], "python training/train.py")
+    unknown = unknown_flag_error(
+        "--learnin_rate", [f"--{n}" for n in DERIVED_FLAGS.values()], "python training/train.py"
+    )
     return [
         "## Troubleshooting",
         "",

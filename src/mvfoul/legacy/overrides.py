@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 import re
 import shlex
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from mvfoul.errors import MvfoulError
 from mvfoul.help import GROUPS, SEARCH_GROUPS
@@ -44,7 +45,9 @@ def _same(parsed: Any, value: Any) -> bool:
 def _quoted(text: str) -> str:
     # Hydra's quoted strings: a quote inside is escaped with a backslash, and so are the
     # backslashes that come right before a quote or the closing quote.
-    escaped = re.sub(r'(\\*)("|$)', lambda m: m.group(1) * 2 + ("\\" + m.group(2) if m.group(2) else ""), text)
+    escaped = re.sub(
+        r'(\\*)("|$)', lambda m: m.group(1) * 2 + ("\\" + m.group(2) if m.group(2) else ""), text
+    )
     return f'"{escaped}"'
 
 
@@ -76,7 +79,9 @@ def make_override(key: str, value: Any) -> str:
         text = f"{key}={_quoted(value)}"
     if _reads_back(text, value):
         return text
-    raise MvfoulError(f"{key}: the value {value!r} cannot be written as a Hydra override; set it in a YAML config instead")
+    raise MvfoulError(
+        f"{key}: the value {value!r} cannot be written as a Hydra override; set it in a YAML config instead"
+    )
 
 
 def _element(value: Any) -> str:
@@ -95,7 +100,11 @@ def _reads_back(text: str, value: Any) -> bool:
         return False
     got = parsed.value()
     if isinstance(value, (list, tuple)):
-        return isinstance(got, list) and len(got) == len(value) and all(_same(g, v) for g, v in zip(got, value))
+        return (
+            isinstance(got, list)
+            and len(got) == len(value)
+            and all(_same(g, v) for g, v in zip(got, value))
+        )
     return _same(got, value)
 
 
@@ -104,7 +113,11 @@ def override_key(text: str) -> tuple[str, str]:
     from hydra.core.override_parser.types import OverrideType
 
     parsed = parse_override(text)
-    if parsed.type != OverrideType.CHANGE or parsed.is_sweep_override() or parsed.package is not None:
+    if (
+        parsed.type != OverrideType.CHANGE
+        or parsed.is_sweep_override()
+        or parsed.package is not None
+    ):
         return "other", parsed.key_or_group
     if parsed.key_or_group in GROUP_NAMES:
         return "group", parsed.key_or_group
@@ -163,7 +176,18 @@ def split_command(words: Sequence[str]) -> tuple[str | None, list[str]]:
     words = words[1:]
     config_name: str | None = None
     overrides: list[str] = []
-    takes_value = {"--config-name", "-cn", "--cfg", "-c", "--config-path", "-cp", "--config-dir", "-cd", "--package", "-p"}
+    takes_value = {
+        "--config-name",
+        "-cn",
+        "--cfg",
+        "-c",
+        "--config-path",
+        "-cp",
+        "--config-dir",
+        "-cd",
+        "--package",
+        "-p",
+    }
     i = 0
     while i < len(words):
         word = words[i]

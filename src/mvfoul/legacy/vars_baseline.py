@@ -15,17 +15,18 @@ recognised too. Its training loop, dataset and checkpoint format were read from 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import yaml
 
 from mvfoul.legacy.flags import (
+    VARS_SWITCH,
     LegacyFlagError,
     LegacyParser,
     Request,
-    VARS_SWITCH,
     add_common_options,
     hydra_flags,
     split_extras,
@@ -58,7 +59,9 @@ def model_options() -> dict[str, str]:
 def model_option(pre_model: str) -> str:
     option = model_options().get(pre_model)
     if option is None:  # pragma: no cover - conf/model/ lost a backbone the baseline has
-        raise LegacyFlagError(f"--pre_model {pre_model}: no conf/model/ option uses backbone {pre_model}")
+        raise LegacyFlagError(
+            f"--pre_model {pre_model}: no conf/model/ option uses backbone {pre_model}"
+        )
     return option
 
 
@@ -132,152 +135,258 @@ def _early_scheduler(code: int) -> Pairs:
 
 BASELINE_FLAGS: tuple[BaselineFlag, ...] = (
     BaselineFlag(
-        "--path", None, "mapped", "the folder holding Train/ Valid/ Test/ (Chall/); required, as in the baseline",
-        _one("dataset.data_dir"), {"required": True, "type": str}, examples=("/data/mvfouls",),
+        "--path",
+        None,
+        "mapped",
+        "the folder holding Train/ Valid/ Test/ (Chall/); required, as in the baseline",
+        _one("dataset.data_dir"),
+        {"required": True, "type": str},
+        examples=("/data/mvfouls",),
     ),
     BaselineFlag(
-        "--pre_model", "r2plus1d_18", "mapped",
+        "--pre_model",
+        "r2plus1d_18",
+        "mapped",
         "the model= option whose backbone it is (r3d_18 -> resnet3d, s3d -> s3d, mc3_18 -> mc3, "
         "r2plus1d_18 -> r2plus1d, mvit_v2_s -> mvit_v2_s; Kinetics-400 weights, as in the baseline), and "
         "the crop its torchvision transform used (112 px; 224 for s3d and mvit_v2_s). An unknown name is "
         "an error (the baseline fell back to r2plus1d_18). The baseline's aggregation and heads are its "
         "own: mvfoul's pooling, shared layer and heads differ",
-        _pre_model, {"choices": tuple(PRE_MODEL_CROP)},
+        _pre_model,
+        {"choices": tuple(PRE_MODEL_CROP)},
     ),
     BaselineFlag(
-        "--pooling_type", "max", "mapped",
+        "--pooling_type",
+        "max",
+        "mapped",
         "view pooling: max | mean | attention (mvfoul's attention pooling is its own implementation)",
-        _one("model.pooling"), {"choices": ("max", "mean", "attention")},
+        _one("model.pooling"),
+        {"choices": ("max", "mean", "attention")},
     ),
     BaselineFlag(
-        "--start_frame", 0, "mapped", "first frame of the window, as in the baseline",
-        _one("dataset.start_frame"), {"type": int},
+        "--start_frame",
+        0,
+        "mapped",
+        "first frame of the window, as in the baseline",
+        _one("dataset.start_frame"),
+        {"type": int},
     ),
     BaselineFlag(
-        "--end_frame", 125, "mapped",
+        "--end_frame",
+        125,
+        "mapped",
         "one past the last frame; the same frames are kept (the baseline's `j % factor < 1` rule)",
-        _one("dataset.end_frame"), {"type": int},
+        _one("dataset.end_frame"),
+        {"type": int},
     ),
     BaselineFlag(
-        "--fps", 25, "mapped",
+        "--fps",
+        25,
+        "mapped",
         "sampling rate inside the window; the baseline's defaults 0, 125, 25 give all 125 frames (MViT "
         "accepts only 16: the baseline's README pairs mvit_v2_s with 63, 87, 17)",
-        _one("dataset.fps"), {"type": float},
+        _one("dataset.fps"),
+        {"type": float},
     ),
     BaselineFlag(
-        "--num_views", 5, "mapped",
+        "--num_views",
+        5,
+        "mapped",
         "1: dataset.train_views=1 (the baseline then made every clip its own training sample; mvfoul "
         "draws one random view per action and epoch, so an epoch is shorter). 2-5: dataset.train_views=2, "
         "because the baseline's dataset draws exactly two random views per training action whatever "
         "--num_views says; set dataset.train_views=N to train on more. Validation and test use every view "
         "in both",
-        _num_views, {"type": int, "choices": (1, 2, 3, 4, 5)}, examples=(1,),
+        _num_views,
+        {"type": int, "choices": (1, 2, 3, 4, 5)},
+        examples=(1,),
     ),
     BaselineFlag(
-        "--LR", 1e-4, "mapped", "one learning rate for the whole network, as in the baseline",
-        _one("training.learning_rate"), {"type": float},
+        "--LR",
+        1e-4,
+        "mapped",
+        "one learning rate for the whole network, as in the baseline",
+        _one("training.learning_rate"),
+        {"type": float},
     ),
     BaselineFlag(
-        "--weighted_loss", "Yes", "mapped",
+        "--weighted_loss",
+        "Yes",
+        "mapped",
         "Yes: class weights from the training counts, inverse frequency (the baseline's N/n_c); mvfoul "
         "normalises them to mean 1 and averages the weighted losses over the batch, where PyTorch's "
         "weighted cross-entropy divides by the sum of the batch's weights, so the loss scale differs. "
         "No: unweighted cross-entropy",
-        _weighted, {"choices": ("Yes", "No")}, examples=("No",),
+        _weighted,
+        {"choices": ("Yes", "No")},
+        examples=("No",),
     ),
     BaselineFlag(
-        "--data_aug", "Yes", "mapped",
+        "--data_aug",
+        "Yes",
+        "mapped",
         "Yes: mvfoul's augmentation (flip, random resized crop, colour jitter: dataset.hflip_prob, "
         "crop_scale_min, color_jitter), not the baseline's affine/perspective/rotation/jitter/flip set",
-        lambda answer: [("dataset.augment", _yes_no(answer))], {"choices": ("Yes", "No")},
+        lambda answer: [("dataset.augment", _yes_no(answer))],
+        {"choices": ("Yes", "No")},
     ),
     BaselineFlag(
-        "--max_epochs", 60, "mapped", "training epochs", _one("training.max_epochs"), {"type": int},
+        "--max_epochs",
+        60,
+        "mapped",
+        "training epochs",
+        _one("training.max_epochs"),
+        {"type": int},
     ),
     BaselineFlag(
-        "--batch_size", 2, "mapped",
+        "--batch_size",
+        2,
+        "mapped",
         "actions per training batch (the baseline evaluated one action at a time; mvfoul batches "
         "evaluation with dataset.eval_batch_size, padding views, with the same results)",
-        _one("dataset.batch_size"), {"type": int},
+        _one("dataset.batch_size"),
+        {"type": int},
     ),
     BaselineFlag(
-        "--step_size", 3, "mapped", "StepLR: epochs between decays (training.scheduler=step, stepped once per epoch)",
-        _one("training.step_size"), {"type": int},
-    ),
-    BaselineFlag("--gamma", 0.1, "mapped", "StepLR: decay factor", _one("training.gamma"), {"type": float}),
-    BaselineFlag(
-        "--weight_decay", 0.001, "mapped", "AdamW's decoupled weight decay", _one("training.weight_decay"), {"type": float},
-    ),
-    BaselineFlag(
-        "--max_num_worker", 1, "mapped", "DataLoader workers", _one("dataset.num_workers"), {"type": int},
+        "--step_size",
+        3,
+        "mapped",
+        "StepLR: epochs between decays (training.scheduler=step, stepped once per epoch)",
+        _one("training.step_size"),
+        {"type": int},
     ),
     BaselineFlag(
-        "--model_name", "VARS", "mapped",
+        "--gamma", 0.1, "mapped", "StepLR: decay factor", _one("training.gamma"), {"type": float}
+    ),
+    BaselineFlag(
+        "--weight_decay",
+        0.001,
+        "mapped",
+        "AdamW's decoupled weight decay",
+        _one("training.weight_decay"),
+        {"type": float},
+    ),
+    BaselineFlag(
+        "--max_num_worker",
+        1,
+        "mapped",
+        "DataLoader workers",
+        _one("dataset.num_workers"),
+        {"type": int},
+    ),
+    BaselineFlag(
+        "--model_name",
+        "VARS",
+        "mapped",
         "the run's name: outputs/<name>/<date_time>/ (the baseline saved under models/<model_name>/...)",
-        _one("experiment.name"), {"type": str},
+        _one("experiment.name"),
+        {"type": str},
     ),
     BaselineFlag(
-        "--only_evaluation", TRAIN, "evaluation",
+        "--only_evaluation",
+        TRAIN,
+        "evaluation",
         "3 (default): train. 0: evaluate on the test set, 1: the challenge set, 2: both -> "
         "`python evaluate_hydra.py ckpt_path=... split=test` (and/or split=chall), with dataset.data_dir "
         "from --path and dataset.num_workers from --max_num_worker; the checkpoint holds every other setting",
-        None, {"type": int, "choices": (0, 1, 2, 3)}, target="evaluate_hydra.py split=test|chall",
+        None,
+        {"type": int, "choices": (0, 1, 2, 3)},
+        target="evaluate_hydra.py split=test|chall",
     ),
     BaselineFlag(
-        "--path_to_model_weights", "", "evaluation",
+        "--path_to_model_weights",
+        "",
+        "evaluation",
         "with --only_evaluation 0/1/2: the checkpoint to evaluate (ckpt_path). It must be an mvfoul "
         "checkpoint (.ckpt from a run's checkpoints/): a baseline .pth.tar holds the baseline's own network "
         "under its own names and does not load into mvfoul's. For training (fine-tuning from baseline "
         "weights, as the baseline's README does with its published 14_model.pth.tar) it is unsupported "
         "for the same reason",
-        None, {"type": str}, target="ckpt_path (evaluate_hydra.py)",
+        None,
+        {"type": str},
+        target="ckpt_path (evaluate_hydra.py)",
     ),
     BaselineFlag(
-        "--GPU", -1, "ignored",
+        "--GPU",
+        -1,
+        "ignored",
         "mvfoul counts devices (system.gpus) rather than picking one: put CUDA_VISIBLE_DEVICES=N in front "
         "of the command to use GPU N",
-        None, {"type": int},
+        None,
+        {"type": int},
     ),
     BaselineFlag(
-        "--loglevel", "INFO", "ignored",
+        "--loglevel",
+        "INFO",
+        "ignored",
         "mvfoul logs at INFO to the console and to the run folder's train_hydra.log; hydra.verbose=true "
         "shows debug messages",
-        None, {"type": str},
+        None,
+        {"type": str},
     ),
     BaselineFlag(
-        "--continue_training", False, "unsupported",
+        "--continue_training",
+        False,
+        "unsupported",
         "mvfoul cannot resume a baseline run: its optimiser, scheduler and network state do not load "
         "into mvfoul; start a new run",
-        None, {"action": "store_true"}, harmless=(False,),
+        None,
+        {"action": "store_true"},
+        harmless=(False,),
     ),
     BaselineFlag(
-        "--scheduler", None, "mapped",
+        "--scheduler",
+        None,
+        "mapped",
         "(earlier revision) 0: none, 1: plateau (ReduceLROnPlateau, factor 0.1; mvfoul's watches "
         "experiment.monitor), 2: step; 3 (ExponentialLR) and 4 have no equivalent and are an error. "
         "Without it: step, as in the released baseline",
-        _early_scheduler, {"type": int, "choices": (0, 1, 2, 3, 4)}, early=True, examples=(0, 1, 2),
+        _early_scheduler,
+        {"type": int, "choices": (0, 1, 2, 3, 4)},
+        early=True,
+        examples=(0, 1, 2),
     ),
     BaselineFlag(
-        "--patience", None, "mapped", "(earlier revision) ReduceLROnPlateau patience, with --scheduler 1",
-        _one("training.plateau_patience"), {"type": int}, early=True, examples=(5,),
+        "--patience",
+        None,
+        "mapped",
+        "(earlier revision) ReduceLROnPlateau patience, with --scheduler 1",
+        _one("training.plateau_patience"),
+        {"type": int},
+        early=True,
+        examples=(5,),
     ),
     BaselineFlag(
-        "--type", None, "unsupported",
+        "--type",
+        None,
+        "unsupported",
         "(earlier revision) chose live or replay clips; mvfoul draws dataset.train_views random views "
         "among every clip of an action and validates on all",
-        None, {"type": str}, early=True,
+        None,
+        {"type": str},
+        early=True,
     ),
     BaselineFlag(
-        "--random_shift", None, "unsupported",
+        "--random_shift",
+        None,
+        "unsupported",
         "(earlier revision) shifted the frame window at random; mvfoul's window is fixed (0 is accepted: "
         "no shift)",
-        None, {"type": int}, early=True, harmless=(0,),
+        None,
+        {"type": int},
+        early=True,
+        harmless=(0,),
     ),
     BaselineFlag(
-        "--lr_warmup", None, "unsupported",
+        "--lr_warmup",
+        None,
+        "unsupported",
         "(earlier revision) learning-rate warmup; mvfoul warms up only with the cosine schedule "
         "(training.scheduler=cosine training.warmup_epochs=N). 0 is accepted: no warmup",
-        None, {"type": int}, early=True, harmless=(0,),
+        None,
+        {"type": int},
+        early=True,
+        harmless=(0,),
     ),
 )
 FLAGS_BY_NAME = {b.flag: b for b in BASELINE_FLAGS}
@@ -285,10 +394,18 @@ FLAGS_BY_NAME = {b.flag: b for b in BASELINE_FLAGS}
 # What every baseline translation sets, whatever the flags: how the baseline always trained.
 FIXED_SETTINGS: tuple[tuple[str, Any, str], ...] = (
     ("loss", "ce", "cross-entropy on both heads, summed (weighted by --weighted_loss)"),
-    ("sampling", "none", "uniformly shuffled training actions (shuffle=True), no class-balanced sampling"),
+    (
+        "sampling",
+        "none",
+        "uniformly shuffled training actions (shuffle=True), no class-balanced sampling",
+    ),
     ("freezing", "none", "the whole network trains from the first step"),
     ("loss.label_smoothing", 0.0, "no label smoothing (loss=ce alone sets 0.1)"),
-    ("training.optimizer", "adamw", "AdamW, betas 0.9/0.999 (the baseline's eps is 1e-7, mvfoul's PyTorch's 1e-8)"),
+    (
+        "training.optimizer",
+        "adamw",
+        "AdamW, betas 0.9/0.999 (the baseline's eps is 1e-7, mvfoul's PyTorch's 1e-8)",
+    ),
     ("training.scheduler", "step", "StepLR(step_size, gamma), stepped once per epoch"),
     ("training.gradient_clip_val", None, "no gradient clipping"),
     ("system.precision", "32-true", "fp32, no mixed precision"),
@@ -352,11 +469,21 @@ def _evaluation(given: dict[str, Any], passthrough: list[str], flags: list[str])
     if "--max_num_worker" in given:
         tail.append(make_override("dataset.num_workers", given["--max_num_worker"]))
     notes = []
-    unused = [f for f in given if FLAGS_BY_NAME[f].status == "mapped" and f not in ("--path", "--max_num_worker")]
+    unused = [
+        f
+        for f in given
+        if FLAGS_BY_NAME[f].status == "mapped" and f not in ("--path", "--max_num_worker")
+    ]
     if unused:
-        notes.append(f"{', '.join(unused)}: not used to evaluate (the checkpoint holds the model's settings)")
+        notes.append(
+            f"{', '.join(unused)}: not used to evaluate (the checkpoint holds the model's settings)"
+        )
     commands = [
-        Command("evaluate_hydra.py", merge_overrides(base, [f"split={split}"], tail, passthrough), hydra_flags=list(flags))
+        Command(
+            "evaluate_hydra.py",
+            merge_overrides(base, [f"split={split}"], tail, passthrough),
+            hydra_flags=list(flags),
+        )
         for split in EVALUATION_SPLITS[mode]
     ]
     return Translation("VARS baseline", commands, notes)
@@ -392,7 +519,9 @@ def _training(given: dict[str, Any], passthrough: list[str], flags: list[str]) -
         if value is None:
             continue
         if b.flag == "--patience" and given.get("--scheduler") != 1:
-            notes.append("--patience: ignored (it only matters with --scheduler 1, ReduceLROnPlateau)")
+            notes.append(
+                "--patience: ignored (it only matters with --scheduler 1, ReduceLROnPlateau)"
+            )
             continue
         for key, mapped in b.to_keys(value):
             add(key, mapped)
@@ -403,7 +532,13 @@ def _training(given: dict[str, Any], passthrough: list[str], flags: list[str]) -
         )
     return Translation(
         "VARS baseline",
-        [Command("train_hydra.py", merge_overrides(groups, keys, passthrough), hydra_flags=list(flags))],
+        [
+            Command(
+                "train_hydra.py",
+                merge_overrides(groups, keys, passthrough),
+                hydra_flags=list(flags),
+            )
+        ],
         notes,
     )
 
@@ -415,7 +550,9 @@ def translate_vars_baseline(argv: Sequence[str]) -> Request:
     passthrough = split_extras(extras, parser, _mvfoul_hint)
     values = vars(ns)
     given = {f: values[f] for f in FLAGS_BY_NAME if f in values}
-    notes = ["VARS baseline flags: flags left out take the baseline's defaults; MIGRATION.md lists what differs"]
+    notes = [
+        "VARS baseline flags: flags left out take the baseline's defaults; MIGRATION.md lists what differs"
+    ]
     problems = []
     for flag, value in given.items():
         b = FLAGS_BY_NAME[flag]
@@ -443,8 +580,9 @@ def _mvfoul_hint(flag: str) -> str:
     from mvfoul.legacy.flags import DERIVED_FLAGS, OLD_TRAINER_FLAGS
 
     name = flag.lstrip("-")
-    key = OLD_TRAINER_FLAGS.get(name) or next((k for k, n in DERIVED_FLAGS.items() if n == name), None)
+    key = OLD_TRAINER_FLAGS.get(name) or next(
+        (k for k, n in DERIVED_FLAGS.items() if n == name), None
+    )
     if key is not None:
         return f"; for mvfoul's {key}, add {key}=VALUE (the baseline dialect takes only the baseline's flags)"
     return ""
-

@@ -67,7 +67,9 @@ class BackboneSpec:
     min_frames: int
     exact_size: int | None  # square frames, side in px; None = no exact requirement
     min_size: int
-    torchvision_name: str | None = None  # torchvision.models.get_model(name); None: not torchvision's
+    torchvision_name: str | None = (
+        None  # torchvision.models.get_model(name); None: not torchvision's
+    )
     mean: tuple[float, ...] = R3D_MEAN  # per-channel input mean the weights were trained with
     std: tuple[float, ...] = R3D_STD
 
@@ -80,7 +82,9 @@ class BackboneSpec:
             else num_frames >= self.min_frames
         )
         size_ok = (
-            frame_size == self.exact_size if self.exact_size is not None else frame_size >= self.min_size
+            frame_size == self.exact_size
+            if self.exact_size is not None
+            else frame_size >= self.min_size
         )
         if frames_ok and size_ok:
             return None
@@ -125,7 +129,9 @@ class TinyVideoCNN(nn.Module):
             stride = (1, 2, 2) if i == 0 else (2, 2, 2)
             stages.append(
                 nn.Sequential(
-                    nn.Conv3d(in_channels, width, kernel_size=3, stride=stride, padding=1, bias=False),
+                    nn.Conv3d(
+                        in_channels, width, kernel_size=3, stride=stride, padding=1, bias=False
+                    ),
                     nn.BatchNorm3d(width),
                     nn.ReLU(inplace=True),
                 )
@@ -216,30 +222,52 @@ _ENTRIES: list[tuple[BackboneSpec, _Recipe]] = [
         BackboneSpec(
             "mvit_base_16x4",
             "MViT-v1-B 16x4, Kinetics-400 (the VARS baseline); only 16 frames of 224x224",
-            768, exact_frames=16, min_frames=16, exact_size=224, min_size=224,
+            768,
+            exact_frames=16,
+            min_frames=16,
+            exact_size=224,
+            min_size=224,
         ),
-        _Recipe(tv_video.mvit_v1_b, tv_video.MViT_V1_B_Weights.KINETICS400_V1, "head", _mvit_blocks),
+        _Recipe(
+            tv_video.mvit_v1_b, tv_video.MViT_V1_B_Weights.KINETICS400_V1, "head", _mvit_blocks
+        ),
     ),
     (
         BackboneSpec(
             "mvit_v2_s",
             "MViT-v2-S, Kinetics-400; only 16 frames of 224x224",
-            768, exact_frames=16, min_frames=16, exact_size=224, min_size=224,
+            768,
+            exact_frames=16,
+            min_frames=16,
+            exact_size=224,
+            min_size=224,
         ),
-        _Recipe(tv_video.mvit_v2_s, tv_video.MViT_V2_S_Weights.KINETICS400_V1, "head", _mvit_blocks),
+        _Recipe(
+            tv_video.mvit_v2_s, tv_video.MViT_V2_S_Weights.KINETICS400_V1, "head", _mvit_blocks
+        ),
     ),
     (
         BackboneSpec("r3d_18", "ResNet3D-18, Kinetics-400; any frame count and size", 512, **_ANY),
         _Recipe(tv_video.r3d_18, tv_video.R3D_18_Weights.KINETICS400_V1, "fc", _resnet3d_blocks),
     ),
     (
-        BackboneSpec("r2plus1d_18", "R(2+1)D-18, Kinetics-400; any frame count and size", 512, **_ANY),
+        BackboneSpec(
+            "r2plus1d_18", "R(2+1)D-18, Kinetics-400; any frame count and size", 512, **_ANY
+        ),
         _Recipe(
-            tv_video.r2plus1d_18, tv_video.R2Plus1D_18_Weights.KINETICS400_V1, "fc", _resnet3d_blocks
+            tv_video.r2plus1d_18,
+            tv_video.R2Plus1D_18_Weights.KINETICS400_V1,
+            "fc",
+            _resnet3d_blocks,
         ),
     ),
     (
-        BackboneSpec("mc3_18", "MC3-18 mixed convolutions, Kinetics-400; any frame count and size", 512, **_ANY),
+        BackboneSpec(
+            "mc3_18",
+            "MC3-18 mixed convolutions, Kinetics-400; any frame count and size",
+            512,
+            **_ANY,
+        ),
         _Recipe(tv_video.mc3_18, tv_video.MC3_18_Weights.KINETICS400_V1, "fc", _resnet3d_blocks),
     ),
     (
@@ -248,23 +276,33 @@ _ENTRIES: list[tuple[BackboneSpec, _Recipe]] = [
         BackboneSpec(
             "s3d",
             "S3D, Kinetics-400; at least 13 frames of 209x209 (224 is what it was trained at)",
-            1024, exact_frames=None, min_frames=13, exact_size=None, min_size=209,
+            1024,
+            exact_frames=None,
+            min_frames=13,
+            exact_size=None,
+            min_size=209,
         ),
         _Recipe(tv_video.s3d, tv_video.S3D_Weights.KINETICS400_V1, "classifier", _s3d_blocks),
     ),
     (
-        BackboneSpec("swin3d_t", "Video Swin-T, Kinetics-400; any frame count and size", 768, **_ANY),
-        _Recipe(tv_video.swin3d_t, tv_video.Swin3D_T_Weights.KINETICS400_V1, "head", _swin3d_blocks),
+        BackboneSpec(
+            "swin3d_t", "Video Swin-T, Kinetics-400; any frame count and size", 768, **_ANY
+        ),
+        _Recipe(
+            tv_video.swin3d_t, tv_video.Swin3D_T_Weights.KINETICS400_V1, "head", _swin3d_blocks
+        ),
     ),
     (
         BackboneSpec(
             "tiny",
             "small 3-D CNN, random init, no pretrained weights: for tests and CPU debugging",
-            128, **_ANY,
+            128,
+            **_ANY,
         ),
         _Recipe(TinyVideoCNN, None, None, _tiny_blocks),
     ),
 ]
+
 
 def _with_weight_facts(spec: BackboneSpec, recipe: _Recipe) -> BackboneSpec:
     """The spec with what torchvision's weights entry states: the model's registry name and the
@@ -280,7 +318,9 @@ def _with_weight_facts(spec: BackboneSpec, recipe: _Recipe) -> BackboneSpec:
     )
 
 
-BACKBONES: dict[str, BackboneSpec] = {spec.name: _with_weight_facts(spec, recipe) for spec, recipe in _ENTRIES}
+BACKBONES: dict[str, BackboneSpec] = {
+    spec.name: _with_weight_facts(spec, recipe) for spec, recipe in _ENTRIES
+}
 _RECIPES: dict[str, _Recipe] = {spec.name: recipe for spec, recipe in _ENTRIES}
 
 
@@ -291,7 +331,12 @@ class Backbone(nn.Module):
     ``self.net`` with torchvision's own module names, so its weights load from torchvision files.
     """
 
-    def __init__(self, spec: BackboneSpec, net: nn.Module, block_groups: Callable[[nn.Module], list[list[nn.Module]]]):
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        net: nn.Module,
+        block_groups: Callable[[nn.Module], list[list[nn.Module]]],
+    ):
         super().__init__()
         self.spec = spec
         self.net = net
@@ -307,7 +352,9 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:
-            raise ValueError(f"{self.name} expects clips [N, C, T, H, W], got shape {list(x.shape)}")
+            raise ValueError(
+                f"{self.name} expects clips [N, C, T, H, W], got shape {list(x.shape)}"
+            )
         # Checking costs nothing (Python ints) and turns MViT's positional-embedding shape error
         # into a message that says which settings work.
         _, _, frames, height, width = x.shape
@@ -380,9 +427,7 @@ def _normalise_keys(state: Mapping[str, object]) -> dict[str, object]:
     return items
 
 
-def _load_state_file(
-    backbone: Backbone, path: Path, head: str | None, what: str, fix: str
-) -> None:
+def _load_state_file(backbone: Backbone, path: Path, head: str | None, what: str, fix: str) -> None:
     """Load a weights file into ``backbone.net``; any mismatch is one WeightsUnavailableError.
 
     ``what`` names the file in messages ("weights file X", "cached Kinetics weights X") and
@@ -499,7 +544,9 @@ def _download(url: str, dest: Path, stall_timeout: float) -> None:
         expected = match.group(1) if match else ""
         digest = progress["sha256"].hexdigest()
         if expected and not digest.startswith(expected):
-            raise _DownloadFailed(f"downloaded file is corrupt (sha256 {digest[:8]}..., expected {expected}...)")
+            raise _DownloadFailed(
+                f"downloaded file is corrupt (sha256 {digest[:8]}..., expected {expected}...)"
+            )
         os.replace(tmp, dest)
     finally:
         try:
@@ -544,7 +591,9 @@ def _load_pretrained(backbone: Backbone, recipe: _Recipe) -> None:
     )
 
 
-def build_backbone(name: str, pretrained: bool = False, weights_path: str | None = None) -> Backbone:
+def build_backbone(
+    name: str, pretrained: bool = False, weights_path: str | None = None
+) -> Backbone:
     """Build the backbone registered as ``name``.
 
     ``weights_path`` (a local state dict) wins over ``pretrained``; ``pretrained`` loads the

@@ -38,7 +38,9 @@ class MultiViewNet(nn.Module):
         channels_last: bool = False,
     ) -> None:
         super().__init__()
-        self.backbone: Backbone = build_backbone(backbone, pretrained=pretrained, weights_path=weights_path)
+        self.backbone: Backbone = build_backbone(
+            backbone, pretrained=pretrained, weights_path=weights_path
+        )
         # channels_last_3d: the backbone's weights and its input clips in NDHWC memory order, which
         # cuDNN's 3-D convolutions may run faster (benchmarks/gpu.py measures it; system.channels_last).
         self.channels_last = channels_last

@@ -50,7 +50,9 @@ class SamplingScheduleCallback(Callback):
         for head, (prefix, names) in _TASKS.items():
             dist = expected_distribution(probs, labels[head], len(names))
             values.update({f"sampling/{prefix}/{slug(n)}": float(p) for n, p in zip(names, dist)})
-        fraction = ramp_fraction(epoch, self.start_epoch, self.end_epoch) if self.progressive else 1.0
+        fraction = (
+            ramp_fraction(epoch, self.start_epoch, self.end_epoch) if self.progressive else 1.0
+        )
         values["sampling/balance_fraction"] = float(fraction)
         pl_module.log_dict(values, on_step=False, on_epoch=True)
 
@@ -59,4 +61,6 @@ def build_sampling_callback(cfg: DictConfig) -> SamplingScheduleCallback | None:
     s = cfg.sampling
     if not s.use_class_balanced_sampler:
         return None
-    return SamplingScheduleCallback(s.progressive_class_balancing, s.progressive_start_epoch, s.progressive_end_epoch)
+    return SamplingScheduleCallback(
+        s.progressive_class_balancing, s.progressive_start_epoch, s.progressive_end_epoch
+    )

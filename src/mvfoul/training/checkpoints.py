@@ -125,7 +125,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     renamed over the target (:func:`mvfoul.atomic.atomic_path`); a full disk is one line naming
     the checkpoint, and the previous file under its name stays whole."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO.save_checkpoint takes no storage_options")
         target = Path(path)
@@ -160,7 +162,9 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path", mmap: bool = False
         raise MvfoulError(f"{key}: {path} is {what}; give a .ckpt from a run's checkpoints/ folder")
     size = path.stat().st_size
     if size == 0:
-        raise MvfoulError(f"{key}: {path} is empty (0 bytes): the file was cut short; use another checkpoint, e.g. the run's checkpoints/last.ckpt")
+        raise MvfoulError(
+            f"{key}: {path} is empty (0 bytes): the file was cut short; use another checkpoint, e.g. the run's checkpoints/last.ckpt"
+        )
     with open(path, "rb") as fh:
         head = fh.read(4)
     if not zipfile.is_zipfile(path):
@@ -186,11 +190,15 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path", mmap: bool = False
     except Exception as err:  # noqa: BLE001 - any unreadable archive is the same user-facing problem
         raise MvfoulError(f"{key}: {path} is damaged or truncated ({_first_line(err)})") from None
     if not isinstance(loaded, dict):
-        raise MvfoulError(f"{key}: {path} holds a {type(loaded).__name__}, not a checkpoint (a dict)")
+        raise MvfoulError(
+            f"{key}: {path} holds a {type(loaded).__name__}, not a checkpoint (a dict)"
+        )
     return loaded
 
 
-def require_keys(checkpoint: dict[str, Any], path: str | Path, keys: tuple[str, ...], key: str = "ckpt_path") -> None:
+def require_keys(
+    checkpoint: dict[str, Any], path: str | Path, keys: tuple[str, ...], key: str = "ckpt_path"
+) -> None:
     """One line naming the first of ``keys`` (dotted) the checkpoint lacks."""
     for dotted in keys:
         node: Any = checkpoint
@@ -312,20 +320,26 @@ class RankedCheckpoint(ModelCheckpoint):
         for old in state.get("best_k_models", {}):
             old_path = Path(old)
             if not old_path.is_file():
-                log.warning("resume: the ranked checkpoint %s is gone; it leaves the top-k", old_path)
+                log.warning(
+                    "resume: the ranked checkpoint %s is gone; it leaves the top-k", old_path
+                )
                 continue
             new_path = target / old_path.name
             if not new_path.exists():
                 _link_or_copy(old_path, new_path)
             moved[old] = str(new_path)
         state = dict(state)
-        state["best_k_models"] = {moved[k]: v for k, v in state.get("best_k_models", {}).items() if k in moved}
+        state["best_k_models"] = {
+            moved[k]: v for k, v in state.get("best_k_models", {}).items() if k in moved
+        }
         for key in ("best_model_path", "kth_best_model_path"):
             if state.get(key):
                 state[key] = moved.get(state[key], "")
         state["dirpath"] = str(target)
         if moved:
-            log.info("resume: %d ranked checkpoint(s) of %s linked into %s", len(moved), source, target)
+            log.info(
+                "resume: %d ranked checkpoint(s) of %s linked into %s", len(moved), source, target
+            )
         return state
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -344,7 +358,8 @@ class RankedCheckpoint(ModelCheckpoint):
         if orphans:
             log.info(
                 "resume: removed %d checkpoint(s) written after the resumed state (%s); their epochs run again",
-                len(orphans), ", ".join(sorted(p.name for p in orphans)),
+                len(orphans),
+                ", ".join(sorted(p.name for p in orphans)),
             )
 
 
@@ -377,7 +392,9 @@ class LastCheckpoint(Callback):
     it saves is that of the end of the previous epoch; Lightning keeps plain callbacks in order.
     """
 
-    def __init__(self, dirpath: str | Path, ranked: RankedCheckpoint | None = None, save: bool = True) -> None:
+    def __init__(
+        self, dirpath: str | Path, ranked: RankedCheckpoint | None = None, save: bool = True
+    ) -> None:
         self.path = Path(dirpath) / LAST_NAME
         self.ranked = ranked
         self.save = save
@@ -385,12 +402,16 @@ class LastCheckpoint(Callback):
         self._saved_at_step: int | None = None
         self._writing_boundary = False
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         checkpoint[RNG_KEY] = capture_rng_state()
         if self._writing_boundary:
             _mark_epoch_boundary(checkpoint)
 
-    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         self._rng_to_restore = checkpoint.get(RNG_KEY)
         # The resumed state is on disk already: the epoch start that follows is not a new boundary.
         self._saved_at_step = int(checkpoint.get("global_step", -1))
@@ -410,7 +431,12 @@ class LastCheckpoint(Callback):
         self._write(trainer)
 
     def _write(self, trainer: L.Trainer) -> None:
-        if not self.save or trainer.sanity_checking or trainer.fast_dev_run or self._saved_at_step == trainer.global_step:
+        if (
+            not self.save
+            or trainer.sanity_checking
+            or trainer.fast_dev_run
+            or self._saved_at_step == trainer.global_step
+        ):
             return
         # The logs first: a resumed run keeps the metrics.csv rows up to this checkpoint.
         if trainer.is_global_zero:

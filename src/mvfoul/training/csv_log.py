@@ -13,8 +13,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
@@ -31,7 +32,9 @@ def read_metrics_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def rows_before(rows: Iterable[dict[str, Any]], epoch: int, global_step: int) -> list[dict[str, Any]]:
+def rows_before(
+    rows: Iterable[dict[str, Any]], epoch: int, global_step: int
+) -> list[dict[str, Any]]:
     """The rows logged before the state of (completed ``epoch`` epochs, ``global_step`` steps).
 
     Rows with an ``epoch`` belong to it; the LR monitor's rows have none and are placed by their
@@ -47,7 +50,9 @@ def rows_before(rows: Iterable[dict[str, Any]], epoch: int, global_step: int) ->
     return kept
 
 
-def history_rows(history: dict[int, dict[str, float]], steps_per_epoch: int | None = None) -> list[dict[str, Any]]:
+def history_rows(
+    history: dict[int, dict[str, float]], steps_per_epoch: int | None = None
+) -> list[dict[str, Any]]:
     """Epoch-level rows rebuilt from a checkpoint's per-epoch history (when the run folder the
     checkpoint came from, and its metrics.csv, are not at hand)."""
     rows = []
@@ -76,7 +81,10 @@ class _AtomicWriter(ExperimentWriter):
         import yaml
 
         self.hparams.update(params)
-        atomic.write_text(Path(self.log_dir) / self.NAME_HPARAMS_FILE, yaml.safe_dump(_plain(self.hparams), sort_keys=False))
+        atomic.write_text(
+            Path(self.log_dir) / self.NAME_HPARAMS_FILE,
+            yaml.safe_dump(_plain(self.hparams), sort_keys=False),
+        )
 
     def save(self) -> None:
         if not self.metrics:

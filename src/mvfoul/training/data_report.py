@@ -17,7 +17,9 @@ class DataFaultTally:
     skipped_views: list[str] = field(default_factory=list)  # one message per unreadable view
     dropped_actions: list[str] = field(default_factory=list)  # action ids with no readable view
     padded_frames: int = 0  # window frames past a clip's end, filled with its last frame
-    cache_repairs: list[str] = field(default_factory=list)  # damaged frame-cache entries decoded again
+    cache_repairs: list[str] = field(
+        default_factory=list
+    )  # damaged frame-cache entries decoded again
 
     def add(self, batch: dict[str, Any]) -> None:
         self.skipped_views += batch.get("faults", [])
@@ -41,8 +43,12 @@ class DataFaultTally:
         if self.skipped_views:
             parts.append(f"{len(self.skipped_views)} unreadable view(s) skipped")
         if self.dropped_actions:
-            ids = ", ".join(self.dropped_actions[:5]) + (" ..." if len(self.dropped_actions) > 5 else "")
-            parts.append(f"{len(self.dropped_actions)} action(s) dropped with no readable view (ids {ids})")
+            ids = ", ".join(self.dropped_actions[:5]) + (
+                " ..." if len(self.dropped_actions) > 5 else ""
+            )
+            parts.append(
+                f"{len(self.dropped_actions)} action(s) dropped with no readable view (ids {ids})"
+            )
         if self.padded_frames:
             parts.append(f"{self.padded_frames} frame(s) padded past the end of short clips")
         if self.cache_repairs:

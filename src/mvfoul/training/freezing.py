@@ -117,7 +117,9 @@ class GradualUnfreezing(BaseFinetuning):
     ) -> None:
         super().__init__()
         if strategy not in FREEZING_STRATEGIES:
-            raise ValueError(f"freezing_strategy {strategy!r} is not one of {', '.join(FREEZING_STRATEGIES)}")
+            raise ValueError(
+                f"freezing_strategy {strategy!r} is not one of {', '.join(FREEZING_STRATEGIES)}"
+            )
         if mode not in MONITOR_MODES:
             raise ValueError(f"mode {mode!r} is not one of {', '.join(MONITOR_MODES)}")
         if unfreeze_blocks < 1:
@@ -125,7 +127,9 @@ class GradualUnfreezing(BaseFinetuning):
         if patience_epochs < 1:
             raise ValueError(f"patience_epochs must be >= 1, got {patience_epochs}")
         if backbone_lr_ratio_after_half <= 0:
-            raise ValueError(f"backbone_lr_ratio_after_half must be > 0, got {backbone_lr_ratio_after_half}")
+            raise ValueError(
+                f"backbone_lr_ratio_after_half must be > 0, got {backbone_lr_ratio_after_half}"
+            )
         self.strategy = strategy
         self.unfreeze_blocks = int(unfreeze_blocks)
         self.unfreeze_schedule = sorted(int(e) for e in unfreeze_schedule)
@@ -196,17 +200,25 @@ class GradualUnfreezing(BaseFinetuning):
             self.freeze(self._blocks, train_bn=False)
         self._trainable = 0 if self.gradual else self.num_blocks
 
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
         # After DDP's all-reduce (every rank drops the same gradients) and before clipping, so
         # the clipped norm is that of the parameters that train.
         for p in self._masked:
             p.grad = None
 
-    def finetune_function(self, pl_module: pl.LightningModule, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+    def finetune_function(
+        self, pl_module: pl.LightningModule, epoch: int, optimizer: torch.optim.Optimizer
+    ) -> None:
         """Make the blocks due at ``epoch`` trainable (idempotent: the state follows from the
         epoch and the checkpointed adaptive progress) and fire the LR boost when it is due."""
         self._apply(self.trainable_blocks_at(epoch))
-        if self.enable_backbone_lr_boost and not self.boosted and 2 * self._count_trainable_blocks() >= self.num_blocks:
+        if (
+            self.enable_backbone_lr_boost
+            and not self.boosted
+            and 2 * self._count_trainable_blocks() >= self.num_blocks
+        ):
             if self._boost(pl_module.trainer, optimizer):
                 self._boosted_this_epoch = True
 
@@ -222,7 +234,11 @@ class GradualUnfreezing(BaseFinetuning):
             self._apply(self.trainable_blocks_at(trainer.current_epoch))
         for optimizer in optimizers:
             self.finetune_function(pl_module, trainer.current_epoch, optimizer)
-        if self.enable_backbone_lr_boost and not self.boosted and 2 * self._count_trainable_blocks() >= self.num_blocks:
+        if (
+            self.enable_backbone_lr_boost
+            and not self.boosted
+            and 2 * self._count_trainable_blocks() >= self.num_blocks
+        ):
             self._warn_once(
                 "no_group",
                 "freezing: the backbone LR boost is due but no optimiser param group holds the "
@@ -230,7 +246,9 @@ class GradualUnfreezing(BaseFinetuning):
             )
         self._log_epoch(pl_module)
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         # Cheap (a list of BN modules): guards against anything that switched the model back to
         # train mode since the epoch started (e.g. an overridden on_validation_model_train after a
         # mid-epoch validation).
@@ -276,8 +294,13 @@ class GradualUnfreezing(BaseFinetuning):
             log.info(
                 "freezing: %s has not improved by %g for %d validation epochs (best %s): "
                 "unfreezing backbone blocks %d -> %d of %s from the next epoch",
-                self.monitor, self.min_improvement, self.patience_epochs, self.best,
-                before, self.unfrozen_blocks, self.num_blocks or "?",
+                self.monitor,
+                self.min_improvement,
+                self.patience_epochs,
+                self.best,
+                before,
+                self.unfrozen_blocks,
+                self.num_blocks or "?",
             )
         return True
 
@@ -287,7 +310,9 @@ class GradualUnfreezing(BaseFinetuning):
         gain = value - self.best if self.mode == "max" else self.best - value
         # "by at least min_improvement", tolerant of float noise (0.601 - 0.6 < 0.001 in floats);
         # with min_improvement 0, an equal value is not an improvement.
-        return gain > 0 and (gain >= self.min_improvement or math.isclose(gain, self.min_improvement, rel_tol=1e-9))
+        return gain > 0 and (
+            gain >= self.min_improvement or math.isclose(gain, self.min_improvement, rel_tol=1e-9)
+        )
 
     # --- state -------------------------------------------------------------------------------
 
@@ -318,7 +343,9 @@ class GradualUnfreezing(BaseFinetuning):
         backbone = _find_backbone(pl_module)
         blocks = list(backbone.blocks())
         if not blocks:
-            raise ValueError(f"freezing: the backbone {type(backbone).__name__} has no blocks to unfreeze")
+            raise ValueError(
+                f"freezing: the backbone {type(backbone).__name__} has no blocks to unfreeze"
+            )
         self._backbone, self._blocks = backbone, blocks
 
     def _apply(self, trainable: int) -> None:
@@ -356,7 +383,11 @@ class GradualUnfreezing(BaseFinetuning):
 
     def _trainable_fraction(self) -> float:
         assert self._backbone is not None
-        frozen = {id(p) for block in self._blocks[: self.num_blocks - self._trainable] for p in block.parameters()}
+        frozen = {
+            id(p)
+            for block in self._blocks[: self.num_blocks - self._trainable]
+            for p in block.parameters()
+        }
         total = trainable = 0
         for p in self._backbone.parameters():
             total += p.numel()
@@ -433,8 +464,15 @@ class GradualUnfreezing(BaseFinetuning):
             log.info(
                 "freezing: %d of %d backbone blocks trainable at epoch %s: backbone LR boost, "
                 "base LR %.3g -> %.3g (head LR x %g), current LR %.3g -> %.3g (schedule multiplier %.4g)",
-                self._count_trainable_blocks(), self.num_blocks, epoch, old_base, new_base,
-                self.backbone_lr_ratio_after_half, current, new_lr, multiplier,
+                self._count_trainable_blocks(),
+                self.num_blocks,
+                epoch,
+                old_base,
+                new_base,
+                self.backbone_lr_ratio_after_half,
+                current,
+                new_lr,
+                multiplier,
             )
         return True
 

@@ -63,12 +63,26 @@ class DivergenceGuard(Callback):
 
     def _raise(self, trainer: L.Trainer, what: str, value: str) -> None:
         epoch, step = trainer.current_epoch, trainer.global_step
-        message = f"training diverged at epoch {epoch}, step {step}: {what} is {value}; {self._hint()}"
-        self.stop = {"reason": "diverged", "epoch": epoch, "step": step, "what": what, "value": value, "message": message}
+        message = (
+            f"training diverged at epoch {epoch}, step {step}: {what} is {value}; {self._hint()}"
+        )
+        self.stop = {
+            "reason": "diverged",
+            "epoch": epoch,
+            "step": step,
+            "what": what,
+            "value": value,
+            "message": message,
+        }
         raise DivergenceError(message)
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
     ) -> None:
         loss = _loss_of(outputs)
         if loss is None:
@@ -86,7 +100,11 @@ class DivergenceGuard(Callback):
         broken = nonfinite_parameters(pl_module)
         if not trainer.strategy.reduce_boolean_decision(not broken, all=True):
             shown = ", ".join(broken[:3]) + (" ..." if len(broken) > 3 else "")
-            self._raise(trainer, f"the weights {when} ({len(broken)} parameter tensor(s), e.g. {shown})", "non-finite")
+            self._raise(
+                trainer,
+                f"the weights {when} ({len(broken)} parameter tensor(s), e.g. {shown})",
+                "non-finite",
+            )
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:

@@ -67,14 +67,23 @@ class MultiTaskScores(Metric):
         super().__init__()
         for head, (_, n) in TASKS.items():
             self.add_state(f"{head}_total", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
-            self.add_state(f"{head}_correct", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
+            self.add_state(
+                f"{head}_correct", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum"
+            )
         # Sums of loss x batch size for LOWER_IS_BETTER's three losses, and the batch sizes.
-        self.add_state("loss_sums", torch.zeros(len(LOWER_IS_BETTER), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "loss_sums",
+            torch.zeros(len(LOWER_IS_BETTER), dtype=torch.float64),
+            dist_reduce_fx="sum",
+        )
         self.add_state("samples", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self._warned_absent = False
 
     def update(  # type: ignore[override]
-        self, logits: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], losses: torch.Tensor | None = None
+        self,
+        logits: dict[str, torch.Tensor],
+        batch: dict[str, torch.Tensor],
+        losses: torch.Tensor | None = None,
     ) -> None:
         """``batch`` holds the true classes (``offence_severity``, ``action``) and
         ``severity_match``, the offence+severity prediction the evaluator accepts; ``losses`` the
@@ -93,7 +102,11 @@ class MultiTaskScores(Metric):
             getattr(self, f"{head}_correct").add_(outcomes[:, 1])
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
-        counts = {name: getattr(self, name) for head in TASKS for name in (f"{head}_total", f"{head}_correct")}
+        counts = {
+            name: getattr(self, name)
+            for head in TASKS
+            for name in (f"{head}_total", f"{head}_correct")
+        }
         return {**counts, "loss_sums": self.loss_sums, "samples": self.samples}
 
     def scores(self, stage: str) -> dict[str, float]:
@@ -111,7 +124,9 @@ class MultiTaskScores(Metric):
         scores = {f"{stage}/{_NAMES[key]}": value for key, value in results.items()}
         if float(counts["samples"]) > 0:
             means = (counts["loss_sums"] / counts["samples"]).tolist()
-            scores.update({f"{stage}/{name}": float(value) for name, value in zip(LOWER_IS_BETTER, means)})
+            scores.update(
+                {f"{stage}/{name}": float(value) for name, value in zip(LOWER_IS_BETTER, means)}
+            )
         return scores
 
     def _warn_absent_once(self, stage: str, counts: dict[str, torch.Tensor]) -> None:
@@ -119,7 +134,10 @@ class MultiTaskScores(Metric):
             return
         absent = [
             names[c]
-            for head, names in (("offence_severity", OFFENCE_SEVERITY_CLASSES), ("action", ACTION_CLASSES))
+            for head, names in (
+                ("offence_severity", OFFENCE_SEVERITY_CLASSES),
+                ("action", ACTION_CLASSES),
+            )
             for c in torch.nonzero(counts[f"{head}_total"] == 0).flatten().tolist()
         ]
         if absent:
@@ -128,5 +146,7 @@ class MultiTaskScores(Metric):
             rank_zero_only(log.warning)(
                 "%s: balanced accuracy and leaderboard are NaN, as the official evaluator gives them: "
                 "class(es) absent from the %s data: %s",
-                stage, stage, ", ".join(absent),
+                stage,
+                stage,
+                ", ".join(absent),
             )

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import logging
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -27,13 +26,13 @@ from mvfoul.training.data_report import DataFaultTally
 from mvfoul.training.metrics import MultiTaskScores
 from mvfoul.training.optim import configure_optimization
 
-
 log = logging.getLogger(__name__)
 
 
 @rank_zero_only
 def _warn_rank_zero(message: str) -> None:
     log.warning(message)
+
 
 CLASS_NAMES = {"offence_severity": OFFENCE_SEVERITY_CLASSES, "action": ACTION_CLASSES}
 
@@ -92,14 +91,21 @@ class MultiViewFoulModule(L.LightningModule):
         """Class weights from the training split's label counts, per task."""
         lo = self.cfg.loss
         counts = {head: class_counts(labels[head], len(CLASS_NAMES[head])) for head in HEADS}
-        weights = {head: class_weights(counts[head], lo.class_weight_method, lo.effective_num_beta) for head in HEADS}
+        weights = {
+            head: class_weights(counts[head], lo.class_weight_method, lo.effective_num_beta)
+            for head in HEADS
+        }
         self.criterion.set_class_weights(weights)
         self._print_class_weights(counts, weights)
 
     @rank_zero_only
     def _print_class_weights(self, counts: dict, weights: dict) -> None:
-        log.info("%s (%s)\n%s", "class weights", self.cfg.loss.class_weight_method,
-                 format_class_weight_table(counts, weights, CLASS_NAMES))
+        log.info(
+            "%s (%s)\n%s",
+            "class weights",
+            self.cfg.loss.class_weight_method,
+            format_class_weight_table(counts, weights, CLASS_NAMES),
+        )
 
     def _scores(self, stage: str) -> MultiTaskScores:
         return self.train_scores if stage == "train" else self.val_scores
@@ -117,10 +123,19 @@ class MultiViewFoulModule(L.LightningModule):
         loss, parts = self.criterion(logits, targets)
         # Epoch means of the losses are kept with the scores (synchronised at the epoch's end);
         # each step logs only its own loss, on this rank, with no collective.
-        self._scores(stage).update(logits, batch, torch.stack([loss, parts["offence_severity"], parts["action"]]))
+        self._scores(stage).update(
+            logits, batch, torch.stack([loss, parts["offence_severity"], parts["action"]])
+        )
         if stage == "train" and (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             # Only on the steps whose values reach the loggers: logging costs a little every time.
-            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=batch["video"].shape[0])
+            self.log(
+                "train/loss_step",
+                loss.detach(),
+                on_step=True,
+                on_epoch=False,
+                prog_bar=True,
+                batch_size=batch["video"].shape[0],
+            )
         return loss
 
     def _empty_batch_loss(self) -> torch.Tensor | None:
@@ -131,7 +146,13 @@ class MultiViewFoulModule(L.LightningModule):
         averaged gradients)."""
         if self.trainer.world_size <= 1:
             return None
-        return sum((p.sum() for p in self.parameters() if p.requires_grad), torch.zeros((), device=self.device)) * 0.0
+        return (
+            sum(
+                (p.sum() for p in self.parameters() if p.requires_grad),
+                torch.zeros((), device=self.device),
+            )
+            * 0.0
+        )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         return self._shared_step(batch, "train")
@@ -141,7 +162,10 @@ class MultiViewFoulModule(L.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Class probabilities of both heads for each action of the batch (with its id)."""
-        dropped = {"dropped_action_ids": batch.get("dropped_action_ids", []), "faults": batch.get("faults", [])}
+        dropped = {
+            "dropped_action_ids": batch.get("dropped_action_ids", []),
+            "faults": batch.get("faults", []),
+        }
         if batch["video"] is None:
             return {"action_id": [], **dropped}
         logits = self(batch["video"], batch["view_mask"])
@@ -152,7 +176,7 @@ class MultiViewFoulModule(L.LightningModule):
         }
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> "MultiViewFoulModule":
+    def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> MultiViewFoulModule:
         """Load a trained module. Its weights all come from the checkpoint, so the backbone is
         built without fetching pretrained weights (no download, no weights_path needed). Every
         problem (unreadable file, older schema, weights that do not fit the config) is one
@@ -164,11 +188,15 @@ class MultiViewFoulModule(L.LightningModule):
         return cls.from_checkpoint_dict(checkpoint, path)
 
     @classmethod
-    def from_checkpoint_dict(cls, checkpoint: dict[str, Any], path: str | Path) -> "MultiViewFoulModule":
+    def from_checkpoint_dict(
+        cls, checkpoint: dict[str, Any], path: str | Path
+    ) -> MultiViewFoulModule:
         config = dict(checkpoint["hyper_parameters"]["config"])
         config["model"] = {**config["model"], "pretrained": False, "weights_path": None}
         module = cls(config)
-        load_trained_weights(module, checkpoint["state_dict"], path, config["model"].get("backbone"))
+        load_trained_weights(
+            module, checkpoint["state_dict"], path, config["model"].get("backbone")
+        )
         return module.eval()
 
     def _log_scores(self, stage: str) -> None:
@@ -196,10 +224,14 @@ class MultiViewFoulModule(L.LightningModule):
         self._log_scores("val")
 
     def configure_optimizers(self) -> Any:
-        return configure_optimization(self.cfg, self.net, int(self.trainer.estimated_stepping_batches))
+        return configure_optimization(
+            self.cfg, self.net, int(self.trainer.estimated_stepping_batches)
+        )
 
 
-def load_trained_weights(module: torch.nn.Module, state: dict[str, Any], path: str | Path, backbone: str | None) -> None:
+def load_trained_weights(
+    module: torch.nn.Module, state: dict[str, Any], path: str | Path, backbone: str | None
+) -> None:
     """``module.load_state_dict(state)``, with a mismatch reported as one line (torch's own message
     lists every key, over many lines)."""
     from mvfoul.errors import MvfoulError
@@ -214,7 +246,11 @@ def load_trained_weights(module: torch.nn.Module, state: dict[str, Any], path: s
     ]
     if missing or unexpected or mismatched:
         parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", mismatched)):
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("of another shape", mismatched),
+        ):
             if keys:
                 parts.append(f"{len(keys)} weight(s) {label} (e.g. {keys[0]})")
         raise MvfoulError(

@@ -32,7 +32,9 @@ def build_optimizer(training: DictConfig, net: MultiViewNet) -> torch.optim.Opti
     if name == "adam":
         return torch.optim.Adam(groups, weight_decay=training.weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(groups, momentum=training.momentum, weight_decay=training.weight_decay)
+        return torch.optim.SGD(
+            groups, momentum=training.momentum, weight_decay=training.weight_decay
+        )
     raise ValueError(f"training.optimizer {name!r} is not one of adamw, adam, sgd")
 
 
@@ -44,7 +46,9 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
     floor.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr: float) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr: float
+    ) -> None:
         self.warmup_steps = max(0, int(warmup_steps))
         self.total_steps = max(1, int(total_steps))
         self.min_lr = float(min_lr)
@@ -79,7 +83,9 @@ def build_scheduler(
         scheduler = WarmupCosineLR(optimizer, warmup_steps, total_steps, training.min_lr)
         return {"scheduler": scheduler, "interval": "step", "name": "lr"}
     if name == "step":
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=training.step_size, gamma=training.gamma)
+        scheduler = torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=training.step_size, gamma=training.gamma
+        )
         return {"scheduler": scheduler, "interval": "epoch", "name": "lr"}
     if name == "plateau":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -93,6 +99,10 @@ def configure_optimization(cfg: DictConfig, net: MultiViewNet, total_steps: int)
     """What ``LightningModule.configure_optimizers`` returns for the composed config ``cfg``."""
     optimizer = build_optimizer(cfg.training, net)
     scheduler = build_scheduler(
-        cfg.training, optimizer, total_steps=total_steps, monitor=cfg.experiment.monitor, mode=cfg.experiment.mode
+        cfg.training,
+        optimizer,
+        total_steps=total_steps,
+        monitor=cfg.experiment.monitor,
+        mode=cfg.experiment.mode,
     )
     return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}

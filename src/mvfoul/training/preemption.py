@@ -64,27 +64,50 @@ class SlurmRequeue(Callback):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         if not trainer.strategy.reduce_boolean_decision(self._signalled is not None, all=False):
             return
-        name = signal.Signals(self._signalled).name if self._signalled else "a requeue signal on another rank"
+        name = (
+            signal.Signals(self._signalled).name
+            if self._signalled
+            else "a requeue signal on another rank"
+        )
         if trainer.is_global_zero:
             flush_loggers(trainer)
             job = slurm_job_id()
             command = ["scontrol", "requeue", str(job)]
             if shutil.which("scontrol") is None or job is None:
-                log.error("SLURM sent %s but cannot requeue job %s: no scontrol on PATH; the job stops here", name, job)
+                log.error(
+                    "SLURM sent %s but cannot requeue job %s: no scontrol on PATH; the job stops here",
+                    name,
+                    job,
+                )
             else:
                 result = subprocess.run(command, capture_output=True, text=True, timeout=60)
                 if result.returncode == 0:
                     log.warning(
                         "SLURM sent %s at epoch %d, step %d: requeued job %s; it resumes from the last epoch boundary "
                         "(checkpoints/last.ckpt, %d epoch(s) done) in this run folder",
-                        name, trainer.current_epoch, trainer.global_step, job, trainer.current_epoch,
+                        name,
+                        trainer.current_epoch,
+                        trainer.global_step,
+                        job,
+                        trainer.current_epoch,
                     )
                 else:
-                    log.error("SLURM sent %s: `%s` failed (%s); the job stops here", name, " ".join(command),
-                              (result.stderr or result.stdout).strip()[:300])
+                    log.error(
+                        "SLURM sent %s: `%s` failed (%s); the job stops here",
+                        name,
+                        " ".join(command),
+                        (result.stderr or result.stdout).strip()[:300],
+                    )
         trainer.strategy.barrier("mvfoul.requeue")
         # Not a failure: the job was requeued (submitit reads no result from this process, and
         # SLURM ends the job step anyway).

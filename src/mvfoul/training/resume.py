@@ -33,9 +33,20 @@ HISTORY_KEY = "EpochHistory"  # the state key of mvfoul.training.summary.EpochHi
 # Keys a resumed run may change without changing what it computes (where the data lies, how it
 # is loaded, how long to train).
 _FREE_TO_CHANGE = (
-    "experiment.resume", "training.max_epochs", "dataset.data_dir", "dataset.cache_dir", "dataset.num_workers",
-    "dataset.pin_memory", "dataset.persistent_workers", "dataset.prefetch_factor", "dataset.decoder",
-    "experiment.use_wandb", "experiment.tags", "experiment.test_after_fit", "system.gpus", "system.num_nodes",
+    "experiment.resume",
+    "training.max_epochs",
+    "dataset.data_dir",
+    "dataset.cache_dir",
+    "dataset.num_workers",
+    "dataset.pin_memory",
+    "dataset.persistent_workers",
+    "dataset.prefetch_factor",
+    "dataset.decoder",
+    "experiment.use_wandb",
+    "experiment.tags",
+    "experiment.test_after_fit",
+    "system.gpus",
+    "system.num_nodes",
     "system.strategy",
 )
 
@@ -54,7 +65,11 @@ class ResumePoint:
     def metrics_rows(self) -> list[dict[str, Any]]:
         """The metrics.csv rows of the epochs before this checkpoint."""
         if self.source_run is not None and (self.source_run / "csv" / METRICS_FILE).is_file():
-            return rows_before(read_metrics_csv(self.source_run / "csv" / METRICS_FILE), self.epoch, self.global_step)
+            return rows_before(
+                read_metrics_csv(self.source_run / "csv" / METRICS_FILE),
+                self.epoch,
+                self.global_step,
+            )
         steps = self.global_step // self.epoch if self.epoch else None
         return history_rows({e: m for e, m in self.history.items() if e < self.epoch}, steps)
 
@@ -76,7 +91,12 @@ def resolve_resume(setting: str | None, run_dir: Path) -> ResumePoint | None:
                 "auto (this run folder's last.ckpt), or null"
             )
     checkpoint = read_checkpoint(path, key="experiment.resume", mmap=True)
-    require_keys(checkpoint, path, ("epoch", "global_step", "loops", "hyper_parameters.config"), key="experiment.resume")
+    require_keys(
+        checkpoint,
+        path,
+        ("epoch", "global_step", "loops", "hyper_parameters.config"),
+        key="experiment.resume",
+    )
     history = checkpoint.get("callbacks", {}).get(HISTORY_KEY, {}).get("epochs", {})
     parent = path.resolve().parent
     source = parent.parent if parent.name == CHECKPOINTS_DIR else None
@@ -132,14 +152,22 @@ def check_resumed_config(point: ResumePoint, config: dict[str, Any]) -> None:
         )
     planned = point.config.get("training", {}).get("max_epochs")
     wanted = config.get("training", {}).get("max_epochs")
-    if planned is not None and wanted != planned and config.get("training", {}).get("scheduler") != "none":
+    if (
+        planned is not None
+        and wanted != planned
+        and config.get("training", {}).get("scheduler") != "none"
+    ):
         log.warning(
             "resume: training.max_epochs %s -> %s: the learning-rate schedule comes back from the checkpoint as "
-            "it was planned, for %s epochs", planned, wanted, planned,
+            "it was planned, for %s epochs",
+            planned,
+            wanted,
+            planned,
         )
     others = changed_keys(point.config, config)
     if others:
         log.warning(
             "resume: %d setting(s) differ from the checkpoint's run, so the result is not the uninterrupted run's: %s",
-            len(others), "; ".join(others),
+            len(others),
+            "; ".join(others),
         )

@@ -24,11 +24,19 @@ from mvfoul.validate import ResolvedRun, validate_config, with_schema
 log = logging.getLogger(__name__)
 
 # torch's messages when a DataLoader worker process dies (the OOM killer sends SIGKILL).
-_WORKER_DIED = re.compile(r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\) (?:exited unexpectedly|is killed by signal: ([^.\n]+))")
+_WORKER_DIED = re.compile(
+    r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\) (?:exited unexpectedly|is killed by signal: ([^.\n]+))"
+)
 
 
 @rank_zero_only
-def print_summary(metrics: dict[str, float], best_path: str, best_score: float | None, monitor: str, elapsed: float) -> None:
+def print_summary(
+    metrics: dict[str, float],
+    best_path: str,
+    best_score: float | None,
+    monitor: str,
+    elapsed: float,
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -43,10 +51,18 @@ def print_summary(metrics: dict[str, float], best_path: str, best_score: float |
     console = Console()
     console.print(table)
     best = "n/a" if best_score is None else f"{best_score:.4f}"
-    console.print(f"best {monitor}: {best}  checkpoint: {best_path or 'none'}  ({elapsed:.0f} s)", soft_wrap=True)
+    console.print(
+        f"best {monitor}: {best}  checkpoint: {best_path or 'none'}  ({elapsed:.0f} s)",
+        soft_wrap=True,
+    )
     if best_path:
         # soft_wrap: a long path stays on one line, so the command can be copied as printed.
-        console.print(f"evaluate it: {evaluate_command(best_path)}", soft_wrap=True, markup=False, highlight=False)
+        console.print(
+            f"evaluate it: {evaluate_command(best_path)}",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
 
 
 def apply_automatic_changes(cfg: DictConfig) -> dict[str, dict[str, Any]]:
@@ -57,7 +73,9 @@ def apply_automatic_changes(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         log.info(smoothing.reason)
         cfg.loss.label_smoothing = smoothing.effective
         changes["loss.label_smoothing"] = {
-            "configured": smoothing.configured, "effective": smoothing.effective, "reason": smoothing.reason,
+            "configured": smoothing.configured,
+            "effective": smoothing.effective,
+            "reason": smoothing.reason,
         }
     return changes
 
@@ -67,7 +85,9 @@ def record_input_normalisation(cfg: DictConfig, resolved: ResolvedRun) -> None:
     if cfg.dataset.mean is None or cfg.dataset.std is None:
         log.info(
             "input normalisation of %s (its weights' own): mean %s, std %s",
-            cfg.model.backbone, list(resolved.mean), list(resolved.std),
+            cfg.model.backbone,
+            list(resolved.mean),
+            list(resolved.std),
         )
     cfg.dataset.mean = list(resolved.mean)
     cfg.dataset.std = list(resolved.std)
@@ -111,7 +131,11 @@ def ddp_children_for_this_job(world_size: int) -> Iterator[None]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if world_size <= 1 or not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if (
+        world_size <= 1
+        or not HydraConfig.initialized()
+        or HydraConfig.get().mode != RunMode.MULTIRUN
+    ):
         yield
         return
     hydra_cfg = HydraConfig.get()
@@ -158,7 +182,10 @@ def resume_setting(cfg: DictConfig) -> str | None:
 
     restarts = requeued_slurm_job()
     if cfg.experiment.resume is None and restarts:
-        log.info("SLURM restarted this job (%d time(s)): continuing its run (experiment.resume=auto)", restarts)
+        log.info(
+            "SLURM restarted this job (%d time(s)): continuing its run (experiment.resume=auto)",
+            restarts,
+        )
         return "auto"
     return cfg.experiment.resume
 
@@ -188,7 +215,11 @@ def train(cfg: DictConfig) -> float | None:
     if resume is not None:
         check_resumed_config(resume, config)
     datamodule = MultiViewDataModule(
-        cfg.dataset, resolved.frame_indices, cfg.sampling, seed=cfg.system.seed, first_epoch=resume.epoch if resume else 0
+        cfg.dataset,
+        resolved.frame_indices,
+        cfg.sampling,
+        seed=cfg.system.seed,
+        first_epoch=resume.epoch if resume else 0,
     )
     module = MultiViewFoulModule(config)
     history = EpochHistory()
@@ -201,7 +232,12 @@ def train(cfg: DictConfig) -> float | None:
     try:
         with ddp_children_for_this_job(trainer.world_size):
             # weights_only: a checkpoint is data, never code to unpickle (mvfoul's hold nothing else).
-            trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume.path) if resume else None, weights_only=True)
+            trainer.fit(
+                module,
+                datamodule=datamodule,
+                ckpt_path=str(resume.path) if resume else None,
+                weights_only=True,
+            )
             fit_time = time.monotonic() - fit_started
             leave_process_group(trainer)
     except DivergenceError as err:
@@ -213,10 +249,24 @@ def train(cfg: DictConfig) -> float | None:
         if message is None:
             raise
         raise DataError(message) from None
-    return _finish(cfg, resolved, run_dir, trainer, module, datamodule, history, changes, started, resume, fit_time)
+    return _finish(
+        cfg,
+        resolved,
+        run_dir,
+        trainer,
+        module,
+        datamodule,
+        history,
+        changes,
+        started,
+        resume,
+        fit_time,
+    )
 
 
-def _base_summary(cfg: DictConfig, run_dir: Path, history: Any, changes: dict, resume: Any) -> dict[str, Any]:
+def _base_summary(
+    cfg: DictConfig, run_dir: Path, history: Any, changes: dict, resume: Any
+) -> dict[str, Any]:
     from mvfoul.training.summary import git_commit
 
     best_epoch, best_value = history.best(cfg.experiment.monitor, cfg.experiment.mode)
@@ -229,13 +279,21 @@ def _base_summary(cfg: DictConfig, run_dir: Path, history: Any, changes: dict, r
         "epochs_completed": len(history.epochs),
         "history": {str(e): m for e, m in sorted(history.epochs.items())},
         "effective": changes,
-        "resumed_from": None if resume is None else {"checkpoint": str(resume.path), "epochs_done": resume.epoch},
+        "resumed_from": None
+        if resume is None
+        else {"checkpoint": str(resume.path), "epochs_done": resume.epoch},
         **git_commit(),
     }
 
 
 def _write_stopped_summary(
-    cfg: DictConfig, run_dir: Path, history: Any, changes: dict, started: float, reason: str, resume: Any
+    cfg: DictConfig,
+    run_dir: Path,
+    history: Any,
+    changes: dict,
+    started: float,
+    reason: str,
+    resume: Any,
 ) -> None:
     """summary.json of a run the divergence guard stopped: why, and the epochs before it."""
     from mvfoul.training.summary import plot_training_curves, write_summary
@@ -244,15 +302,26 @@ def _write_stopped_summary(
     summary["status"] = "diverged"
     summary["stopped"] = reason
     # The ranked checkpoints (if any) predate the divergence: they hold finite weights.
-    curves = plot_training_curves(history.epochs, run_dir / "training_curves.png", f"{cfg.experiment.name}: {run_dir.name}")
+    curves = plot_training_curves(
+        history.epochs, run_dir / "training_curves.png", f"{cfg.experiment.name}: {run_dir.name}"
+    )
     summary["training_curves"] = str(curves) if curves else None
     summary["wall_time_s"] = round(time.monotonic() - started, 1)
     write_summary(run_dir / "summary.json", summary)
 
 
 def _finish(
-    cfg: DictConfig, resolved: ResolvedRun, run_dir: Path, trainer: L.Trainer, module: Any, datamodule: Any,
-    history: Any, changes: dict, started: float, resume: Any, fit_time: float,
+    cfg: DictConfig,
+    resolved: ResolvedRun,
+    run_dir: Path,
+    trainer: L.Trainer,
+    module: Any,
+    datamodule: Any,
+    history: Any,
+    changes: dict,
+    started: float,
+    resume: Any,
+    fit_time: float,
 ) -> float | None:
     from mvfoul.training.checkpoints import BEST_LINK, CHECKPOINTS_DIR, LAST_NAME, evaluate_command
     from mvfoul.training.summary import plot_training_curves, write_summary
@@ -273,9 +342,15 @@ def _finish(
     summary["evaluate_command"] = evaluate_command(best_path) if best_path else None
     summary["last_checkpoint"] = str(last) if last.is_file() else None
     summary["final_metrics"] = metrics
-    curves = plot_training_curves(history.epochs, run_dir / "training_curves.png", f"{cfg.experiment.name}: {run_dir.name}")
+    curves = plot_training_curves(
+        history.epochs, run_dir / "training_curves.png", f"{cfg.experiment.name}: {run_dir.name}"
+    )
     summary["training_curves"] = str(curves) if curves else None
-    if cfg.experiment.test_after_fit and not cfg.experiment.fast_dev_run and datamodule.has_split("test"):
+    if (
+        cfg.experiment.test_after_fit
+        and not cfg.experiment.fast_dev_run
+        and datamodule.has_split("test")
+    ):
         summary["test"] = test_best_model(module, best_path, cfg, resolved.frame_indices, run_dir)
     summary["fit_time_s"] = round(fit_time, 2)
     summary["wall_time_s"] = round(time.monotonic() - started, 1)
@@ -284,7 +359,9 @@ def _finish(
     return best_value
 
 
-def test_best_model(module: Any, best_path: str, cfg: DictConfig, frame_indices: tuple[int, ...], run_dir: Path) -> dict[str, Any]:
+def test_best_model(
+    module: Any, best_path: str, cfg: DictConfig, frame_indices: tuple[int, ...], run_dir: Path
+) -> dict[str, Any]:
     """Evaluate the best checkpoint (or the final weights when none was kept) on the test split,
     writing predictions, metrics and reports into the run folder."""
     from mvfoul.evaluation.evaluate import evaluate_checkpoint

@@ -60,7 +60,11 @@ class EpochHistory(Callback):
 
     def best(self, monitor: str, mode: str) -> tuple[int | None, float | None]:
         """(epoch, value) of the best monitored value; NaN epochs never win."""
-        scored = [(e, m[monitor]) for e, m in self.epochs.items() if monitor in m and not math.isnan(m[monitor])]
+        scored = [
+            (e, m[monitor])
+            for e, m in self.epochs.items()
+            if monitor in m and not math.isnan(m[monitor])
+        ]
         if not scored:
             return None, None
         pick = max if mode == "max" else min
@@ -71,11 +75,20 @@ def git_commit() -> dict[str, Any]:
     """The project's commit and whether the tree had local changes (None outside a checkout)."""
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5, check=True,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         return {"git_commit": commit, "git_dirty": bool(dirty)}
     except (OSError, subprocess.SubprocessError):
@@ -96,7 +109,9 @@ CURVE_PANELS = {
 }
 
 
-def plot_training_curves(history: dict[int, dict[str, float]], path: Path, title: str = "") -> Path | None:
+def plot_training_curves(
+    history: dict[int, dict[str, float]], path: Path, title: str = ""
+) -> Path | None:
     """Loss and the main metrics per epoch, train and validation, as one PNG (None: no epochs)."""
     if not history:
         return None

@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from mvfoul.errors import ConfigError
+from mvfoul.slurm import on_slurm
 from mvfoul.training.checkpoints import (
     CHECKPOINTS_DIR,
     AtomicCheckpointIO,
@@ -24,7 +25,6 @@ from mvfoul.training.checkpoints import (
     checkpoint_filename,
 )
 from mvfoul.training.csv_log import RunCSVLogger
-from mvfoul.slurm import on_slurm
 from mvfoul.training.guard import DivergenceGuard
 from mvfoul.training.loggers import RunTensorBoardLogger
 from mvfoul.training.preemption import SlurmRequeue, slurm_plugins
@@ -43,7 +43,9 @@ class Hardware:
     num_nodes: int
 
 
-def resolve_hardware(system: DictConfig, cuda_available: bool | None = None, gpu_count: int | None = None) -> Hardware:
+def resolve_hardware(
+    system: DictConfig, cuda_available: bool | None = None, gpu_count: int | None = None
+) -> Hardware:
     """Map ``system`` onto this machine.
 
     ``system.gpus`` counts devices per node: GPUs, or with ``accelerator=cpu`` processes (more
@@ -60,7 +62,9 @@ def resolve_hardware(system: DictConfig, cuda_available: bool | None = None, gpu
                 f"system.gpus: {system.gpus} GPUs per node asked for, this machine has {count}: set system.gpus={count} "
                 "(or fewer)"
             )
-        return Hardware("gpu", max(1, system.gpus), system.precision, system.strategy, system.num_nodes)
+        return Hardware(
+            "gpu", max(1, system.gpus), system.precision, system.strategy, system.num_nodes
+        )
     precision = system.precision
     if wants_gpu:
         log.warning(
@@ -76,7 +80,9 @@ def resolve_hardware(system: DictConfig, cuda_available: bool | None = None, gpu
         precision = "32-true"
     processes = max(1, system.gpus)
     distributed = processes * system.num_nodes > 1
-    return Hardware("cpu", processes, precision, system.strategy if distributed else "auto", system.num_nodes)
+    return Hardware(
+        "cpu", processes, precision, system.strategy if distributed else "auto", system.num_nodes
+    )
 
 
 class EpochMetricsOnEveryRank(Callback):
@@ -118,7 +124,11 @@ def apply_cpu_threads(system: DictConfig, hw: Hardware, num_workers: int) -> int
     torch.set_num_threads(threads)
     log.info(
         "torch threads: %d per process (%d core(s), %d DataLoader worker(s) x %d process(es)%s)",
-        threads, cores, num_workers, hw.devices, "; system.num_threads" if system.num_threads is not None else "",
+        threads,
+        cores,
+        num_workers,
+        hw.devices,
+        "; system.num_threads" if system.num_threads is not None else "",
     )
     return threads
 
@@ -140,19 +150,36 @@ class ThrottledProgressBar(RichProgressBar):
             return True
         return False
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         if not self.is_disabled and self._due(batch_idx, self.total_train_batches):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_validation_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         # A disabled bar (DDP ranks other than zero) never learns which loader is running.
         if not self.is_disabled and self._due(batch_idx, self.total_val_batches_current_dataloader):
-            super().on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+            super().on_validation_batch_end(
+                trainer, pl_module, outputs, batch, batch_idx, dataloader_idx
+            )
 
 
-def build_callbacks(experiment: DictConfig, run_dir: Path) -> tuple[RankedCheckpoint, LastCheckpoint]:
+def build_callbacks(
+    experiment: DictConfig, run_dir: Path
+) -> tuple[RankedCheckpoint, LastCheckpoint]:
     """The ranked top-k checkpoints and ``last.ckpt`` (see :mod:`mvfoul.training.checkpoints`)."""
     dirpath = run_dir / CHECKPOINTS_DIR
     ranked = RankedCheckpoint(
@@ -172,13 +199,17 @@ def build_callbacks(experiment: DictConfig, run_dir: Path) -> tuple[RankedCheckp
 def build_loggers(experiment: DictConfig, run_dir: Path, config: dict[str, Any]) -> list[Logger]:
     loggers: list[Logger] = [
         RunCSVLogger(run_dir),
-        RunTensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False),
+        RunTensorBoardLogger(
+            save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False
+        ),
     ]
     if experiment.use_wandb:
         from lightning.pytorch.loggers import WandbLogger
 
         # Offline unless credentials exist, so a run never blocks on a login prompt or network.
-        has_credentials = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").is_file()
+        has_credentials = (
+            bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").is_file()
+        )
         loggers.append(
             WandbLogger(
                 project=experiment.wandb_project,
@@ -215,8 +246,13 @@ def build_trainer(
     world_size = hw.devices * hw.num_nodes
     log.info(
         "world size %d: %d %s process(es) per node x %d node(s)%s",
-        world_size, hw.devices, hw.accelerator.upper(), hw.num_nodes,
-        f", strategy {hw.strategy} ({'nccl' if hw.accelerator == 'gpu' else 'gloo'})" if world_size > 1 else "",
+        world_size,
+        hw.devices,
+        hw.accelerator.upper(),
+        hw.num_nodes,
+        f", strategy {hw.strategy} ({'nccl' if hw.accelerator == 'gpu' else 'gloo'})"
+        if world_size > 1
+        else "",
     )
     apply_cpu_threads(cfg.system, hw, cfg.dataset.num_workers)
     ranked, last = build_callbacks(cfg.experiment, run_dir)
@@ -226,7 +262,9 @@ def build_trainer(
     if history is not None:
         callbacks.append(history)
     callbacks.append(last)
-    callbacks += [c for c in (build_freezing_callback(cfg), build_sampling_callback(cfg)) if c is not None]
+    callbacks += [
+        c for c in (build_freezing_callback(cfg), build_sampling_callback(cfg)) if c is not None
+    ]
     if on_slurm():
         callbacks.append(SlurmRequeue())
     callbacks += [ranked, LearningRateMonitor(logging_interval="epoch"), ThrottledProgressBar()]
