@@ -59,7 +59,9 @@ def test_a_changed_file_or_window_or_size_never_reads_stale_frames(clip, real_sa
     shutil.copy(real_sample / "Test" / "action_1" / "clip_0.mp4", clip)
     reloaded = ClipLoader(WINDOW, SQUARE, "pyav", cache_dir)(clip)
     assert not reloaded.cached
-    assert torch.equal(reloaded.frames, prepare_frames(decode_frames(clip, WINDOW, backend="pyav").frames, SQUARE))
+    assert torch.equal(
+        reloaded.frames, prepare_frames(decode_frames(clip, WINDOW, backend="pyav").frames, SQUARE)
+    )
 
     # Same bytes, touched: the identity includes the modification time, so it misses too.
     stat = clip.stat()
@@ -115,8 +117,17 @@ def test_build_cache_command_fills_the_cache_and_reports_its_size(real_sample, t
     os.symlink(real_sample / "Test", data / "Train")
     os.symlink(real_sample / "Test", data / "Valid")
     frames = tmp_path / "frames"
-    args = [str(REPO_ROOT / "build_cache.py"), f"dataset.data_dir={data}", f"dataset.cache_dir={frames}",
-            "model=tiny", "model.pretrained=false", "dataset.frame_size=32", "--workers", "2", "--no-progress"]
+    args = [
+        str(REPO_ROOT / "build_cache.py"),
+        f"dataset.data_dir={data}",
+        f"dataset.cache_dir={frames}",
+        "model=tiny",
+        "model.pretrained=false",
+        "dataset.frame_size=32",
+        "--workers",
+        "2",
+        "--no-progress",
+    ]
     first = run_command(args, cwd=tmp_path, cache=cache_dir)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "14 clips (14 decoded now, 0 already cached)" in first.stdout
@@ -124,7 +135,11 @@ def test_build_cache_command_fills_the_cache_and_reports_its_size(real_sample, t
     second = run_command(args, cwd=tmp_path, cache=cache_dir)
     assert "14 clips (0 decoded now, 14 already cached)" in second.stdout
     assert len(entries(frames)) == 14
-    missing = run_command([str(REPO_ROOT / "build_cache.py"), f"dataset.data_dir={data}"], cwd=tmp_path, cache=cache_dir)
+    missing = run_command(
+        [str(REPO_ROOT / "build_cache.py"), f"dataset.data_dir={data}"],
+        cwd=tmp_path,
+        cache=cache_dir,
+    )
     assert missing.returncode != 0 and "dataset.cache_dir: not set" in missing.stderr
     assert "Traceback" not in missing.stderr
 
@@ -136,8 +151,17 @@ def test_seeded_loaders_give_the_same_augmented_batches_across_workers(real_samp
     data.mkdir()
     os.symlink(real_sample / "Test", data / "Train")
     os.symlink(real_sample / "Test", data / "Valid")
-    cfg = compose_config("config", [f"dataset.data_dir={data}", "dataset.frame_size=32", "dataset.num_workers=2",
-                                     "dataset.batch_size=5", "dataset.persistent_workers=false", "dataset.decoder=pyav"])
+    cfg = compose_config(
+        "config",
+        [
+            f"dataset.data_dir={data}",
+            "dataset.frame_size=32",
+            "dataset.num_workers=2",
+            "dataset.batch_size=5",
+            "dataset.persistent_workers=false",
+            "dataset.decoder=pyav",
+        ],
+    )
 
     def first_batch(seed: int) -> torch.Tensor:
         dm = MultiViewDataModule(cfg.dataset, WINDOW, sampling=None, seed=seed)
@@ -154,8 +178,15 @@ def test_the_unlabelled_challenge_split_loads_for_prediction(real_sample, tmp_pa
     chall = tmp_path / "mvfouls" / "CHALL"
     for action in sorted((real_sample / "Test").glob("action_*")):  # clips only, no annotations
         shutil.copytree(action, chall / action.name)
-    cfg = compose_config("config", [f"dataset.data_dir={tmp_path / 'mvfouls'}", "dataset.frame_size=32",
-                                     "dataset.num_workers=0", "dataset.eval_batch_size=5"])
+    cfg = compose_config(
+        "config",
+        [
+            f"dataset.data_dir={tmp_path / 'mvfouls'}",
+            "dataset.frame_size=32",
+            "dataset.num_workers=0",
+            "dataset.eval_batch_size=5",
+        ],
+    )
     dm = MultiViewDataModule(cfg.dataset, WINDOW)
     dm.setup("predict")
     batch = next(iter(dm.predict_dataloader()))
@@ -186,7 +217,9 @@ def _damage(entry: Path, how: str) -> None:
         entry.unlink()
 
 
-@pytest.mark.parametrize("how", ["truncated", "bit flip", "wrong shape", "wrong dtype", "array gone"])
+@pytest.mark.parametrize(
+    "how", ["truncated", "bit flip", "wrong shape", "wrong dtype", "array gone"]
+)
 def test_a_damaged_cache_entry_is_decoded_again_counted_and_never_read(clip, tmp_path, how):
     loader = ClipLoader(WINDOW, SQUARE, "pyav", tmp_path / "cache")
     expected = loader(clip).frames
@@ -238,9 +271,19 @@ def test_a_draw_is_the_same_in_any_worker_count_and_any_epoch_order(real_sample,
     os.symlink(real_sample / "Test", data / "Valid")
 
     def epoch_batches(workers: int, epochs: list[int], first_epoch: int = 0) -> list[torch.Tensor]:
-        cfg = compose_config("config", [f"dataset.data_dir={data}", "dataset.frame_size=32", f"dataset.num_workers={workers}",
-                                         "dataset.batch_size=5", "dataset.decoder=pyav"])
-        dm = MultiViewDataModule(cfg.dataset, WINDOW, sampling=cfg.sampling, seed=3, first_epoch=first_epoch)
+        cfg = compose_config(
+            "config",
+            [
+                f"dataset.data_dir={data}",
+                "dataset.frame_size=32",
+                f"dataset.num_workers={workers}",
+                "dataset.batch_size=5",
+                "dataset.decoder=pyav",
+            ],
+        )
+        dm = MultiViewDataModule(
+            cfg.dataset, WINDOW, sampling=cfg.sampling, seed=3, first_epoch=first_epoch
+        )
         dm.setup("fit")
         loader = dm.train_dataloader()
         out = []
@@ -253,3 +296,20 @@ def test_a_draw_is_the_same_in_any_worker_count_and_any_epoch_order(real_sample,
     assert torch.equal(epoch_batches(2, [0, 1])[1], in_order[1])
     assert torch.equal(epoch_batches(2, [1], first_epoch=1)[0], in_order[1])
     assert not torch.equal(in_order[0], in_order[1])
+
+
+def test_pinned_memory_follows_the_configured_accelerator_not_the_machine(real_sample, monkeypatch):
+    import lightning as L
+    import torch
+
+    from mvfoul.data.datamodule import MultiViewDataModule
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine...
+    cfg = compose_config(
+        "config", [f"dataset.data_dir={real_sample}", "dataset.frame_size=32", "dataset.num_workers=0"]
+    )
+    dm = MultiViewDataModule(cfg.dataset, WINDOW)
+    dm.setup("test")
+    assert dm.test_dataloader().pin_memory is False  # ...with no trainer: nothing to pin for
+    dm.trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    assert dm.test_dataloader().pin_memory is False  # ...training on its CPU

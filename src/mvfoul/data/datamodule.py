@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import lightning as L
-import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Sampler
 
@@ -69,7 +68,9 @@ class MultiViewDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         # Runs once per node before setup: the only place that writes the built-in dataset.
         if self.cfg.name == "synthetic":
-            ensure_synthetic_dataset(synthetic_spec(self.cfg), self.cfg.data_dir, workers=min(2, os.cpu_count() or 1))
+            ensure_synthetic_dataset(
+                synthetic_spec(self.cfg), self.cfg.data_dir, workers=min(2, os.cpu_count() or 1)
+            )
 
     def clip_loader(self) -> ClipLoader:
         """Path -> prepared frames (decoded, resized; through the frame cache when configured)."""
@@ -118,7 +119,9 @@ class MultiViewDataModule(L.LightningDataModule):
         # The challenge split has no labels: it is read for prediction only.
         labelled = split != "chall"
         if csv_path:
-            actions, report = read_csv_annotations(self.data_dir / Path(csv_path).expanduser(), self.data_dir, labelled)
+            actions, report = read_csv_annotations(
+                self.data_dir / Path(csv_path).expanduser(), self.data_dir, labelled
+            )
         else:
             actions, report = read_soccernet_split(find_split_dir(self.data_dir, split), labelled)
         log.info("%s: %s", split, report.summary())
@@ -159,7 +162,9 @@ class MultiViewDataModule(L.LightningDataModule):
         if s is None or not s.use_class_balanced_sampler:
             return EpochShuffleSampler(len(self.datasets["train"]), seed=self.seed)
         labels = self.train_labels()
-        class_ids, names = task_class_ids(s.balance_task, labels["offence_severity"], labels["action"])
+        class_ids, names = task_class_ids(
+            s.balance_task, labels["offence_severity"], labels["action"]
+        )
         return ClassBalancedSampler(
             class_ids,
             num_classes=len(names),
@@ -193,9 +198,17 @@ class MultiViewDataModule(L.LightningDataModule):
         sampler: Sampler | None
         if train:
             assert self.train_sampler is not None, "setup('fit') builds the training sampler"
-            sampler = self.train_sampler if world_size == 1 else RankShare(self.train_sampler, rank, world_size)
+            sampler = (
+                self.train_sampler
+                if world_size == 1
+                else RankShare(self.train_sampler, rank, world_size)
+            )
         else:
-            sampler = None if world_size == 1 else EvaluationShare(len(self.datasets[split]), rank, world_size)
+            sampler = (
+                None
+                if world_size == 1
+                else EvaluationShare(len(self.datasets[split]), rank, world_size)
+            )
         workers = d.num_workers
         return DataLoader(
             self.datasets[split],
@@ -205,13 +218,19 @@ class MultiViewDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=workers,
             collate_fn=collate_views,
-            pin_memory=torch.cuda.is_available() if d.pin_memory is None else d.pin_memory,
+            pin_memory=self._feeds_a_gpu() if d.pin_memory is None else d.pin_memory,
             persistent_workers=d.persistent_workers and workers > 0,
             prefetch_factor=d.prefetch_factor if workers > 0 else None,
             # No worker_init_fn: the training samples carry their own seeds (mvfoul.sampling.Draw),
             # and Lightning's own worker seeding (rank-aware) covers anything else.
             drop_last=False,
         )
+
+    def _feeds_a_gpu(self) -> bool:
+        """Whether the batches go to a CUDA device: the trainer's accelerator, not merely whether
+        this machine has a GPU (a CPU run on a GPU machine gains nothing from pinned memory)."""
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
