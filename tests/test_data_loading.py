@@ -306,7 +306,8 @@ def test_pinned_memory_follows_the_configured_accelerator_not_the_machine(real_s
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine...
     cfg = compose_config(
-        "config", [f"dataset.data_dir={real_sample}", "dataset.frame_size=32", "dataset.num_workers=0"]
+        "config",
+        [f"dataset.data_dir={real_sample}", "dataset.frame_size=32", "dataset.num_workers=0"],
     )
     dm = MultiViewDataModule(cfg.dataset, WINDOW)
     dm.setup("test")

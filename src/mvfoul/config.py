@@ -14,7 +14,7 @@ first one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -35,6 +35,7 @@ FREEZING_STRATEGIES = ("progressive", "adaptive", "none")
 ACCELERATORS = ("auto", "gpu", "cpu")
 PRECISIONS = ("16-mixed", "bf16-mixed", "32-true", "32", "16", "bf16", "64-true", "64")
 MONITOR_MODES = ("min", "max")
+LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")
 
 
 @dataclass
@@ -195,6 +196,12 @@ class ExperimentConfig:
     test_after_fit: bool = True
     use_wandb: bool = False
     wandb_project: str = "mvfoul"
+    # Which loggers record the run (LOGGERS); use_wandb=true adds wandb.
+    loggers: List[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    # Lightning Trainer options the schema does not name, passed through (mvfoul.training.extensions).
+    trainer: Dict[str, Any] = field(default_factory=dict)
+    # Extra Lightning callbacks: name -> {_target_: class path, its arguments...}.
+    callbacks: Dict[str, Any] = field(default_factory=dict)
     debug: bool = False
     fast_dev_run: bool = False
     # int = a number of batches, float = a fraction of the epoch (Lightning's convention).

@@ -422,6 +422,31 @@ def _check_experiment(cfg: DictConfig, p: _Problems) -> None:
                 "experiment.use_wandb",
                 "true needs the wandb package: pip install -e '.[wandb]', or set experiment.use_wandb=false",
             )
+    _check_extensions(e, p)
+
+
+def _check_extensions(e: DictConfig, p: _Problems) -> None:
+    """experiment.loggers, experiment.trainer and experiment.callbacks."""
+    import importlib.util
+
+    from mvfoul.training.extensions import callback_problems, trainer_option_problems
+
+    loggers = list(e.get("loggers", []))
+    for name in loggers:
+        p.choice("experiment.loggers", name, C.LOGGERS)
+    if len(set(loggers)) != len(loggers):
+        p.add("experiment.loggers", f"{loggers} names a logger twice")
+    packages = {
+        "wandb": "wandb (pip install -e '.[wandb]')",
+        "mlflow": "mlflow (pip install mlflow)",
+    }
+    for name, package in packages.items():
+        if name in loggers and importlib.util.find_spec(name) is None:
+            p.add("experiment.loggers", f"{name} needs the {package} package, or leave it out")
+    for key, message in trainer_option_problems(e.get("trainer") or {}):
+        p.add(key, message)
+    for key, message in callback_problems(e.get("callbacks") or {}):
+        p.add(key, message)
 
 
 _CHECKS: tuple[Callable[[DictConfig, _Problems], None], ...] = (

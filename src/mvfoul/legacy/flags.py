@@ -118,6 +118,8 @@ def _leaves(schema: type, prefix: str) -> list[KeySpec]:
         if dataclasses.is_dataclass(hint):
             specs.extend(_leaves(hint, key))
             continue
+        if typing.get_origin(hint) is dict:
+            continue  # experiment.trainer, experiment.callbacks: mappings, no flag (the old trainer had none)
         kind, optional, is_list = _analyse(key, hint)
         specs.append(KeySpec(key, kind, optional, is_list, _default(f)))
     return specs

@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, RichProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
@@ -25,6 +26,7 @@ from mvfoul.training.checkpoints import (
     checkpoint_filename,
 )
 from mvfoul.training.csv_log import RunCSVLogger
+from mvfoul.training.extensions import build_extra_callbacks, trainer_options
 from mvfoul.training.guard import DivergenceGuard
 from mvfoul.training.loggers import RunTensorBoardLogger
 from mvfoul.training.preemption import SlurmRequeue, slurm_plugins
@@ -196,30 +198,53 @@ def build_callbacks(
     return ranked, LastCheckpoint(dirpath, ranked=ranked, save=experiment.save_last)
 
 
-def build_loggers(experiment: DictConfig, run_dir: Path, config: dict[str, Any]) -> list[Logger]:
-    loggers: list[Logger] = [
-        RunCSVLogger(run_dir),
-        RunTensorBoardLogger(
-            save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False
-        ),
-    ]
-    if experiment.use_wandb:
-        from lightning.pytorch.loggers import WandbLogger
+def selected_loggers(experiment: DictConfig) -> list[str]:
+    """``experiment.loggers``, plus wandb when ``experiment.use_wandb`` is true."""
+    names = list(experiment.get("loggers", ["csv", "tensorboard"]))
+    return names + ["wandb"] if experiment.use_wandb and "wandb" not in names else names
 
-        # Offline unless credentials exist, so a run never blocks on a login prompt or network.
-        has_credentials = (
-            bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").is_file()
-        )
-        loggers.append(
-            WandbLogger(
-                project=experiment.wandb_project,
-                name=experiment.name,
-                tags=list(experiment.tags),
-                save_dir=str(run_dir),
-                offline=not has_credentials or os.environ.get("WANDB_MODE") == "offline",
-                config=config,
+
+def build_loggers(experiment: DictConfig, run_dir: Path, config: dict[str, Any]) -> list[Logger]:
+    loggers: list[Logger] = []
+    for name in selected_loggers(experiment):
+        if name == "csv":
+            loggers.append(RunCSVLogger(run_dir))
+        elif name == "tensorboard":
+            loggers.append(
+                RunTensorBoardLogger(
+                    save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False
+                )
             )
-        )
+        elif name == "wandb":
+            from lightning.pytorch.loggers import WandbLogger
+
+            # Offline unless credentials exist, so a run never blocks on a login prompt or network.
+            has_credentials = (
+                bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").is_file()
+            )
+            loggers.append(
+                WandbLogger(
+                    project=experiment.wandb_project,
+                    name=experiment.name,
+                    tags=list(experiment.tags),
+                    save_dir=str(run_dir),
+                    offline=not has_credentials or os.environ.get("WANDB_MODE") == "offline",
+                    config=config,
+                )
+            )
+        elif name == "mlflow":
+            from lightning.pytorch.loggers import MLFlowLogger
+
+            # MLFLOW_TRACKING_URI picks a server; without it, a file store in the run folder.
+            loggers.append(
+                MLFlowLogger(
+                    experiment_name=experiment.name,
+                    tracking_uri=os.environ.get(
+                        "MLFLOW_TRACKING_URI", f"file:{run_dir / 'mlruns'}"
+                    ),
+                    tags={tag: "" for tag in experiment.tags} or None,
+                )
+            )
     return loggers
 
 
@@ -267,9 +292,35 @@ def build_trainer(
     ]
     if on_slurm():
         callbacks.append(SlurmRequeue())
-    callbacks += [ranked, LearningRateMonitor(logging_interval="epoch"), ThrottledProgressBar()]
     e, t = cfg.experiment, cfg.training
+    callbacks += build_extra_callbacks(e)
+    callbacks.append(ranked)
+    logger = loggers if loggers is not None else build_loggers(e, run_dir, config)
+    if logger:  # the learning-rate monitor writes to the loggers, and refuses to run without one
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    callbacks.append(ThrottledProgressBar())
     clip = t.gradient_clip_val if t.gradient_clip_val else None
+    extra = trainer_options(e)
+    try:
+        return _trainer(cfg, hw, callbacks, logger, run_dir, clip, extra)
+    except (TypeError, ValueError, MisconfigurationException) as err:
+        if not extra:
+            raise
+        raise ConfigError(
+            f"experiment.trainer: Lightning's Trainer refused {extra}: {' '.join(str(err).split())}"
+        ) from err
+
+
+def _trainer(
+    cfg: DictConfig,
+    hw: Hardware,
+    callbacks: list[Callback],
+    logger: list[Logger],
+    run_dir: Path,
+    clip: float | None,
+    extra: dict[str, Any],
+) -> L.Trainer:
+    e, t = cfg.experiment, cfg.training
     return L.Trainer(
         accelerator=hw.accelerator,
         devices=hw.devices,
@@ -285,7 +336,7 @@ def build_trainer(
         # disjoint share of the training draw, and evaluation has no padded duplicates.
         use_distributed_sampler=False,
         callbacks=callbacks,
-        logger=loggers if loggers is not None else build_loggers(e, run_dir, config),
+        logger=logger,
         plugins=[AtomicCheckpointIO(), *slurm_plugins()],
         log_every_n_steps=e.log_every_n_steps,
         fast_dev_run=e.fast_dev_run,
@@ -293,5 +344,5 @@ def build_trainer(
         limit_val_batches=_batch_limit(e.limit_val_batches),
         detect_anomaly=e.debug,
         default_root_dir=str(run_dir),
-        enable_model_summary=True,
+        **{"enable_model_summary": True, **extra},
     )

@@ -1,0 +1,122 @@
+"""What config reaches of Lightning beyond mvfoul's own keys.
+
+- ``experiment.trainer``: Lightning ``Trainer`` options the schema does not name, passed through
+  as they are (``+experiment.trainer.val_check_interval=0.5``,
+  ``+experiment.trainer.num_sanity_val_steps=0``, ``+experiment.trainer.profiler=simple``). An
+  option mvfoul sets from one of its keys is refused with that key's name, so a run has one
+  source for each setting.
+- ``experiment.callbacks``: extra callbacks, each ``name: {_target_: <class>, <arguments>}``,
+  built with Hydra's ``instantiate`` (EarlyStopping, for example).
+- ``experiment.loggers``: which loggers record the run (:func:`mvfoul.training.trainer.build_loggers`).
+
+Both are checked at startup with the rest of the config (:mod:`mvfoul.validate`): a key Lightning's
+``Trainer`` does not take, a class that does not import or is not a callback, or arguments the class
+refuses, each get a line naming the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf
+
+# Trainer options mvfoul sets itself -> the key that sets them.
+OWNED_TRAINER_OPTIONS = {
+    "accelerator": "system.accelerator",
+    "devices": "system.gpus",
+    "num_nodes": "system.num_nodes",
+    "strategy": "system.strategy",
+    "precision": "system.precision",
+    "deterministic": "system.deterministic",
+    "sync_batchnorm": "system.sync_batchnorm",
+    "max_epochs": "training.max_epochs",
+    "gradient_clip_val": "training.gradient_clip_val",
+    "accumulate_grad_batches": "training.accumulate_grad_batches",
+    "callbacks": "experiment.callbacks",
+    "logger": "experiment.loggers",
+    "log_every_n_steps": "experiment.log_every_n_steps",
+    "fast_dev_run": "experiment.fast_dev_run",
+    "limit_train_batches": "experiment.limit_train_batches",
+    "limit_val_batches": "experiment.limit_val_batches",
+    "detect_anomaly": "experiment.debug",
+    "default_root_dir": "hydra.run.dir",
+    "use_distributed_sampler": "nothing: mvfoul shards every split itself (mvfoul.data.sharding)",
+    "plugins": "nothing: mvfoul's checkpoint writer and SLURM environment are plugins",
+}
+
+
+def _trainer_parameters() -> list[str]:
+    return [name for name in inspect.signature(L.Trainer.__init__).parameters if name != "self"]
+
+
+def trainer_option_problems(options: DictConfig | dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, message) for each ``experiment.trainer`` option that cannot be passed through."""
+    problems = []
+    known = _trainer_parameters()
+    for name in options:
+        key = f"experiment.trainer.{name}"
+        if name in OWNED_TRAINER_OPTIONS:
+            owner = OWNED_TRAINER_OPTIONS[name]
+            how = owner if owner.startswith("nothing") else f"set it with {owner}"
+            problems.append((key, f"mvfoul sets this Trainer option itself; {how}"))
+        elif name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            problems.append((key, f"not an option of Lightning's Trainer{hint}"))
+    return problems
+
+
+def trainer_options(experiment: DictConfig) -> dict[str, Any]:
+    """``experiment.trainer`` as plain keyword arguments for ``L.Trainer``."""
+    options = experiment.get("trainer") or {}
+    return (
+        OmegaConf.to_container(options, resolve=True)
+        if isinstance(options, DictConfig)
+        else dict(options)
+    )  # type: ignore[return-value]
+
+
+def build_extra_callbacks(experiment: DictConfig) -> list[Callback]:
+    """The callbacks ``experiment.callbacks`` names, in its order."""
+    callbacks, problems = _instantiate(experiment.get("callbacks") or {})
+    if problems:
+        from mvfoul.errors import ConfigError
+
+        raise ConfigError("; ".join(f"{key}: {message}" for key, message in problems))
+    return callbacks
+
+
+def callback_problems(spec: DictConfig | dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, message) for each ``experiment.callbacks`` entry that cannot be built."""
+    return _instantiate(spec)[1]
+
+
+def _instantiate(spec: DictConfig | dict[str, Any]) -> tuple[list[Callback], list[tuple[str, str]]]:
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    callbacks: list[Callback] = []
+    problems: list[tuple[str, str]] = []
+    example = "e.g. {_target_: lightning.pytorch.callbacks.EarlyStopping, monitor: val/sev_acc, mode: max}"
+    for name, entry in spec.items():
+        key = f"experiment.callbacks.{name}"
+        if not isinstance(entry, (DictConfig, dict)) or "_target_" not in entry:
+            problems.append(
+                (key, f"expected a mapping with _target_ (the callback's class), {example}")
+            )
+            continue
+        try:
+            callback = instantiate(entry)
+        except InstantiationException as err:
+            # Hydra's message says what failed: the import, or the arguments the class refused.
+            problems.append((key, " ".join(str(err).split(" full_key:")[0].split())))
+            continue
+        if not isinstance(callback, Callback):
+            problems.append((key, f"{entry['_target_']} is not a Lightning Callback"))
+            continue
+        callbacks.append(callback)
+    return callbacks, problems
