@@ -1,7 +1,7 @@
 # Two commands set up a fresh machine (Debian, Python 3.11, no GPU needed):
 #   make demo   create .venv, install mvfoul, run the quick_test preset on the built-in dataset
 #   make test   install the test tools too, run the whole test suite
-#   make lint   ruff's linter and formatter check (pyproject.toml [tool.ruff])
+#   make lint   ruff's linter and formatter check, and mypy (pyproject.toml)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -39,6 +39,7 @@ LINTED := src tests benchmarks train_hydra.py evaluate_hydra.py build_cache.py
 lint: install-dev
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy
 
 format: install-dev
 	$(VENV)/bin/ruff check --fix $(LINTED)

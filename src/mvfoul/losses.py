@@ -9,7 +9,7 @@ cross-entropy with or without weights.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +27,9 @@ ALPHA_CLASS_WEIGHTS = "class_weights"
 
 def class_counts(labels: Sequence[int], num_classes: int) -> torch.Tensor:
     """How many training samples each class has (labels outside [0, num_classes) are ignored)."""
-    labels = torch.as_tensor(list(labels), dtype=torch.long)
-    labels = labels[(labels >= 0) & (labels < num_classes)]
-    return torch.bincount(labels, minlength=num_classes)
+    values = torch.as_tensor(list(labels), dtype=torch.long)
+    values = values[(values >= 0) & (values < num_classes)]
+    return torch.bincount(values, minlength=num_classes)
 
 
 def class_weights(counts: torch.Tensor, method: str, beta: float = 0.99) -> torch.Tensor:
@@ -155,7 +155,7 @@ class MultiTaskLoss(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Returns the total loss and each head's unweighted loss."""
         parts = {head: self.head_loss(head, logits[head], targets[head]) for head in HEADS}
-        total = sum(self.task_weights[head] * parts[head] for head in HEADS)
+        total = torch.stack([self.task_weights[head] * parts[head] for head in HEADS]).sum()
         return total, parts
 
 
@@ -204,7 +204,7 @@ def resolve_label_smoothing(loss: Any, sampling: Any) -> LabelSmoothingDecision:
 def format_class_weight_table(
     counts: dict[str, torch.Tensor],
     weights: dict[str, torch.Tensor],
-    names: dict[str, Sequence[str]],
+    names: Mapping[str, Sequence[str]],
 ) -> str:
     """A small per-class table (count, weight) for each head, printed once at start."""
     lines = []

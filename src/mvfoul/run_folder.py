@@ -198,9 +198,9 @@ def _refusal(folder: Path, records: list[str], key: str, evaluation: bool) -> Ru
 def claim(config: DictConfig, dir_key: str) -> tuple[Path, bool]:
     """Claim the folder ``config.<dir_key>`` names for a new or resumed run: (folder, is a resume
     into existing records). Raises :class:`RunFolderError`."""
-    raw = OmegaConf.to_container(config, resolve=False)
+    raw: Any = OmegaConf.to_container(config, resolve=False)
     for part in dir_key.split("."):
-        raw = raw[part]  # type: ignore[index]
+        raw = raw[part]
     # Made from the clock: a name another run may take in the same second. (Under SLURM the
     # default name is the job's id, which its requeues must find again.)
     clock_named = bool(_CLOCK_NAME.search(str(raw))) and not (

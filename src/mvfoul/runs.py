@@ -46,7 +46,7 @@ def rerun_command(run_dir: str | Path) -> str:
 def _run_arguments(run_dir: Path) -> list[str]:
     hydra_cfg = _load(run_dir, "hydra.yaml")["hydra"]  # type: ignore[index]
     overrides = _load(run_dir, "overrides.yaml") or []
-    return ["--config-name", hydra_cfg["job"]["config_name"], *[str(o) for o in overrides]]  # type: ignore[union-attr]
+    return ["--config-name", hydra_cfg["job"]["config_name"], *[str(o) for o in overrides]]  # type: ignore[attr-defined]
 
 
 def resume_arguments(run_dir: str | Path) -> tuple[list[str], Path]:

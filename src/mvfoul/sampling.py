@@ -64,7 +64,7 @@ class Draw(NamedTuple):
     resumed run, another DDP rank's share).
     """
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index; a Draw is never searched
     seed: int
 
 

@@ -162,7 +162,7 @@ def _job_number(folder: Path) -> int | None:
         return int(folder.name)
     hydra_yaml = _read_yaml(folder / ".hydra" / "hydra.yaml")
     try:
-        return int(hydra_yaml["hydra"]["job"]["num"])  # type: ignore[index]
+        return int(hydra_yaml["hydra"]["job"]["num"])
     except (TypeError, KeyError, ValueError):
         return None
 

@@ -42,7 +42,9 @@ def with_schema(cfg: DictConfig) -> DictConfig:
     dataset_schema = C.DATASET_SCHEMAS.get(OmegaConf.select(cfg, "dataset.name"))
     if dataset_schema is not None:
         schema.dataset = OmegaConf.structured(dataset_schema)
-    return OmegaConf.merge(schema, cfg)
+    merged = OmegaConf.merge(schema, cfg)
+    assert isinstance(merged, DictConfig)
+    return merged
 
 
 class _Problems:
@@ -475,8 +477,8 @@ def _check_unknown_keys(cfg: DictConfig, p: _Problems) -> None:
 
     def walk(node: DictConfig, schema: type, path: str) -> None:
         fields = [f.name for f in dataclasses.fields(schema)]
-        for key in node.keys():
-            name = f"{path}.{key}" if path else str(key)
+        for key in map(str, node.keys()):
+            name = f"{path}.{key}" if path else key
             if key not in fields:
                 close = difflib.get_close_matches(str(key), fields, n=1)
                 hint = (

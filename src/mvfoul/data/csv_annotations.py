@@ -281,11 +281,12 @@ def parse_csv_rows(csv_path: Path, labelled: bool | None) -> list[_Row]:
             clips.append(path)
         labels = None
         if labels_read:
-            values = tuple(cell[c] for c in LABEL_COLUMNS)
+            action_class, offence, severity = (cell[c] for c in LABEL_COLUMNS)
+            values = (action_class, offence, severity)
             for column, value in zip(LABEL_COLUMNS, values):
-                problem = label_problem(column, value)
-                if problem:
-                    raise DataError(f"{where}, column '{column}': {problem}")
+                issue = label_problem(column, value)
+                if issue:
+                    raise DataError(f"{where}, column '{column}': {issue}")
             labels = values
         row = _Row(data_row, start, action_id, tuple(clips), labels)
         seen[action_id] = row
@@ -358,7 +359,7 @@ def split_to_csv(
         n_clips += len(paths)
         n_missing += sum(not clip.is_file() for clip in raw.clips)
         row = [raw.action_id, CLIP_SEPARATOR.join(paths)]
-        if labelled:
+        if labelled and raw.labels is not None:  # parsed with labelled=True: every row has them
             for column, value in zip(LABEL_COLUMNS, raw.labels):
                 problem = label_problem(column, value)
                 if problem:

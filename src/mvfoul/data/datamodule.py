@@ -178,10 +178,15 @@ class MultiViewDataModule(L.LightningDataModule):
 
     def train_labels(self) -> dict[str, list[int]]:
         """Each training action's labels per task (for class weights and balanced sampling)."""
-        actions = self.datasets["train"].actions
+        labels = [a.labels for a in self.datasets["train"].actions]
+        known = [label for label in labels if label is not None]
+        if len(known) != len(labels):
+            raise DataError(
+                "the training split has actions without labels; it cannot be trained on"
+            )
         return {
-            "offence_severity": [a.labels.offence_severity for a in actions],
-            "action": [a.labels.action for a in actions],
+            "offence_severity": [label.offence_severity for label in known],
+            "action": [label.action for label in known],
         }
 
     def _world(self) -> tuple[int, int]:

@@ -75,7 +75,7 @@ class DamagedEntry(Exception):
 
 
 def _checksum(frames: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(frames)) & 0xFFFFFFFF
+    return zlib.crc32(np.ascontiguousarray(frames).data) & 0xFFFFFFFF
 
 
 class FrameCache:

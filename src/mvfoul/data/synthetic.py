@@ -322,7 +322,9 @@ def _draw_views(rng: np.random.Generator, spec: SyntheticConfig) -> tuple[Synthe
                 pan_x=float(rng.uniform(-0.05, 0.05)),
                 pan_y=float(rng.uniform(-0.02, 0.02)),
                 mirror=bool(k > 0 and rng.random() < 0.5),
-                gain=tuple(float(g) for g in rng.uniform(0.92, 1.08, size=3)),
+                gain=(lambda r, g, b: (float(r), float(g), float(b)))(
+                    *rng.uniform(0.92, 1.08, size=3)
+                ),
                 timestamp=timestamp,
                 noise_seed=int(rng.integers(2**31)),
             )

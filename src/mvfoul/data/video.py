@@ -227,6 +227,7 @@ def _decode_from_start(path: Path, wanted: list[int]) -> DecodedClip:
         padded = sum(1 for i in wanted if i >= count)
         if padded and count - 1 not in kept:
             # last_frame is the clip's final frame here (the loop never reached last_needed).
+            assert last_frame is not None  # count > 0 frames were decoded
             kept[count - 1] = to_rgb.reformat(last_frame, format="rgb24").to_ndarray()
         frames = [kept[min(i, count - 1)] for i in wanted]
     return DecodedClip(frames=torch.from_numpy(np.stack(frames)), padded=padded)
@@ -247,7 +248,7 @@ def _decode_stream(
     """
     codec = stream.codec_context
     for packet in container.demux(stream):
-        if skip_nonref_before is not None and packet.pts is not None:
+        if skip_nonref_before is not None and index_of is not None and packet.pts is not None:
             before = index_of(packet.pts) < skip_nonref_before
             codec.skip_frame = "NONREF" if before else "DEFAULT"
         yield from codec.decode(packet)

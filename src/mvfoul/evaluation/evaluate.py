@@ -9,7 +9,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -146,7 +146,7 @@ def predict(
     trainer = L.Trainer(
         accelerator=hw.accelerator,
         devices=1,
-        precision=hw.precision,
+        precision=cast(Any, hw.precision),  # one of config.PRECISIONS, checked at startup
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -162,7 +162,7 @@ def predict(
         if message is None:
             raise
         raise DataError(message) from None
-    return datamodule, outputs or []
+    return datamodule, cast(list[dict[str, Any]], outputs or [])
 
 
 def evaluate_checkpoint(
@@ -245,7 +245,7 @@ def config_for_evaluation(
 
     from mvfoul.help import GROUPS
 
-    config = OmegaConf.create(OmegaConf.to_container(module.cfg))
+    config = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(module.cfg)))
     changed_input: list[str] = []
     keys: list[str] = []
     for override in OverridesParser.create().parse_overrides(overrides):
@@ -279,9 +279,8 @@ def config_for_evaluation(
             "dataset.data_dir given: reading the SoccerNet clips in %s (the model was trained on the built-in data)",
             config.dataset.data_dir,
         )
-        config.dataset = {
-            k: v for k, v in OmegaConf.to_container(config.dataset).items() if k != "synthetic"
-        }
+        dataset = cast(dict[str, Any], OmegaConf.to_container(config.dataset))
+        config.dataset = {k: v for k, v in dataset.items() if k != "synthetic"}
         config.dataset.name = "mvfouls"
     # The weights come from the checkpoint: nothing to download or load besides it.
     config.model.pretrained = False

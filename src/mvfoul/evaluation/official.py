@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from mvfoul.data.annotations import (
     ANNOTATIONS_FILE,
@@ -78,10 +79,10 @@ _PREDICTION_PAIRS = tuple(
 
 
 def scores_from_counts(
-    offence_severity_total: Sequence[float],
-    offence_severity_correct: Sequence[float],
-    action_total: Sequence[float],
-    action_correct: Sequence[float],
+    offence_severity_total: npt.ArrayLike,
+    offence_severity_correct: npt.ArrayLike,
+    action_total: npt.ArrayLike,
+    action_correct: npt.ArrayLike,
     warn: bool = True,
 ) -> dict[str, float]:
     """The official scores (percent) from per-class counts.
@@ -136,7 +137,7 @@ def scores_from_counts(
     return {key: float(value) for key, value in results.items()}
 
 
-def _counts(values: Sequence[float], length: int, name: str) -> np.ndarray:
+def _counts(values: npt.ArrayLike, length: int, name: str) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64).reshape(-1)
     if array.shape != (length,):
         raise ValueError(
@@ -177,7 +178,8 @@ def _scores(
         if prediction is None and action_id not in pred_actions:
             missing.append(action_id)
             continue
-        _check_fields(pred_name, action_id, prediction)
+        _check_fields(pred_name, action_id, prediction)  # a mapping with the three fields
+        prediction = cast(Mapping[str, Any], prediction)
         if prediction["Offence"] == view.offence and prediction["Severity"] == view.severity:
             os_correct[view.offence_severity] += 1
         if prediction["Action class"] == view.action_class:
@@ -277,7 +279,9 @@ def read_ground_truth(path: str | Path) -> dict[str, Any]:
     path = Path(path).expanduser()
     if path.suffix.lower() == ".csv":
         rows = parse_csv_rows(path, labelled=True)
-        return {"Actions": {row.action_id: dict(zip(LABEL_FIELDS, row.labels)) for row in rows}}
+        return {
+            "Actions": {row.action_id: dict(zip(LABEL_FIELDS, row.labels or ())) for row in rows}
+        }
     actions = load_actions_object(_source(path))
     return {"Actions": dict(actions)}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +130,7 @@ def _num(value: object) -> str:
 
 
 def write_reports(
-    true: dict[str, Sequence[int]], pred: dict[str, Sequence[int]], out_dir: Path, split: str
+    true: Mapping[str, Sequence[int]], pred: Mapping[str, Sequence[int]], out_dir: Path, split: str
 ) -> list[Path]:
     """Confusion matrices (PNG + CSV) for both tasks and the per-class table; returns the files."""
     written: list[Path] = []

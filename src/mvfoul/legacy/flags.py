@@ -104,8 +104,8 @@ def _analyse(key: str, hint: Any) -> tuple[str, bool, bool]:
 def _default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return REQUIRED if f.default == MISSING else f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
     return REQUIRED
 
 
@@ -116,7 +116,7 @@ def _leaves(schema: type, prefix: str) -> list[KeySpec]:
         key = f"{prefix}.{f.name}"
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
-            specs.extend(_leaves(hint, key))
+            specs.extend(_leaves(typing.cast(type, hint), key))
             continue
         if typing.get_origin(hint) is dict:
             continue  # experiment.trainer, experiment.callbacks: mappings, no flag (the old trainer had none)
@@ -247,9 +247,13 @@ def _any_value(text: str) -> Any:
 
 
 def converter(spec: KeySpec) -> Callable[[str], Any]:
-    base: Callable[[str], Any] = {"int": int, "float": float, "str": str, "any": _any_value}[
-        spec.kind
-    ]
+    bases: dict[str, Callable[[str], Any]] = {
+        "int": int,
+        "float": float,
+        "str": str,
+        "any": _any_value,
+    }
+    base = bases[spec.kind]
     if spec.kind == "any" or not spec.optional:
         return _named(lambda text: base(text), spec.kind if spec.kind != "any" else "value")
     return _named(lambda text: None if _is_null(text) else base(text), f"{spec.kind} (or null)")
@@ -261,7 +265,7 @@ def converter(spec: KeySpec) -> Callable[[str], Any]:
 class LegacyParser(argparse.ArgumentParser):
     """argparse, but an error is a :class:`LegacyFlagError` (one line via mvfoul.cli)."""
 
-    def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
+    def error(self, message: str) -> typing.NoReturn:
         raise LegacyFlagError(f"{message} (see `{self.prog} --help`, or MIGRATION.md)")
 
 

@@ -26,9 +26,10 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import torch
@@ -149,39 +150,47 @@ class TinyVideoCNN(nn.Module):
 # --- block lists: ordered groups of modules, stem first --------------------------------------
 
 
+def _child(net: nn.Module, name: str) -> nn.Module:
+    return net.get_submodule(name)
+
+
+def _children(net: nn.Module, name: str) -> Iterable[nn.Module]:
+    return cast(nn.Sequential, net.get_submodule(name))
+
+
 def _resnet3d_blocks(net: nn.Module) -> list[list[nn.Module]]:
-    return [[net.stem], [net.layer1], [net.layer2], [net.layer3], [net.layer4]]
+    return [[_child(net, n)] for n in ("stem", "layer1", "layer2", "layer3", "layer4")]
 
 
 def _mvit_blocks(net: nn.Module) -> list[list[nn.Module]]:
     # The final norm rides with the last transformer block: a norm-only "top block" would make
     # unfreeze_blocks=1 almost a no-op here while it unfreezes all of layer4 on a ResNet.
-    groups: list[list[nn.Module]] = [[net.conv_proj, net.pos_encoding]]
-    groups += [[block] for block in net.blocks]
-    groups[-1].append(net.norm)
+    groups: list[list[nn.Module]] = [[_child(net, "conv_proj"), _child(net, "pos_encoding")]]
+    groups += [[block] for block in _children(net, "blocks")]
+    groups[-1].append(_child(net, "norm"))
     return groups
 
 
 def _s3d_blocks(net: nn.Module) -> list[list[nn.Module]]:
     # Max-pools hold no parameters; _merge_parameterless puts each with the block it feeds.
-    return [[child] for child in net.features]
+    return [[child] for child in _children(net, "features")]
 
 
 def _swin3d_blocks(net: nn.Module) -> list[list[nn.Module]]:
     # torchvision lays features out as stage, PatchMerging, stage, ..., stage. The merging layer
     # closes its stage (as in the original Swin's BasicLayer); the final norm joins the last.
-    groups: list[list[nn.Module]] = [[net.patch_embed, net.pos_drop]]
-    for i, child in enumerate(net.features):
+    groups: list[list[nn.Module]] = [[_child(net, "patch_embed"), _child(net, "pos_drop")]]
+    for i, child in enumerate(_children(net, "features")):
         if i % 2 == 0:
             groups.append([child])
         else:
             groups[-1].append(child)
-    groups[-1].append(net.norm)
+    groups[-1].append(_child(net, "norm"))
     return groups
 
 
 def _tiny_blocks(net: nn.Module) -> list[list[nn.Module]]:
-    return [[stage] for stage in net.stages]
+    return [[stage] for stage in _children(net, "stages")]
 
 
 def _has_parameters(modules: list[nn.Module]) -> bool:
@@ -216,7 +225,7 @@ class _Recipe:
     blocks: Callable[[nn.Module], list[list[nn.Module]]]
 
 
-_ANY = dict(exact_frames=None, min_frames=1, exact_size=None, min_size=1)
+_ANY: dict[str, Any] = dict(exact_frames=None, min_frames=1, exact_size=None, min_size=1)
 _ENTRIES: list[tuple[BackboneSpec, _Recipe]] = [
     (
         BackboneSpec(
@@ -449,23 +458,23 @@ def _load_state_file(backbone: Backbone, path: Path, head: str | None, what: str
             f"{what} for {backbone.name} holds no state dict of tensors "
             f"(raw, or under 'state_dict'/'model'); {fix}"
         )
-    state = _normalise_keys(state)
+    tensors = cast(dict[str, torch.Tensor], _normalise_keys(state))
     if head is not None:
         # torchvision files carry the 400-way Kinetics classifier; we replace it by our heads.
-        state = {k: v for k, v in state.items() if not (k == head or k.startswith(head + "."))}
+        tensors = {k: v for k, v in tensors.items() if not (k == head or k.startswith(head + "."))}
 
     expected = backbone.net.state_dict()
     # Checkpoints written before BatchNorm counted its batches lack these counters; BatchNorm
     # itself treats them as optional, so fill them rather than report them.
     for key, value in expected.items():
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = value.clone()
-    missing = sorted(k for k in expected if k not in state)
-    unexpected = sorted(k for k in state if k not in expected)
+        if key.endswith("num_batches_tracked") and key not in tensors:
+            tensors[key] = value.clone()
+    missing = sorted(k for k in expected if k not in tensors)
+    unexpected = sorted(k for k in tensors if k not in expected)
     mismatched = [
-        f"{k} (file {list(state[k].shape)} vs model {list(v.shape)})"
+        f"{k} (file {list(tensors[k].shape)} vs model {list(v.shape)})"
         for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
+        if k in tensors and tensors[k].shape != v.shape
     ]
     if missing or unexpected or mismatched:
         problems = []
@@ -481,7 +490,7 @@ def _load_state_file(backbone: Backbone, path: Path, head: str | None, what: str
             f"optionally under 'backbone.'); {fix}"
         )
     try:
-        backbone.net.load_state_dict(state, strict=True)
+        backbone.net.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:  # dtype or other surprises the key check did not catch
         raise WeightsUnavailableError(
             f"{what} does not load into backbone {backbone.name}: {_one_line(exc)[:300]}; {fix}"
@@ -503,7 +512,8 @@ def _download(url: str, dest: Path, stall_timeout: float) -> None:
     returns (socket timeouts do not bound getaddrinfo)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f"{dest.name}.{uuid.uuid4().hex}.partial")
-    progress = {"last": time.monotonic(), "sha256": hashlib.sha256()}
+    sha256 = hashlib.sha256()
+    progress = {"last": time.monotonic()}
     abandoned = threading.Event()
     errors: list[BaseException] = []
 
@@ -517,7 +527,7 @@ def _download(url: str, dest: Path, stall_timeout: float) -> None:
                         if not chunk:
                             break
                         out.write(chunk)
-                        progress["sha256"].update(chunk)
+                        sha256.update(chunk)
                         progress["last"] = time.monotonic()
         except BaseException as exc:  # noqa: BLE001 - reported by the caller, never printed here
             errors.append(exc)
@@ -542,7 +552,7 @@ def _download(url: str, dest: Path, stall_timeout: float) -> None:
             raise _DownloadFailed("download abandoned")
         match = _HASH_IN_NAME.search(dest.name)
         expected = match.group(1) if match else ""
-        digest = progress["sha256"].hexdigest()
+        digest = sha256.hexdigest()
         if expected and not digest.startswith(expected):
             raise _DownloadFailed(
                 f"downloaded file is corrupt (sha256 {digest[:8]}..., expected {expected}...)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -36,7 +37,7 @@ class SamplingScheduleCallback(Callback):
         self.end_epoch = end_epoch
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        datamodule = trainer.datamodule
+        datamodule: Any = getattr(trainer, "datamodule", None)
         sampler = getattr(datamodule, "train_sampler", None)
         if sampler is None:
             return

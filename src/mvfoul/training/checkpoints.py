@@ -216,7 +216,7 @@ def require_keys(
 
 def capture_rng_state() -> dict[str, Any]:
     """The process's random states, in types ``torch.load(weights_only=True)`` accepts."""
-    np_state = np.random.get_state()
+    np_state: tuple[Any, ...] = tuple(np.random.get_state())
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
@@ -434,7 +434,7 @@ class LastCheckpoint(Callback):
         if (
             not self.save
             or trainer.sanity_checking
-            or trainer.fast_dev_run
+            or getattr(trainer, "fast_dev_run", False)
             or self._saved_at_step == trainer.global_step
         ):
             return

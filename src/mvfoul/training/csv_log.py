@@ -43,9 +43,9 @@ def rows_before(
     for row in rows:
         row_epoch = row.get("epoch")
         if row_epoch not in (None, ""):
-            if int(float(row_epoch)) < epoch:
+            if int(float(str(row_epoch))) < epoch:
                 kept.append(row)
-        elif row.get("step") not in (None, "") and int(float(row["step"])) < global_step:
+        elif row.get("step") not in (None, "") and int(float(str(row["step"]))) < global_step:
             kept.append(row)
     return kept
 
@@ -126,7 +126,7 @@ class RunCSVLogger(ThrottledSave, CSVLogger):
 
     @property
     @rank_zero_experiment
-    def experiment(self) -> _AtomicWriter:  # type: ignore[override]
+    def experiment(self) -> _AtomicWriter:
         if self._experiment is None:
             self._experiment = _AtomicWriter(self.log_dir, self._initial_rows)
         return self._experiment  # type: ignore[return-value]

@@ -57,14 +57,14 @@ def trainer_option_problems(options: DictConfig | dict[str, Any]) -> list[tuple[
     """(key, message) for each ``experiment.trainer`` option that cannot be passed through."""
     problems = []
     known = _trainer_parameters()
-    for name in options:
+    for name in map(str, options):
         key = f"experiment.trainer.{name}"
         if name in OWNED_TRAINER_OPTIONS:
             owner = OWNED_TRAINER_OPTIONS[name]
             how = owner if owner.startswith("nothing") else f"set it with {owner}"
             problems.append((key, f"mvfoul sets this Trainer option itself; {how}"))
         elif name not in known:
-            close = difflib.get_close_matches(str(name), known, n=1)
+            close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
             problems.append((key, f"not an option of Lightning's Trainer{hint}"))
     return problems
@@ -73,11 +73,9 @@ def trainer_option_problems(options: DictConfig | dict[str, Any]) -> list[tuple[
 def trainer_options(experiment: DictConfig) -> dict[str, Any]:
     """``experiment.trainer`` as plain keyword arguments for ``L.Trainer``."""
     options = experiment.get("trainer") or {}
-    return (
-        OmegaConf.to_container(options, resolve=True)
-        if isinstance(options, DictConfig)
-        else dict(options)
-    )  # type: ignore[return-value]
+    if isinstance(options, DictConfig):
+        options = OmegaConf.to_container(options, resolve=True)
+    return {str(name): value for name, value in dict(options).items()}  # type: ignore[arg-type]
 
 
 def build_extra_callbacks(experiment: DictConfig) -> list[Callback]:
@@ -103,7 +101,7 @@ def _instantiate(spec: DictConfig | dict[str, Any]) -> tuple[list[Callback], lis
     problems: list[tuple[str, str]] = []
     example = "e.g. {_target_: lightning.pytorch.callbacks.EarlyStopping, monitor: val/sev_acc, mode: max}"
     for name, entry in spec.items():
-        key = f"experiment.callbacks.{name}"
+        key = f"experiment.callbacks.{name!s}"
         if not isinstance(entry, (DictConfig, dict)) or "_target_" not in entry:
             problems.append(
                 (key, f"expected a mapping with _target_ (the callback's class), {example}")

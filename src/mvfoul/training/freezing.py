@@ -341,7 +341,7 @@ class GradualUnfreezing(BaseFinetuning):
 
     def _resolve(self, pl_module: pl.LightningModule) -> None:
         backbone = _find_backbone(pl_module)
-        blocks = list(backbone.blocks())
+        blocks = list(backbone.blocks())  # type: ignore[operator]  # checked by _find_backbone
         if not blocks:
             raise ValueError(
                 f"freezing: the backbone {type(backbone).__name__} has no blocks to unfreeze"

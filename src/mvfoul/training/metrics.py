@@ -62,6 +62,9 @@ class MultiTaskScores(Metric):
     """
 
     full_state_update = False
+    # States registered by add_state (declared for the type checker).
+    loss_sums: torch.Tensor
+    samples: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()
@@ -79,7 +82,7 @@ class MultiTaskScores(Metric):
         self.add_state("samples", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self._warned_absent = False
 
-    def update(  # type: ignore[override]
+    def update(
         self,
         logits: dict[str, torch.Tensor],
         batch: dict[str, torch.Tensor],
@@ -101,7 +104,7 @@ class MultiTaskScores(Metric):
             getattr(self, f"{head}_total").add_(outcomes.sum(dim=1))
             getattr(self, f"{head}_correct").add_(outcomes[:, 1])
 
-    def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
+    def compute(self) -> dict[str, torch.Tensor]:
         counts = {
             name: getattr(self, name)
             for head in TASKS

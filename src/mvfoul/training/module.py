@@ -85,7 +85,8 @@ class MultiViewFoulModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and uses_class_weights(self.cfg.loss):
-            self._set_class_weights(self.trainer.datamodule.train_labels())
+            datamodule: Any = getattr(self.trainer, "datamodule", None)
+            self._set_class_weights(datamodule.train_labels())
 
     def _set_class_weights(self, labels: dict[str, list[int]]) -> None:
         """Class weights from the training split's label counts, per task."""
@@ -126,7 +127,8 @@ class MultiViewFoulModule(L.LightningModule):
         self._scores(stage).update(
             logits, batch, torch.stack([loss, parts["offence_severity"], parts["action"]])
         )
-        if stage == "train" and (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+        every = getattr(self.trainer, "log_every_n_steps", 1)
+        if stage == "train" and (self.global_step + 1) % every == 0:
             # Only on the steps whose values reach the loggers: logging costs a little every time.
             self.log(
                 "train/loss_step",

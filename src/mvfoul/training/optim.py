@@ -62,8 +62,8 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
         floor = min(self.min_lr, base_lr)
         return floor + (base_lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    def get_lr(self) -> list[float]:
-        return [self.lr_at(self.last_epoch, base) for base in self.base_lrs]
+    def get_lr(self) -> list[float | torch.Tensor]:
+        return [self.lr_at(self.last_epoch, float(base)) for base in self.base_lrs]
 
 
 def build_scheduler(
@@ -77,6 +77,7 @@ def build_scheduler(
     name = training.scheduler
     if name == "none":
         return None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
     if name == "cosine":
         steps_per_epoch = max(1, total_steps // max(1, training.max_epochs))
         warmup_steps = int(round(training.warmup_epochs * steps_per_epoch))
@@ -89,7 +90,10 @@ def build_scheduler(
         return {"scheduler": scheduler, "interval": "epoch", "name": "lr"}
     if name == "plateau":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=mode, factor=training.plateau_factor, patience=training.plateau_patience
+            optimizer,
+            mode="min" if mode == "min" else "max",
+            factor=training.plateau_factor,
+            patience=training.plateau_patience,
         )
         return {"scheduler": scheduler, "interval": "epoch", "monitor": monitor, "name": "lr"}
     raise ValueError(f"training.scheduler {name!r} is not one of cosine, step, plateau, none")

@@ -138,7 +138,7 @@ def ddp_children_for_this_job(world_size: int) -> Iterator[None]:
     ):
         yield
         return
-    hydra_cfg = HydraConfig.get()
+    hydra_cfg: Any = HydraConfig.get()
     keep: list[str] = []
     words = iter(sys.argv[1:])
     for word in words:

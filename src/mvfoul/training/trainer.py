@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -326,7 +326,7 @@ def _trainer(
         devices=hw.devices,
         num_nodes=hw.num_nodes,
         strategy=hw.strategy,
-        precision=hw.precision,
+        precision=cast(Any, hw.precision),  # one of config.PRECISIONS, checked at startup
         max_epochs=t.max_epochs,
         gradient_clip_val=clip,
         accumulate_grad_batches=t.accumulate_grad_batches,
