@@ -8,7 +8,8 @@ import math
 import os
 import re
 import shutil
-import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -113,6 +114,15 @@ def test_a_multirun_ends_with_its_table_written_and_printed(lr_sweep):
     assert "training.learning_rate" in result.stdout and "done" in result.stdout
 
 
+HOLD_THE_SWEEP_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.lockf(fd, fcntl.LOCK_SH)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
 @pytest.mark.slow
 def test_a_crashed_or_running_sweep_is_summarized_from_what_exists(lr_sweep, tmp_path):
     sweep_dir = shutil.copytree(lr_sweep[1], tmp_path / "sweep")
@@ -137,19 +147,27 @@ def test_a_crashed_or_running_sweep_is_summarized_from_what_exists(lr_sweep, tmp
 
     # The sweep reached its end: unfinished jobs were interrupted.
     assert statuses() == ("finished", ["done", "incomplete", "incomplete", "incomplete"])
-    # Its process (here: this one) is alive: they are running.
-    me = {
-        "ended": None,
-        "pid": os.getpid(),
-        "pid_start": sweeps._process_start(os.getpid()),
-        "host": socket.gethostname(),
-    }
+    # A process of the sweep (here: this one) holds its lock: they are running.
+    me = {"ended": None}
+    sweeps.hold_sweep_lock(sweep_dir)
     assert statuses(**me) == ("running", ["done", "running", "running", "running"])
-    # Its process is gone (the pid now names another process): stopped.
-    assert statuses(**{**me, "pid_start": -1}) == (
-        "stopped",
-        ["done", "incomplete", "incomplete", "incomplete"],
+    sweeps.release_sweep_lock(sweep_dir)
+    # The lock is free (its process is gone): stopped.
+    assert statuses(**me) == ("stopped", ["done", "incomplete", "incomplete", "incomplete"])
+    # Held by another live process, then that process is SIGKILLed.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_SWEEP_LOCK, str(sweep_dir / sweeps.SWEEP_LOCK)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert statuses(**me)[0] == "running"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert statuses(**me)[0] == "stopped"
+    sweeps.hold_sweep_lock(sweep_dir)
     # A job the callback saw fail is failed, with its error, whatever the sweep's state.
     (sweep_dir / "2" / sweeps.JOB_STATUS).write_text(
         json.dumps({"status": "failed", "error": "boom", "duration_s": 3.0})
@@ -180,6 +198,7 @@ def test_a_crashed_or_running_sweep_is_summarized_from_what_exists(lr_sweep, tmp
         {},
     ]
     assert summary.jobs[2].error == "boom"
+    sweeps.release_sweep_lock(sweep_dir)
 
     # The command rebuilds the files of any sweep folder.
     for name in (sweeps.SUMMARY_CSV, sweeps.SUMMARY_MD):

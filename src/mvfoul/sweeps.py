@@ -21,16 +21,16 @@ A job's status:
     it raised an error: the callback records that, with the message, in the job's
     ``job_status.json`` (a run the divergence guard stopped says so in its ``summary.json``);
 ``running``
-    neither, and the sweep is still running: the process that launched it, recorded in the
-    sweep's ``sweep_state.json``, is alive;
+    neither, and the sweep is still running: the process that launched it still holds the
+    sweep folder's ``.mvfoul.sweep.lock`` (a POSIX record lock, released when it ends or dies);
 ``incomplete``
     neither, and the sweep is over: the job was interrupted (killed, Ctrl-C, out of memory).
 
 A sweep whose process exits before the end (Hydra raises a failed job's error once the batch is
 done; Ctrl-C) is marked ``stopped`` in ``sweep_state.json`` and its table rewritten on the way out.
 
-Where the sweep's process cannot be checked (a sweep launched without the callback, or on
-another machine), a job without a result counts as running while a file in its folder changed in
+Where the sweep's process cannot be checked (a sweep launched without the callback, or a file
+system without POSIX locks), a job without a result counts as running while a file in its folder changed in
 the last 30 minutes, and as incomplete after that.
 """
 
@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import csv
+import errno
 import io
 import json
 import logging
@@ -210,32 +211,51 @@ def _check_sweep_dir(path: Path) -> None:
 # --- is the sweep still running? ---------------------------------------------------------------
 
 
-def _process_start(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
+# The sweep's process holds a shared POSIX record lock on this file while it runs: any process
+# can then tell whether it is alive by asking for an exclusive lock, without knowing its pid.
+# (POSIX locks are not inherited by forked DataLoader workers and vanish with their process,
+# even a SIGKILLed one.) Shared, so that several launches into one sweep folder can all hold it.
+SWEEP_LOCK = ".mvfoul.sweep.lock"
+_HELD_SWEEP_LOCKS: dict[Path, int] = {}
 
 
-def _process_alive(record: dict[str, Any]) -> bool | None:
-    """Is the process that launched the sweep alive? None where it cannot be told (another host)."""
-    pid = record.get("pid")
-    if record.get("host") != socket.gethostname() or not isinstance(pid, int):
-        return None
+def hold_sweep_lock(sweep_dir: Path) -> None:
+    """Mark the sweep as running for as long as this process lives (or until released)."""
+    import fcntl
+
+    folder = sweep_dir.resolve()
+    if folder not in _HELD_SWEEP_LOCKS:
+        fd = os.open(folder / SWEEP_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.lockf(fd, fcntl.LOCK_SH)
+        _HELD_SWEEP_LOCKS[folder] = fd
+
+
+def release_sweep_lock(sweep_dir: Path) -> None:
+    fd = _HELD_SWEEP_LOCKS.pop(sweep_dir.resolve(), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def _sweep_process_alive(sweep_dir: Path) -> bool | None:
+    """Is a process of the sweep alive? None where it cannot be told (no lock file)."""
+    import fcntl
+
+    folder = sweep_dir.resolve()
+    if folder in _HELD_SWEEP_LOCKS:
+        # This process holds it (and closing another descriptor of the file would drop it).
+        return True
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, under another user
+        fd = os.open(folder / SWEEP_LOCK, os.O_RDWR)
     except OSError:
         return None
-    started = record.get("pid_start")
-    if started is not None and _process_start(pid) not in (None, started):
-        return False  # the pid now belongs to another process
-    return True
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        # Refused: a live process holds it. Anything else (a file system without locks): unknown.
+        return True if err.errno in (errno.EAGAIN, errno.EACCES) else None
+    finally:
+        os.close(fd)  # releases the probe's lock, if it got one
+    return False
 
 
 def sweep_state(sweep_dir: Path) -> str:
@@ -248,7 +268,7 @@ def sweep_state(sweep_dir: Path) -> str:
         return "finished"
     if record.get("stopped"):
         return "stopped"
-    alive = _process_alive(record)
+    alive = _sweep_process_alive(sweep_dir)
     if alive is None:
         return "unknown"
     return "running" if alive else "stopped"
@@ -329,14 +349,19 @@ def _planned_jobs(hydra_cfg: Any) -> int | None:
         if target == OPTUNA_SWEEPER:
             return int(OmegaConf.select(hydra_cfg, "sweeper.n_trials"))
         if target == BASIC_SWEEPER:
-            from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
             from hydra.core.override_parser.overrides_parser import OverridesParser
 
+            # The basic sweeper runs the cross product of every swept key's values; a key given on
+            # the command line replaces the same key of hydra.sweeper.params.
             params = OmegaConf.select(hydra_cfg, "sweeper.params") or {}
             args = [f"{k}={v}" for k, v in params.items()]
             args += [str(o) for o in OmegaConf.select(hydra_cfg, "overrides.task") or []]
-            overrides = OverridesParser.create().parse_overrides(args)
-            return sum(len(batch) for batch in BasicSweeper.split_arguments(overrides, None))
+            swept = {
+                o.get_key_element(): len(list(o.sweep_string_iterator()))
+                for o in OverridesParser.create().parse_overrides(args)
+                if o.is_sweep_override()
+            }
+            return math.prod(swept.values())
     except Exception:  # noqa: BLE001 - a count we cannot make is left out of the header
         return None
     return None
@@ -694,8 +719,6 @@ class SweepSummaryCallback(Callback):
             sweep_dir.mkdir(parents=True, exist_ok=True)
             target = OmegaConf.select(config, "hydra.sweeper._target_")
             record: dict[str, Any] = {
-                "pid": os.getpid(),
-                "pid_start": _process_start(os.getpid()),
                 "host": socket.gethostname(),
                 "started": _now(),
                 "ended": None,
@@ -708,6 +731,7 @@ class SweepSummaryCallback(Callback):
             }
             if target == OPTUNA_SWEEPER:
                 record.update(self._prepare_optuna(config))
+            hold_sweep_lock(sweep_dir)
             _write_atomic(sweep_dir / SWEEP_STATE, json.dumps(record, indent=2) + "\n")
             self._open_sweep = sweep_dir
             atexit.register(self._at_exit)
@@ -774,6 +798,7 @@ class SweepSummaryCallback(Callback):
             record = _read_json(sweep_dir / SWEEP_STATE) or {}
             record["ended"] = _now()
             _write_atomic(sweep_dir / SWEEP_STATE, json.dumps(record, indent=2) + "\n")
+            release_sweep_lock(sweep_dir)
             summary = summarize_sweep(sweep_dir)
             _, md_path = write_summary_files(summary)
             if self.print_table:
