@@ -619,16 +619,12 @@ def format_markdown(summary: SweepSummary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    atomic.write_text(path, text, durable=False)
-
-
 def write_summary_files(summary: SweepSummary) -> tuple[Path, Path]:
     """Write ``sweep_summary.csv`` and ``sweep_summary.md`` into the sweep folder."""
     csv_path, md_path = summary.sweep_dir / SUMMARY_CSV, summary.sweep_dir / SUMMARY_MD
     try:
-        _write_atomic(csv_path, format_csv(summary))
-        _write_atomic(md_path, format_markdown(summary))
+        atomic.write_text(csv_path, format_csv(summary), durable=False)
+        atomic.write_text(md_path, format_markdown(summary), durable=False)
     except OSError as err:
         raise MvfoulError(
             f"cannot write the sweep summary into {summary.sweep_dir}: {err.strerror or err}"
@@ -708,7 +704,9 @@ class SweepSummaryCallback(Callback):
         try:
             record = _read_json(sweep_dir / SWEEP_STATE) or {}
             record["stopped"] = _now()
-            _write_atomic(sweep_dir / SWEEP_STATE, json.dumps(record, indent=2) + "\n")
+            atomic.write_text(
+                sweep_dir / SWEEP_STATE, json.dumps(record, indent=2) + "\n", durable=False
+            )
             write_summary_files(summarize_sweep(sweep_dir))
         except Exception:  # noqa: BLE001 - at exit there is no one left to tell
             pass
@@ -732,7 +730,9 @@ class SweepSummaryCallback(Callback):
             if target == OPTUNA_SWEEPER:
                 record.update(self._prepare_optuna(config))
             hold_sweep_lock(sweep_dir)
-            _write_atomic(sweep_dir / SWEEP_STATE, json.dumps(record, indent=2) + "\n")
+            atomic.write_text(
+                sweep_dir / SWEEP_STATE, json.dumps(record, indent=2) + "\n", durable=False
+            )
             self._open_sweep = sweep_dir
             atexit.register(self._at_exit)
         except Exception as exc:  # noqa: BLE001 - bookkeeping never stops a sweep
@@ -786,7 +786,7 @@ class SweepSummaryCallback(Callback):
                 "return_value": value if _is_number(value) else None,
                 "error": _error_line(value) if failed else None,
             }
-            _write_atomic(job_dir / JOB_STATUS, atomic.dumps_json(record))
+            atomic.write_text(job_dir / JOB_STATUS, atomic.dumps_json(record), durable=False)
             write_summary_files(summarize_sweep(_sweep_dir_of(config)))
         except Exception as exc:  # noqa: BLE001 - bookkeeping never stops a sweep
             log.warning("sweep summary: could not update it after this job: %s", exc)
@@ -797,7 +797,9 @@ class SweepSummaryCallback(Callback):
             self._open_sweep = None
             record = _read_json(sweep_dir / SWEEP_STATE) or {}
             record["ended"] = _now()
-            _write_atomic(sweep_dir / SWEEP_STATE, json.dumps(record, indent=2) + "\n")
+            atomic.write_text(
+                sweep_dir / SWEEP_STATE, json.dumps(record, indent=2) + "\n", durable=False
+            )
             release_sweep_lock(sweep_dir)
             summary = summarize_sweep(sweep_dir)
             _, md_path = write_summary_files(summary)
