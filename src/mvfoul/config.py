@@ -13,7 +13,8 @@ first one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -38,177 +39,344 @@ MONITOR_MODES = ("min", "max")
 LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")
 
 
+def key(default: Any = MISSING, doc: str = "", *, factory: Callable[[], Any] | None = None) -> Any:
+    """A schema field with its one-line doc (``--help``, docs/configuration.md)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
+def key_doc(schema: type, name: str) -> str:
+    """The one-line doc of field ``name`` of a schema dataclass."""
+    return next(f.metadata.get("doc", "") for f in fields(schema) if f.name == name)
+
+
 @dataclass
 class SyntheticConfig:
     """How the built-in dataset is generated (``dataset=synthetic`` only)."""
 
-    num_train: int = 100
-    num_valid: int = 30
-    num_test: int = 30
-    resolution: int = 112
-    clip_frames: int = 125
-    min_views: int = 2
-    max_views: int = 4
-    seed: int = 0
+    num_train: int = key(100, "actions in Train/")
+    num_valid: int = key(30, "actions in Valid/")
+    num_test: int = key(30, "actions in Test/")
+    resolution: int = key(112, "clip width and height (px)")
+    clip_frames: int = key(125, "frames per clip (25 fps, 5 s like the real clips)")
+    min_views: int = key(2, "fewest camera views per action")
+    max_views: int = key(4, "most camera views per action")
+    seed: int = key(0, "same seed, same videos and labels")
 
 
 @dataclass
 class DatasetConfig:
-    name: str = "mvfouls"
-    data_dir: Optional[str] = MISSING
-    train_csv: Optional[str] = None
-    val_csv: Optional[str] = None
-    test_csv: Optional[str] = None
-    batch_size: int = 16
-    eval_batch_size: Optional[int] = None
-    num_workers: int = 4
-    pin_memory: Optional[bool] = None
-    persistent_workers: bool = True
-    prefetch_factor: Optional[int] = 2
-    decoder: str = "auto"
-    on_decode_error: str = "raise"
-    cache_dir: Optional[str] = None
-    num_frames: Optional[int] = None
-    frame_size: int = 224
-    resize_size: Optional[int] = None
-    start_frame: int = 63
-    end_frame: int = 87
-    fps: float = 17.0
-    clip_fps: float = 25.0
-    train_views: int = 2
-    augment: bool = True
-    hflip_prob: float = 0.5
-    crop_scale_min: float = 0.8
-    color_jitter: float = 0.2
+    name: str = key("mvfouls", "which reader: mvfouls (SoccerNet layout) | synthetic (built-in)")
+    data_dir: Optional[str] = key(
+        MISSING,
+        "required: folder holding Train/ Valid/ Test/ (any case), each with annotations.json and action_N/clip_K.mp4",
+    )
+    train_csv: Optional[str] = key(
+        None,
+        "CSV annotations of the training split (schema in README), relative to data_dir; null = Train/annotations.json",
+    )
+    val_csv: Optional[str] = key(
+        None, "CSV annotations of the validation split; null = Valid/annotations.json"
+    )
+    test_csv: Optional[str] = key(
+        None, "CSV annotations of the test split; null = Test/annotations.json"
+    )
+    batch_size: int = key(16, "actions per training batch (each action brings train_views clips)")
+    eval_batch_size: Optional[int] = key(
+        None, "actions per validation/test batch (all views); null = batch_size"
+    )
+    num_workers: int = key(
+        4, "DataLoader worker processes decoding video; 0 = decode in the main process"
+    )
+    pin_memory: Optional[bool] = key(
+        None, "page-locked batches for faster GPU copies; null = on when training on a GPU"
+    )
+    persistent_workers: bool = key(
+        True, "keep DataLoader workers alive between epochs (they are costly to start)"
+    )
+    prefetch_factor: Optional[int] = key(
+        2, "batches each worker prepares ahead (ignored with num_workers=0)"
+    )
+    decoder: str = key(
+        "auto",
+        "video decoding: auto (= pyav, the fastest here) | pyav | torchcodec (needs system FFmpeg and the torchcodec extra)",
+    )
+    on_decode_error: str = key(
+        "raise",
+        "an unreadable clip: raise (stop, naming the file) | skip (use another view of the action, else drop the action; counted and reported each epoch)",
+    )
+    cache_dir: Optional[str] = key(
+        None,
+        "frame cache: each clip's window decoded once at training resolution into this folder; null = no cache",
+    )
+    num_frames: Optional[int] = key(
+        None,
+        "null = derived from the window; if set, must equal what the window gives (checked at startup)",
+    )
+    frame_size: int = key(
+        224, "square crop fed to the backbone (px); must suit the backbone (MViT: 224)"
+    )
+    resize_size: Optional[int] = key(
+        None, "short side before the crop (px); null = frame_size * 8/7 (256 for 224)"
+    )
+    start_frame: int = key(63, "first frame of the window (the foul is near frame 75)")
+    end_frame: int = key(87, "one past the last frame of the window")
+    fps: float = key(17.0, "sampling rate inside the window; 63, 87, 17 -> 16 frames")
+    clip_fps: float = key(25.0, "frame rate of the source clips (SoccerNet-MVFoul: 25)")
+    train_views: int = key(
+        2, "views drawn at random per action in training; validation uses all views"
+    )
+    augment: bool = key(True, "train-time augmentation, same draw for every frame of a clip")
+    hflip_prob: float = key(0.5, "probability of a horizontal flip")
+    crop_scale_min: float = key(0.8, "random resized crop keeps at least this fraction of the area")
+    color_jitter: float = key(0.2, "brightness/contrast/saturation jitter strength; 0 = off")
     # Per-channel normalisation; null = the backbone's own (its torchvision weights' transforms).
     # A run records the values it used here, so evaluation feeds the checkpoint the same input.
-    mean: Optional[List[float]] = None
-    std: Optional[List[float]] = None
+    mean: Optional[List[float]] = key(
+        None,
+        "per-channel normalisation mean; null = the backbone's own (its torchvision weights' transforms); a run records what it used",
+    )
+    std: Optional[List[float]] = key(
+        None, "per-channel normalisation std; null = the backbone's own"
+    )
 
 
 @dataclass
 class SyntheticDatasetConfig(DatasetConfig):
     """``dataset=synthetic``: the dataset keys plus how the built-in data is generated."""
 
-    name: str = "synthetic"
-    data_dir: Optional[str] = None
-    batch_size: int = 4
-    num_workers: int = 2
-    frame_size: int = 112
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    name: str = key("synthetic", "which reader: mvfouls (SoccerNet layout) | synthetic (built-in)")
+    data_dir: Optional[str] = key(
+        None,
+        "parent folder of generated datasets (one sub-folder per generation spec); null = $MVFOUL_CACHE_DIR or ~/.cache/mvfoul, then synthetic/",
+    )
+    batch_size: int = key(4, "actions per training batch (each action brings train_views clips)")
+    num_workers: int = key(
+        2, "DataLoader worker processes decoding video; 0 = decode in the main process"
+    )
+    frame_size: int = key(112, "square crop fed to the backbone (px)")
+    synthetic: SyntheticConfig = key(
+        doc="how the built-in data is generated", factory=SyntheticConfig
+    )
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = "mvit_base_16x4"
-    pretrained: bool = True
-    weights_path: Optional[str] = None
-    pooling: str = "max"
-    shared_dim: int = 512
-    dropout_rate: float = 0.3
+    backbone: str = key(
+        "mvit_base_16x4",
+        "network applied to each view: mvit_base_16x4 | mvit_v2_s | r3d_18 | r2plus1d_18 | mc3_18 | s3d | swin3d_t | tiny",
+    )
+    pretrained: bool = key(
+        True, "load Kinetics-400 weights (torchvision cache: ~/.cache/torch/hub/checkpoints/)"
+    )
+    weights_path: Optional[str] = key(
+        None, "local weights file (state dict) to load instead; loaded with weights_only=True"
+    )
+    pooling: str = key(
+        "max", "how view features are combined: max | mean | attention (padded views are ignored)"
+    )
+    shared_dim: int = key(512, "width of the shared layer between pooling and the two heads")
+    dropout_rate: float = key(0.3, "dropout before the heads")
 
 
 @dataclass
 class TrainingConfig:
-    max_epochs: int = 50
-    learning_rate: float = 1e-3
-    head_lr: Optional[float] = 1e-3
-    backbone_lr: Optional[float] = 1e-4
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    scheduler: str = "cosine"
-    warmup_epochs: float = 1.0
-    min_lr: float = 1e-6
-    step_size: int = 10
-    gamma: float = 0.1
-    plateau_patience: int = 3
-    plateau_factor: float = 0.5
-    weight_decay: float = 1e-4
-    gradient_clip_val: Optional[float] = 1.0
-    accumulate_grad_batches: int = 1
-    stop_on_divergence: bool = True
+    max_epochs: int = key(50, "training epochs")
+    learning_rate: float = key(
+        1e-3, "base learning rate; used by any group whose own rate below is null"
+    )
+    head_lr: Optional[float] = key(
+        1e-3, "learning rate of view pooling, shared layer and heads; null = learning_rate"
+    )
+    backbone_lr: Optional[float] = key(1e-4, "learning rate of the backbone; null = learning_rate")
+    optimizer: str = key("adamw", "adamw | adam | sgd")
+    momentum: float = key(0.9, "sgd momentum (ignored by adam/adamw)")
+    scheduler: str = key(
+        "cosine", "cosine (linear warmup, then cosine to min_lr) | step | plateau | none"
+    )
+    warmup_epochs: float = key(1.0, "cosine: epochs of linear warmup from 0 (fractions allowed)")
+    min_lr: float = key(1e-6, "cosine: floor the learning rate decays to")
+    step_size: int = key(10, "step: epochs between decays")
+    gamma: float = key(0.1, "step: decay factor")
+    plateau_patience: int = key(
+        3, "plateau: epochs without improvement of experiment.monitor before a decay"
+    )
+    plateau_factor: float = key(0.5, "plateau: decay factor")
+    weight_decay: float = key(1e-4, "decoupled (adamw) or L2 (adam, sgd) weight decay")
+    gradient_clip_val: Optional[float] = key(
+        1.0, "clip the gradient norm to this value; null or 0 = no clipping"
+    )
+    accumulate_grad_batches: int = key(
+        1, "batches whose gradients are summed before one optimiser step"
+    )
+    stop_on_divergence: bool = key(
+        True,
+        "stop at the first non-finite training loss (and never keep non-finite weights); false = train on regardless",
+    )
 
 
 @dataclass
 class LossConfig:
-    function: str = "focal"
-    focal_gamma: float = 2.0
+    function: str = key("focal", "focal | ce (cross-entropy); focal with focal_gamma 0 equals ce")
+    focal_gamma: float = key(2.0, "focusing parameter; 0 = cross-entropy")
     # null, a number in (0, 1], or "class_weights" (alpha per class = the class weights).
-    focal_alpha: Any = None
-    label_smoothing: float = 0.1
-    auto_disable_label_smoothing: bool = True
-    use_class_weights: bool = True
-    class_weight_method: str = "effective_num"
-    effective_num_beta: float = 0.99
-    severity_weight: float = 1.0
-    action_weight: float = 1.0
+    focal_alpha: Any = key(
+        None,
+        "null (= 1), a constant factor in (0, 1], or class_weights (alpha per class = the class weights)",
+    )
+    label_smoothing: float = key(
+        0.1, "target smoothing in [0, 1); switched off by the rule below on the defaults"
+    )
+    auto_disable_label_smoothing: bool = key(
+        True, "switch smoothing off when class-balanced oversampling and class weights are both on"
+    )
+    use_class_weights: bool = key(
+        True, "weight each class by its training frequency (see class_weight_method)"
+    )
+    class_weight_method: str = key(
+        "effective_num", "effective_num (Cui et al. 2019) | inverse_freq | balanced"
+    )
+    effective_num_beta: float = key(
+        0.99, "effective_num: beta in [0, 1); closer to 1 = stronger re-weighting"
+    )
+    severity_weight: float = key(1.0, "weight of the offence+severity loss in the total")
+    action_weight: float = key(1.0, "weight of the action-class loss in the total")
 
 
 @dataclass
 class SamplingConfig:
-    use_class_balanced_sampler: bool = True
-    balance_task: str = "offence_severity"
-    oversample_factor: float = 2.0
-    samples_per_epoch: Optional[int] = None
-    progressive_class_balancing: bool = True
-    progressive_start_epoch: int = 0
-    progressive_end_epoch: int = 10
+    use_class_balanced_sampler: bool = key(
+        True, "draw training actions with per-class weights instead of uniformly"
+    )
+    balance_task: str = key(
+        "offence_severity", "which labels are balanced: offence_severity | action | joint"
+    )
+    oversample_factor: float = key(
+        2.0,
+        "cap: no class is drawn more than this many times its natural frequency (>= 1; 1 = natural)",
+    )
+    samples_per_epoch: Optional[int] = key(
+        None, "actions drawn per epoch, all GPUs together; null = the training set size"
+    )
+    progressive_class_balancing: bool = key(
+        True, "move the weights from natural to balanced between the two epochs below"
+    )
+    progressive_start_epoch: int = key(
+        0, "epoch where the ramp starts (natural frequencies before)"
+    )
+    progressive_end_epoch: int = key(10, "epoch where the ramp ends (balanced target after)")
 
 
 @dataclass
 class FreezingConfig:
-    gradual_finetuning: bool = True
-    freezing_strategy: str = "progressive"
-    unfreeze_blocks: int = 1
-    unfreeze_schedule: List[int] = field(default_factory=lambda: [5, 10, 15])
-    patience_epochs: int = 2
-    min_improvement: float = 0.001
-    enable_backbone_lr_boost: bool = True
-    backbone_lr_ratio_after_half: float = 0.6
+    gradual_finetuning: bool = key(True, "start with the backbone frozen (pooling and heads train)")
+    freezing_strategy: str = key(
+        "progressive",
+        "progressive (unfreeze_schedule) | adaptive (on a plateau of experiment.monitor) | none (all trainable)",
+    )
+    unfreeze_blocks: int = key(1, "backbone blocks unfrozen at each step, from the top")
+    unfreeze_schedule: List[int] = key(
+        doc="progressive: epochs at which unfreeze_blocks more blocks unfreeze",
+        factory=lambda: [5, 10, 15],
+    )
+    patience_epochs: int = key(2, "adaptive: epochs without improvement before the next unfreeze")
+    min_improvement: float = key(
+        0.001, "adaptive: smallest change of experiment.monitor that counts as improvement"
+    )
+    enable_backbone_lr_boost: bool = key(
+        True,
+        "once half the backbone trains, raise its LR to head_lr * backbone_lr_ratio_after_half",
+    )
+    backbone_lr_ratio_after_half: float = key(
+        0.6, "backbone LR after the boost, as a fraction of head_lr"
+    )
 
 
 @dataclass
 class SystemConfig:
-    accelerator: str = "gpu"
+    accelerator: str = key("gpu", "gpu | cpu | auto (gpu when CUDA is available)")
     # Devices per node: GPUs, or processes with accelerator=cpu (gloo); > 1 runs DDP.
-    gpus: int = 1
-    num_nodes: int = 1
-    precision: str = "16-mixed"
-    strategy: str = "auto"
-    sync_batchnorm: bool = False
+    gpus: int = key(1, "devices per node: GPUs (more than 1 = DDP, see system=multi_gpu)")
+    num_nodes: int = key(1, "machines")
+    precision: str = key(
+        "16-mixed", "16-mixed | bf16-mixed | 32-true (CPU runs always use 32-true)"
+    )
+    strategy: str = key("auto", "Lightning strategy: auto | ddp | ddp_spawn | fsdp | ...")
+    sync_batchnorm: bool = key(
+        False,
+        "synchronise BatchNorm statistics across processes (DDP only; the ResNet-3D family, S3D, tiny)",
+    )
     # torch's intra-op threads on CPU runs; null = the cores left after the DataLoader workers.
-    num_threads: Optional[int] = None
-    channels_last: bool = False
-    compile: bool = False
-    seed: int = 42
-    deterministic: bool = False
+    num_threads: Optional[int] = key(
+        None,
+        "torch intra-op threads on CPU; null = the cores left after the DataLoader workers (at least 1)",
+    )
+    channels_last: bool = key(
+        False,
+        "backbone weights and clips in channels_last_3d memory order (GPU: see benchmarks/gpu.py)",
+    )
+    compile: bool = key(
+        False, "torch.compile the backbone (slow first steps; GPU: see benchmarks/gpu.py)"
+    )
+    seed: int = key(42, "seeds python, numpy, torch and every DataLoader worker")
+    deterministic: bool = key(False, "deterministic algorithms only (slower; exact reruns)")
 
 
 @dataclass
 class ExperimentConfig:
-    name: str = "default"
-    tags: List[str] = field(default_factory=list)
-    save_top_k: int = 3
-    monitor: str = "val/sev_acc"
-    mode: str = "max"
-    save_last: bool = True
-    log_every_n_steps: int = 50
-    test_after_fit: bool = True
-    use_wandb: bool = False
-    wandb_project: str = "mvfoul"
+    name: str = key("default", "run name: outputs/<name>/<date_time>/ and the loggers' run name")
+    tags: List[str] = key(doc="free-form labels sent to the loggers", factory=list)
+    save_top_k: int = key(3, "best checkpoints kept (by monitor); -1 = all, 0 = none")
+    monitor: str = key(
+        "val/sev_acc",
+        "metric that ranks checkpoints: {train,val}/{loss,sev_acc,sev_bacc,action_acc,action_bacc,leaderboard}",
+    )
+    mode: str = key("max", "max for accuracies and leaderboard, min for losses")
+    save_last: bool = key(True, "also keep checkpoints/last.ckpt (for resuming)")
+    log_every_n_steps: int = key(50, "training steps between metric logs")
+    test_after_fit: bool = key(
+        True,
+        "after training, evaluate the best checkpoint on the test split (when there is one) into the run folder",
+    )
+    use_wandb: bool = key(
+        False,
+        "also log to Weights & Biases (offline without credentials; pip install -e '.[wandb]')",
+    )
+    wandb_project: str = key("mvfoul", "W&B project name")
     # Which loggers record the run (LOGGERS); use_wandb=true adds wandb.
-    loggers: List[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    loggers: List[str] = key(
+        doc="what records the run: csv, tensorboard, wandb, mlflow (pip install mlflow)",
+        factory=lambda: ["csv", "tensorboard"],
+    )
     # Lightning Trainer options the schema does not name, passed through (mvfoul.training.extensions).
-    trainer: Dict[str, Any] = field(default_factory=dict)
+    trainer: Dict[str, Any] = key(
+        doc="other Lightning Trainer options, e.g. +experiment.trainer.val_check_interval=0.5",
+        factory=dict,
+    )
     # Extra Lightning callbacks: name -> {_target_: class path, its arguments...}.
-    callbacks: Dict[str, Any] = field(default_factory=dict)
-    debug: bool = False
-    fast_dev_run: bool = False
+    callbacks: Dict[str, Any] = key(
+        doc="extra Lightning callbacks: name: {_target_: lightning.pytorch.callbacks.EarlyStopping, ...}",
+        factory=dict,
+    )
+    debug: bool = key(
+        False, "autograd anomaly detection: names the op behind a NaN gradient (slow)"
+    )
+    fast_dev_run: bool = key(
+        False, "run one training and one validation batch, then stop (no checkpoints)"
+    )
     # int = a number of batches, float = a fraction of the epoch (Lightning's convention).
-    limit_train_batches: Any = 1.0
-    limit_val_batches: Any = 1.0
+    limit_train_batches: Any = key(
+        1.0, "a fraction (float) of the training batches per epoch, or a count (int)"
+    )
+    limit_val_batches: Any = key(
+        1.0, "a fraction (float) of the validation batches, or a count (int)"
+    )
     # null: a new run; auto: continue <run folder>/checkpoints/last.ckpt (hydra.run.dir); or a path.
-    resume: Optional[str] = None
+    resume: Optional[str] = key(
+        None,
+        "continue a run: null = start a new one; auto = <run folder>/checkpoints/last.ckpt (give hydra.run.dir, or use python -m mvfoul.runs resume RUN_DIR); or a checkpoint path",
+    )
 
 
 @dataclass
@@ -229,8 +397,13 @@ class MvfoulConfig:
 class EvaluateConfig(MvfoulConfig):
     """``evaluate_hydra.py``: the training keys (any can be overridden) plus what to evaluate."""
 
-    ckpt_path: Optional[str] = MISSING
-    split: str = "test"
+    ckpt_path: Optional[str] = key(
+        MISSING,
+        "the checkpoint to evaluate (.ckpt from a run's checkpoints/); it carries its training config",
+    )
+    split: str = key(
+        "test", "train | valid | test | chall (the unlabelled challenge split: predictions only)"
+    )
 
 
 EVALUATION_SPLITS = ("train", "valid", "test", "chall")

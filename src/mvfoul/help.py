@@ -8,7 +8,11 @@ exists. Hydra renders the result as its help template (``conf/hydra/help/mvfoul.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import typing
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -31,7 +35,7 @@ Usage
 """
 
 FOOTER = """\
-Every key is documented where it is set: conf/<group>/<option>.yaml.
+Every key, its type, default and meaning: docs/configuration.md (from src/mvfoul/config.py).
 Print the composed config with --cfg job (add --resolve to resolve interpolations).
 """
 
@@ -93,3 +97,110 @@ def render_help(conf_dir: Path) -> str:
     parts.append(FOOTER)
     parts.append("Hydra flags\n$FLAGS_HELP")
     return "\n".join(parts)
+
+
+# --- docs/configuration.md ------------------------------------------------------------------------
+
+REFERENCE_COMMAND = "python -m mvfoul.help --reference > docs/configuration.md"
+
+
+def _type_text(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union and type(None) in args:
+        (inner,) = [a for a in args if a is not type(None)]
+        return f"{_type_text(inner)} or null"
+    if origin is list:
+        return f"list of {_type_text(args[0])}"
+    if origin is dict:
+        return "mapping"
+    if hint is Any:
+        return "any"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _value_text(value: Any) -> str:
+    if value == "???":
+        return "required"
+    if dataclasses.is_dataclass(value):
+        return "(below)"
+    return "`" + json.dumps(value, ensure_ascii=False).replace('"', "") + "`"
+
+
+def _key_rows(schema: type, prefix: str) -> list[str]:
+    hints = typing.get_type_hints(schema)
+    rows = []
+    for f in dataclasses.fields(schema):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            default = f.default_factory()  # type: ignore[misc]
+        doc = f.metadata.get("doc", "").replace("|", "\\|")
+        rows.append(
+            f"| `{prefix}.{f.name}` | {_type_text(hints[f.name])} | {_value_text(default)} | {doc} |"
+        )
+    return rows
+
+
+def _option_values(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data.pop("defaults", None)
+    return data
+
+
+def _flat(values: dict[str, Any], prefix: str) -> list[str]:
+    out = []
+    for name, value in values.items():
+        if isinstance(value, dict) and value:
+            out += _flat(value, f"{prefix}{name}.")
+        else:
+            out.append(f"`{prefix}{name}={json.dumps(value).replace(chr(34), '')}`")
+    return out
+
+
+def render_reference(conf_dir: Path) -> str:
+    """Every key: type, default, and one-line doc, from the schemas; and what each option sets."""
+    from mvfoul import config as C
+
+    conf_dir = Path(conf_dir)
+    defaults = default_options(conf_dir)
+    lines = [
+        "# Configuration reference",
+        "",
+        "Every key of mvfoul's configuration, generated from the schemas in `src/mvfoul/config.py`",
+        f"(`{REFERENCE_COMMAND}`; a test keeps it current). A group's option files",
+        "(`conf/<group>/<option>.yaml`) set only what differs from these defaults; presets",
+        "(`--config-name`) may set more. `python train_hydra.py --cfg job` prints a composed config.",
+    ]
+    for group in GROUPS:
+        lines += ["", f"## `{group}`", ""]
+        for path in sorted((conf_dir / group).glob("*.yaml")):
+            mark = " (default)" if path.stem == defaults.get(group) else ""
+            sets = _flat(_option_values(path), f"{group}.")
+            what = f" Sets {', '.join(sets)}." if sets else ""
+            lines.append(f"- `{group}={path.stem}`{mark}: {describe(path)}{what}")
+        lines += ["", "| key | type | default | description |", "|---|---|---|---|"]
+        lines += _key_rows(C.GROUP_SCHEMAS[group], group)
+        if group == "dataset":
+            lines += ["", "With `dataset=synthetic`, the built-in dataset's generation:", ""]
+            lines += ["| key | type | default | description |", "|---|---|---|---|"]
+            lines += _key_rows(C.SyntheticConfig, "dataset.synthetic")
+    lines += ["", "## `evaluate_hydra.py`", "", "Every key above, plus:", ""]
+    lines += ["| key | type | default | description |", "|---|---|---|---|"]
+    own = {f.name for f in dataclasses.fields(C.MvfoulConfig)}
+    rows = _key_rows(C.EvaluateConfig, "")
+    lines += [
+        r.replace("| `.", "| `", 1)
+        for r, f in zip(rows, dataclasses.fields(C.EvaluateConfig))
+        if f.name not in own
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    from mvfoul.paths import CONF_DIR
+
+    if sys.argv[1:] != ["--reference"]:
+        raise SystemExit(f"usage: {REFERENCE_COMMAND}")
+    print(render_reference(CONF_DIR), end="")
