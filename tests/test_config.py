@@ -187,7 +187,7 @@ def test_the_configuration_reference_is_current():
     assert shipped == render_reference(CONF_DIR), (
         f"docs/configuration.md is stale: {REFERENCE_COMMAND}"
     )
-    assert "| `training.learning_rate` | float | `0.001` |" in shipped
+    assert "| `training.learning_rate` | float | `0.001` | > 0 |" in shipped
     assert "`model=tiny`: Tiny 3-D CNN" in shipped and "`model.backbone=tiny`" in shipped
 
 
@@ -415,3 +415,33 @@ def test_a_config_saved_by_an_earlier_mvfoul_still_loads_and_validates():
     assert OmegaConf.to_container(cfg) == OmegaConf.to_container(
         with_schema(compose_config("quick_test"))
     )
+
+
+def test_every_default_satisfies_its_own_declared_choices_and_bounds():
+    for schema in [*C.GROUP_SCHEMAS.values(), C.SyntheticDatasetConfig, C.SyntheticConfig]:
+        for f in dataclasses.fields(schema):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            choices, bounds = f.metadata.get("choices"), f.metadata.get("bounds")
+            where = f"{schema.__name__}.{f.name}"
+            if choices and default is not None:
+                values = default if isinstance(default, list) else [default]
+                assert all(v in choices for v in values), where
+            if bounds and default is not None:
+                assert C.within(default, bounds), where  # also parses every bounds text
+
+
+def test_the_declared_range_and_choices_are_what_startup_checks():
+    found = problems(
+        quick(
+            "training.gamma=1.5",
+            "dataset.hflip_prob=-0.1",
+            "system.num_threads=0",
+            "experiment.loggers=[csv,tensorbord]",
+            "training.learning_rate=inf",
+        )
+    )
+    assert "training.gamma: 1.5 is out of range: expected in (0, 1]" in found
+    assert "dataset.hflip_prob: -0.1 is out of range: expected in [0, 1]" in found
+    assert "system.num_threads: 0 is out of range: expected >= 1 or null" in found
+    assert "experiment.loggers: 'tensorbord' is not one of csv, tensorboard, wandb, mlflow" in found
+    assert "training.learning_rate: inf is out of range: expected > 0" in found

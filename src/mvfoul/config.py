@@ -13,6 +13,8 @@ first one.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional
@@ -39,11 +41,40 @@ MONITOR_MODES = ("min", "max")
 LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")
 
 
-def key(default: Any = MISSING, doc: str = "", *, factory: Callable[[], Any] | None = None) -> Any:
-    """A schema field with its one-line doc (``--help``, docs/configuration.md)."""
+def key(
+    default: Any = MISSING,
+    doc: str = "",
+    *,
+    factory: Callable[[], Any] | None = None,
+    choices: tuple[str, ...] | None = None,
+    bounds: str | None = None,
+) -> Any:
+    """A schema field with what is known about it: its one-line ``doc`` (``--help``,
+    docs/configuration.md), the values it may take (``choices``; for a list, each element) and
+    its range (``bounds``: ``">= 1"``, ``"> 0"``, ``"in [0, 1)"``...). :mod:`mvfoul.validate`
+    checks both for every key; null passes where the type allows it."""
+    metadata = {"doc": doc, "choices": choices, "bounds": bounds}
     if factory is not None:
-        return field(default_factory=factory, metadata={"doc": doc})
-    return field(default=default, metadata={"doc": doc})
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+_BOUNDS = re.compile(r"^(?:(>=|>) (-?[\d.]+)|in ([\[(])(-?[\d.]+), (-?[\d.]+)([\])]))$")
+
+
+def within(value: Any, bounds: str) -> bool:
+    """Whether the number ``value`` lies in ``bounds`` (``">= 1"``, ``"> 0"``, ``"in [0, 1)"``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    m = _BOUNDS.match(bounds)
+    if m is None:
+        raise ValueError(f"bounds {bounds!r}: expected '>= x', '> x' or 'in [a, b)' with [ ( ] )")
+    op, low, left, a, b, right = m.groups()
+    if op:
+        return value >= float(low) if op == ">=" else value > float(low)
+    above = value >= float(a) if left == "[" else value > float(a)
+    below = value <= float(b) if right == "]" else value < float(b)
+    return above and below
 
 
 def key_doc(schema: type, name: str) -> str:
@@ -55,10 +86,10 @@ def key_doc(schema: type, name: str) -> str:
 class SyntheticConfig:
     """How the built-in dataset is generated (``dataset=synthetic`` only)."""
 
-    num_train: int = key(100, "actions in Train/")
-    num_valid: int = key(30, "actions in Valid/")
-    num_test: int = key(30, "actions in Test/")
-    resolution: int = key(112, "clip width and height (px)")
+    num_train: int = key(100, "actions in Train/", bounds=">= 1")
+    num_valid: int = key(30, "actions in Valid/", bounds=">= 1")
+    num_test: int = key(30, "actions in Test/", bounds=">= 1")
+    resolution: int = key(112, "clip width and height (px)", bounds=">= 16")
     clip_frames: int = key(125, "frames per clip (25 fps, 5 s like the real clips)")
     min_views: int = key(2, "fewest camera views per action")
     max_views: int = key(4, "most camera views per action")
@@ -67,7 +98,11 @@ class SyntheticConfig:
 
 @dataclass
 class DatasetConfig:
-    name: str = key("mvfouls", "which reader: mvfouls (SoccerNet layout) | synthetic (built-in)")
+    name: str = key(
+        "mvfouls",
+        "which reader: mvfouls (SoccerNet layout) | synthetic (built-in)",
+        choices=DATASET_NAMES,
+    )
     data_dir: Optional[str] = key(
         MISSING,
         "required: folder holding Train/ Valid/ Test/ (any case), each with annotations.json and action_N/clip_K.mp4",
@@ -82,12 +117,16 @@ class DatasetConfig:
     test_csv: Optional[str] = key(
         None, "CSV annotations of the test split; null = Test/annotations.json"
     )
-    batch_size: int = key(16, "actions per training batch (each action brings train_views clips)")
+    batch_size: int = key(
+        16, "actions per training batch (each action brings train_views clips)", bounds=">= 1"
+    )
     eval_batch_size: Optional[int] = key(
-        None, "actions per validation/test batch (all views); null = batch_size"
+        None, "actions per validation/test batch (all views); null = batch_size", bounds=">= 1"
     )
     num_workers: int = key(
-        4, "DataLoader worker processes decoding video; 0 = decode in the main process"
+        4,
+        "DataLoader worker processes decoding video; 0 = decode in the main process",
+        bounds=">= 0",
     )
     pin_memory: Optional[bool] = key(
         None, "page-locked batches for faster GPU copies; null = on when training on a GPU"
@@ -96,15 +135,17 @@ class DatasetConfig:
         True, "keep DataLoader workers alive between epochs (they are costly to start)"
     )
     prefetch_factor: Optional[int] = key(
-        2, "batches each worker prepares ahead (ignored with num_workers=0)"
+        2, "batches each worker prepares ahead (ignored with num_workers=0)", bounds=">= 1"
     )
     decoder: str = key(
         "auto",
         "video decoding: auto (= pyav, the fastest here) | pyav | torchcodec (needs system FFmpeg and the torchcodec extra)",
+        choices=DECODERS,
     )
     on_decode_error: str = key(
         "raise",
         "an unreadable clip: raise (stop, naming the file) | skip (use another view of the action, else drop the action; counted and reported each epoch)",
+        choices=ON_DECODE_ERROR,
     )
     cache_dir: Optional[str] = key(
         None,
@@ -115,22 +156,32 @@ class DatasetConfig:
         "null = derived from the window; if set, must equal what the window gives (checked at startup)",
     )
     frame_size: int = key(
-        224, "square crop fed to the backbone (px); must suit the backbone (MViT: 224)"
+        224,
+        "square crop fed to the backbone (px); must suit the backbone (MViT: 224)",
+        bounds=">= 16",
     )
     resize_size: Optional[int] = key(
         None, "short side before the crop (px); null = frame_size * 8/7 (256 for 224)"
     )
-    start_frame: int = key(63, "first frame of the window (the foul is near frame 75)")
+    start_frame: int = key(
+        63, "first frame of the window (the foul is near frame 75)", bounds=">= 0"
+    )
     end_frame: int = key(87, "one past the last frame of the window")
     fps: float = key(17.0, "sampling rate inside the window; 63, 87, 17 -> 16 frames")
-    clip_fps: float = key(25.0, "frame rate of the source clips (SoccerNet-MVFoul: 25)")
+    clip_fps: float = key(
+        25.0, "frame rate of the source clips (SoccerNet-MVFoul: 25)", bounds="> 0"
+    )
     train_views: int = key(
-        2, "views drawn at random per action in training; validation uses all views"
+        2, "views drawn at random per action in training; validation uses all views", bounds=">= 1"
     )
     augment: bool = key(True, "train-time augmentation, same draw for every frame of a clip")
-    hflip_prob: float = key(0.5, "probability of a horizontal flip")
-    crop_scale_min: float = key(0.8, "random resized crop keeps at least this fraction of the area")
-    color_jitter: float = key(0.2, "brightness/contrast/saturation jitter strength; 0 = off")
+    hflip_prob: float = key(0.5, "probability of a horizontal flip", bounds="in [0, 1]")
+    crop_scale_min: float = key(
+        0.8, "random resized crop keeps at least this fraction of the area", bounds="in (0, 1]"
+    )
+    color_jitter: float = key(
+        0.2, "brightness/contrast/saturation jitter strength; 0 = off", bounds="in [0, 1)"
+    )
     # Per-channel normalisation; null = the backbone's own (its torchvision weights' transforms).
     # A run records the values it used here, so evaluation feeds the checkpoint the same input.
     mean: Optional[List[float]] = key(
@@ -146,16 +197,24 @@ class DatasetConfig:
 class SyntheticDatasetConfig(DatasetConfig):
     """``dataset=synthetic``: the dataset keys plus how the built-in data is generated."""
 
-    name: str = key("synthetic", "which reader: mvfouls (SoccerNet layout) | synthetic (built-in)")
+    name: str = key(
+        "synthetic",
+        "which reader: mvfouls (SoccerNet layout) | synthetic (built-in)",
+        choices=DATASET_NAMES,
+    )
     data_dir: Optional[str] = key(
         None,
         "parent folder of generated datasets (one sub-folder per generation spec); null = $MVFOUL_CACHE_DIR or ~/.cache/mvfoul, then synthetic/",
     )
-    batch_size: int = key(4, "actions per training batch (each action brings train_views clips)")
-    num_workers: int = key(
-        2, "DataLoader worker processes decoding video; 0 = decode in the main process"
+    batch_size: int = key(
+        4, "actions per training batch (each action brings train_views clips)", bounds=">= 1"
     )
-    frame_size: int = key(112, "square crop fed to the backbone (px)")
+    num_workers: int = key(
+        2,
+        "DataLoader worker processes decoding video; 0 = decode in the main process",
+        bounds=">= 0",
+    )
+    frame_size: int = key(112, "square crop fed to the backbone (px)", bounds=">= 16")
     synthetic: SyntheticConfig = key(
         doc="how the built-in data is generated", factory=SyntheticConfig
     )
@@ -174,41 +233,55 @@ class ModelConfig:
         None, "local weights file (state dict) to load instead; loaded with weights_only=True"
     )
     pooling: str = key(
-        "max", "how view features are combined: max | mean | attention (padded views are ignored)"
+        "max",
+        "how view features are combined: max | mean | attention (padded views are ignored)",
+        choices=POOLINGS,
     )
-    shared_dim: int = key(512, "width of the shared layer between pooling and the two heads")
-    dropout_rate: float = key(0.3, "dropout before the heads")
+    shared_dim: int = key(
+        512, "width of the shared layer between pooling and the two heads", bounds=">= 1"
+    )
+    dropout_rate: float = key(0.3, "dropout before the heads", bounds="in [0, 1)")
 
 
 @dataclass
 class TrainingConfig:
-    max_epochs: int = key(50, "training epochs")
+    max_epochs: int = key(50, "training epochs", bounds=">= 1")
     learning_rate: float = key(
-        1e-3, "base learning rate; used by any group whose own rate below is null"
+        1e-3, "base learning rate; used by any group whose own rate below is null", bounds="> 0"
     )
     head_lr: Optional[float] = key(
-        1e-3, "learning rate of view pooling, shared layer and heads; null = learning_rate"
+        1e-3,
+        "learning rate of view pooling, shared layer and heads; null = learning_rate",
+        bounds="> 0",
     )
-    backbone_lr: Optional[float] = key(1e-4, "learning rate of the backbone; null = learning_rate")
-    optimizer: str = key("adamw", "adamw | adam | sgd")
-    momentum: float = key(0.9, "sgd momentum (ignored by adam/adamw)")
+    backbone_lr: Optional[float] = key(
+        1e-4, "learning rate of the backbone; null = learning_rate", bounds="> 0"
+    )
+    optimizer: str = key("adamw", "adamw | adam | sgd", choices=OPTIMIZERS)
+    momentum: float = key(0.9, "sgd momentum (ignored by adam/adamw)", bounds="in [0, 1)")
     scheduler: str = key(
-        "cosine", "cosine (linear warmup, then cosine to min_lr) | step | plateau | none"
+        "cosine",
+        "cosine (linear warmup, then cosine to min_lr) | step | plateau | none",
+        choices=SCHEDULERS,
     )
-    warmup_epochs: float = key(1.0, "cosine: epochs of linear warmup from 0 (fractions allowed)")
-    min_lr: float = key(1e-6, "cosine: floor the learning rate decays to")
-    step_size: int = key(10, "step: epochs between decays")
-    gamma: float = key(0.1, "step: decay factor")
+    warmup_epochs: float = key(
+        1.0, "cosine: epochs of linear warmup from 0 (fractions allowed)", bounds=">= 0"
+    )
+    min_lr: float = key(1e-6, "cosine: floor the learning rate decays to", bounds=">= 0")
+    step_size: int = key(10, "step: epochs between decays", bounds=">= 1")
+    gamma: float = key(0.1, "step: decay factor", bounds="in (0, 1]")
     plateau_patience: int = key(
-        3, "plateau: epochs without improvement of experiment.monitor before a decay"
+        3, "plateau: epochs without improvement of experiment.monitor before a decay", bounds=">= 0"
     )
-    plateau_factor: float = key(0.5, "plateau: decay factor")
-    weight_decay: float = key(1e-4, "decoupled (adamw) or L2 (adam, sgd) weight decay")
+    plateau_factor: float = key(0.5, "plateau: decay factor", bounds="in (0, 1)")
+    weight_decay: float = key(
+        1e-4, "decoupled (adamw) or L2 (adam, sgd) weight decay", bounds=">= 0"
+    )
     gradient_clip_val: Optional[float] = key(
-        1.0, "clip the gradient norm to this value; null or 0 = no clipping"
+        1.0, "clip the gradient norm to this value; null or 0 = no clipping", bounds=">= 0"
     )
     accumulate_grad_batches: int = key(
-        1, "batches whose gradients are summed before one optimiser step"
+        1, "batches whose gradients are summed before one optimiser step", bounds=">= 1"
     )
     stop_on_divergence: bool = key(
         True,
@@ -218,15 +291,21 @@ class TrainingConfig:
 
 @dataclass
 class LossConfig:
-    function: str = key("focal", "focal | ce (cross-entropy); focal with focal_gamma 0 equals ce")
-    focal_gamma: float = key(2.0, "focusing parameter; 0 = cross-entropy")
+    function: str = key(
+        "focal",
+        "focal | ce (cross-entropy); focal with focal_gamma 0 equals ce",
+        choices=LOSS_FUNCTIONS,
+    )
+    focal_gamma: float = key(2.0, "focusing parameter; 0 = cross-entropy", bounds=">= 0")
     # null, a number in (0, 1], or "class_weights" (alpha per class = the class weights).
     focal_alpha: Any = key(
         None,
         "null (= 1), a constant factor in (0, 1], or class_weights (alpha per class = the class weights)",
     )
     label_smoothing: float = key(
-        0.1, "target smoothing in [0, 1); switched off by the rule below on the defaults"
+        0.1,
+        "target smoothing in [0, 1); switched off by the rule below on the defaults",
+        bounds="in [0, 1)",
     )
     auto_disable_label_smoothing: bool = key(
         True, "switch smoothing off when class-balanced oversampling and class weights are both on"
@@ -235,13 +314,19 @@ class LossConfig:
         True, "weight each class by its training frequency (see class_weight_method)"
     )
     class_weight_method: str = key(
-        "effective_num", "effective_num (Cui et al. 2019) | inverse_freq | balanced"
+        "effective_num",
+        "effective_num (Cui et al. 2019) | inverse_freq | balanced",
+        choices=CLASS_WEIGHT_METHODS,
     )
     effective_num_beta: float = key(
-        0.99, "effective_num: beta in [0, 1); closer to 1 = stronger re-weighting"
+        0.99,
+        "effective_num: beta in [0, 1); closer to 1 = stronger re-weighting",
+        bounds="in [0, 1)",
     )
-    severity_weight: float = key(1.0, "weight of the offence+severity loss in the total")
-    action_weight: float = key(1.0, "weight of the action-class loss in the total")
+    severity_weight: float = key(
+        1.0, "weight of the offence+severity loss in the total", bounds=">= 0"
+    )
+    action_weight: float = key(1.0, "weight of the action-class loss in the total", bounds=">= 0")
 
 
 @dataclass
@@ -250,20 +335,25 @@ class SamplingConfig:
         True, "draw training actions with per-class weights instead of uniformly"
     )
     balance_task: str = key(
-        "offence_severity", "which labels are balanced: offence_severity | action | joint"
+        "offence_severity",
+        "which labels are balanced: offence_severity | action | joint",
+        choices=BALANCE_TASKS,
     )
     oversample_factor: float = key(
         2.0,
         "cap: no class is drawn more than this many times its natural frequency (>= 1; 1 = natural)",
+        bounds=">= 1",
     )
     samples_per_epoch: Optional[int] = key(
-        None, "actions drawn per epoch, all GPUs together; null = the training set size"
+        None,
+        "actions drawn per epoch, all GPUs together; null = the training set size",
+        bounds=">= 1",
     )
     progressive_class_balancing: bool = key(
         True, "move the weights from natural to balanced between the two epochs below"
     )
     progressive_start_epoch: int = key(
-        0, "epoch where the ramp starts (natural frequencies before)"
+        0, "epoch where the ramp starts (natural frequencies before)", bounds=">= 0"
     )
     progressive_end_epoch: int = key(10, "epoch where the ramp ends (balanced target after)")
 
@@ -274,33 +364,46 @@ class FreezingConfig:
     freezing_strategy: str = key(
         "progressive",
         "progressive (unfreeze_schedule) | adaptive (on a plateau of experiment.monitor) | none (all trainable)",
+        choices=FREEZING_STRATEGIES,
     )
-    unfreeze_blocks: int = key(1, "backbone blocks unfrozen at each step, from the top")
+    unfreeze_blocks: int = key(
+        1, "backbone blocks unfrozen at each step, from the top", bounds=">= 1"
+    )
     unfreeze_schedule: List[int] = key(
         doc="progressive: epochs at which unfreeze_blocks more blocks unfreeze",
         factory=lambda: [5, 10, 15],
     )
-    patience_epochs: int = key(2, "adaptive: epochs without improvement before the next unfreeze")
+    patience_epochs: int = key(
+        2, "adaptive: epochs without improvement before the next unfreeze", bounds=">= 1"
+    )
     min_improvement: float = key(
-        0.001, "adaptive: smallest change of experiment.monitor that counts as improvement"
+        0.001,
+        "adaptive: smallest change of experiment.monitor that counts as improvement",
+        bounds=">= 0",
     )
     enable_backbone_lr_boost: bool = key(
         True,
         "once half the backbone trains, raise its LR to head_lr * backbone_lr_ratio_after_half",
     )
     backbone_lr_ratio_after_half: float = key(
-        0.6, "backbone LR after the boost, as a fraction of head_lr"
+        0.6, "backbone LR after the boost, as a fraction of head_lr", bounds="> 0"
     )
 
 
 @dataclass
 class SystemConfig:
-    accelerator: str = key("gpu", "gpu | cpu | auto (gpu when CUDA is available)")
+    accelerator: str = key(
+        "gpu", "gpu | cpu | auto (gpu when CUDA is available)", choices=ACCELERATORS
+    )
     # Devices per node: GPUs, or processes with accelerator=cpu (gloo); > 1 runs DDP.
-    gpus: int = key(1, "devices per node: GPUs (more than 1 = DDP, see system=multi_gpu)")
-    num_nodes: int = key(1, "machines")
+    gpus: int = key(
+        1, "devices per node: GPUs (more than 1 = DDP, see system=multi_gpu)", bounds=">= 0"
+    )
+    num_nodes: int = key(1, "machines", bounds=">= 1")
     precision: str = key(
-        "16-mixed", "16-mixed | bf16-mixed | 32-true (CPU runs always use 32-true)"
+        "16-mixed",
+        "16-mixed | bf16-mixed | 32-true (CPU runs always use 32-true)",
+        choices=PRECISIONS,
     )
     strategy: str = key("auto", "Lightning strategy: auto | ddp | ddp_spawn | fsdp | ...")
     sync_batchnorm: bool = key(
@@ -311,6 +414,7 @@ class SystemConfig:
     num_threads: Optional[int] = key(
         None,
         "torch intra-op threads on CPU; null = the cores left after the DataLoader workers (at least 1)",
+        bounds=">= 1",
     )
     channels_last: bool = key(
         False,
@@ -327,14 +431,18 @@ class SystemConfig:
 class ExperimentConfig:
     name: str = key("default", "run name: outputs/<name>/<date_time>/ and the loggers' run name")
     tags: List[str] = key(doc="free-form labels sent to the loggers", factory=list)
-    save_top_k: int = key(3, "best checkpoints kept (by monitor); -1 = all, 0 = none")
+    save_top_k: int = key(
+        3, "best checkpoints kept (by monitor); -1 = all, 0 = none", bounds=">= -1"
+    )
     monitor: str = key(
         "val/sev_acc",
         "metric that ranks checkpoints: {train,val}/{loss,sev_acc,sev_bacc,action_acc,action_bacc,leaderboard}",
     )
-    mode: str = key("max", "max for accuracies and leaderboard, min for losses")
+    mode: str = key(
+        "max", "max for accuracies and leaderboard, min for losses", choices=MONITOR_MODES
+    )
     save_last: bool = key(True, "also keep checkpoints/last.ckpt (for resuming)")
-    log_every_n_steps: int = key(50, "training steps between metric logs")
+    log_every_n_steps: int = key(50, "training steps between metric logs", bounds=">= 1")
     test_after_fit: bool = key(
         True,
         "after training, evaluate the best checkpoint on the test split (when there is one) into the run folder",
@@ -348,6 +456,7 @@ class ExperimentConfig:
     loggers: List[str] = key(
         doc="what records the run: csv, tensorboard, wandb, mlflow (pip install mlflow)",
         factory=lambda: ["csv", "tensorboard"],
+        choices=LOGGERS,
     )
     # Lightning Trainer options the schema does not name, passed through (mvfoul.training.extensions).
     trainer: Dict[str, Any] = key(

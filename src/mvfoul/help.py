@@ -135,8 +135,11 @@ def _key_rows(schema: type, prefix: str) -> list[str]:
         else:
             default = f.default_factory()  # type: ignore[misc]
         doc = f.metadata.get("doc", "").replace("|", "\\|")
+        choices, bounds = f.metadata.get("choices"), f.metadata.get("bounds")
+        allowed = " \\| ".join(f"`{c}`" for c in choices) if choices else (bounds or "")
         rows.append(
-            f"| `{prefix}.{f.name}` | {_type_text(hints[f.name])} | {_value_text(default)} | {doc} |"
+            f"| `{prefix}.{f.name}` | {_type_text(hints[f.name])} | {_value_text(default)} "
+            f"| {allowed} | {doc} |"
         )
     return rows
 
@@ -166,7 +169,8 @@ def render_reference(conf_dir: Path) -> str:
     lines = [
         "# Configuration reference",
         "",
-        "Every key of mvfoul's configuration, generated from the schemas in `src/mvfoul/config.py`",
+        "Every key of mvfoul's configuration (type, default, allowed values or range, meaning),",
+        "generated from the schemas in `src/mvfoul/config.py`",
         f"(`{REFERENCE_COMMAND}`; a test keeps it current). A group's option files",
         "(`conf/<group>/<option>.yaml`) set only what differs from these defaults; presets",
         "(`--config-name`) may set more. `python train_hydra.py --cfg job` prints a composed config.",
@@ -178,14 +182,14 @@ def render_reference(conf_dir: Path) -> str:
             sets = _flat(_option_values(path), f"{group}.")
             what = f" Sets {', '.join(sets)}." if sets else ""
             lines.append(f"- `{group}={path.stem}`{mark}: {describe(path)}{what}")
-        lines += ["", "| key | type | default | description |", "|---|---|---|---|"]
+        lines += ["", "| key | type | default | allowed | description |", "|---|---|---|---|---|"]
         lines += _key_rows(C.GROUP_SCHEMAS[group], group)
         if group == "dataset":
             lines += ["", "With `dataset=synthetic`, the built-in dataset's generation:", ""]
-            lines += ["| key | type | default | description |", "|---|---|---|---|"]
+            lines += ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
             lines += _key_rows(C.SyntheticConfig, "dataset.synthetic")
     lines += ["", "## `evaluate_hydra.py`", "", "Every key above, plus:", ""]
-    lines += ["| key | type | default | description |", "|---|---|---|---|"]
+    lines += ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
     own = {f.name for f in dataclasses.fields(C.MvfoulConfig)}
     rows = _key_rows(C.EvaluateConfig, "")
     lines += [

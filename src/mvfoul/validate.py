@@ -7,12 +7,14 @@ fixes a command line in one go.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mvfoul import config as C
 from mvfoul.errors import ConfigError
@@ -66,10 +68,6 @@ class _Problems:
             self.add(key, f"{value!r} is out of range: expected {expected}")
 
 
-def _positive(x: Any) -> bool:
-    return x is not None and x > 0
-
-
 def _limit_ok(value: Any) -> bool:
     # Lightning's convention: an int is a number of batches, a float a fraction of the epoch.
     if isinstance(value, bool):
@@ -95,8 +93,6 @@ def _check_dataset(cfg: DictConfig, p: _Problems) -> tuple[int, ...] | None:
     from mvfoul.data.video import window_frame_indices
 
     d = cfg.dataset
-    p.choice("dataset.name", d.name, C.DATASET_NAMES)
-    p.choice("dataset.decoder", d.decoder, C.DECODERS)
     if d.decoder == "torchcodec":
         from mvfoul.data.video import resolve_decoder
 
@@ -104,18 +100,6 @@ def _check_dataset(cfg: DictConfig, p: _Problems) -> tuple[int, ...] | None:
             resolve_decoder(d.decoder)
         except ConfigError as err:
             p.items.extend(err.problems)
-    p.choice("dataset.on_decode_error", d.on_decode_error, C.ON_DECODE_ERROR)
-    if d.prefetch_factor is not None:
-        p.check(
-            d.prefetch_factor >= 1, "dataset.prefetch_factor", d.prefetch_factor, ">= 1 or null"
-        )
-    p.check(d.batch_size >= 1, "dataset.batch_size", d.batch_size, ">= 1")
-    if d.eval_batch_size is not None:
-        p.check(
-            d.eval_batch_size >= 1, "dataset.eval_batch_size", d.eval_batch_size, ">= 1 or null"
-        )
-    p.check(d.num_workers >= 0, "dataset.num_workers", d.num_workers, ">= 0")
-    p.check(d.frame_size >= 16, "dataset.frame_size", d.frame_size, ">= 16 (px)")
     if d.resize_size is not None:
         p.check(
             d.resize_size >= d.frame_size,
@@ -123,10 +107,6 @@ def _check_dataset(cfg: DictConfig, p: _Problems) -> tuple[int, ...] | None:
             d.resize_size,
             f">= dataset.frame_size ({d.frame_size}) or null",
         )
-    p.check(d.train_views >= 1, "dataset.train_views", d.train_views, ">= 1")
-    p.check(0.0 <= d.hflip_prob <= 1.0, "dataset.hflip_prob", d.hflip_prob, "in [0, 1]")
-    p.check(0.0 < d.crop_scale_min <= 1.0, "dataset.crop_scale_min", d.crop_scale_min, "in (0, 1]")
-    p.check(0.0 <= d.color_jitter < 1.0, "dataset.color_jitter", d.color_jitter, "in [0, 1)")
     for key in ("mean", "std"):
         values = d.get(key)
         if values is not None and (len(values) != 3 or (key == "std" and min(values) <= 0)):
@@ -142,8 +122,6 @@ def _check_dataset(cfg: DictConfig, p: _Problems) -> tuple[int, ...] | None:
                 "dataset.cache_dir",
                 f"{d.cache_dir!r} {problem}: give a folder (it is created if missing), or null for no cache",
             )
-    p.check(d.start_frame >= 0, "dataset.start_frame", d.start_frame, ">= 0")
-    p.check(d.clip_fps > 0, "dataset.clip_fps", d.clip_fps, "> 0")
 
     window_ok = d.end_frame > d.start_frame and 0 < d.fps <= d.clip_fps
     if d.end_frame <= d.start_frame:
@@ -173,9 +151,6 @@ def _check_dataset(cfg: DictConfig, p: _Problems) -> tuple[int, ...] | None:
                 "missing: dataset=synthetic needs its generation settings (see conf/dataset/synthetic.yaml)",
             )
         else:
-            for key in ("num_train", "num_valid", "num_test"):
-                p.check(s[key] >= 1, f"dataset.synthetic.{key}", s[key], ">= 1")
-            p.check(s.resolution >= 16, "dataset.synthetic.resolution", s.resolution, ">= 16")
             p.check(
                 1 <= s.min_views <= s.max_views <= 4,
                 "dataset.synthetic.min_views",
@@ -230,9 +205,6 @@ def _check_model(cfg: DictConfig, p: _Problems, indices: tuple[int, ...] | None)
     from mvfoul.models.backbones import BACKBONES
 
     m = cfg.model
-    p.choice("model.pooling", m.pooling, C.POOLINGS)
-    p.check(0.0 <= m.dropout_rate < 1.0, "model.dropout_rate", m.dropout_rate, "in [0, 1)")
-    p.check(m.shared_dim >= 1, "model.shared_dim", m.shared_dim, ">= 1")
     if m.backbone not in BACKBONES:
         p.choice("model.backbone", m.backbone, BACKBONES)
         return
@@ -254,52 +226,21 @@ def _check_model(cfg: DictConfig, p: _Problems, indices: tuple[int, ...] | None)
 
 def _check_training(cfg: DictConfig, p: _Problems) -> None:
     t = cfg.training
-    p.choice("training.optimizer", t.optimizer, C.OPTIMIZERS)
-    p.choice("training.scheduler", t.scheduler, C.SCHEDULERS)
-    p.check(t.max_epochs >= 1, "training.max_epochs", t.max_epochs, ">= 1")
-    p.check(_positive(t.learning_rate), "training.learning_rate", t.learning_rate, "> 0")
-    for key in ("head_lr", "backbone_lr"):
-        if t[key] is not None:
-            p.check(_positive(t[key]), f"training.{key}", t[key], "> 0 or null")
-    p.check(t.min_lr >= 0, "training.min_lr", t.min_lr, ">= 0")
     rates = [r for r in (t.learning_rate, t.head_lr, t.backbone_lr) if r is not None and r > 0]
     if t.scheduler == "cosine" and rates and t.min_lr >= min(rates):
         p.add(
             "training.min_lr",
             f"{t.min_lr!r} must be below every learning rate (smallest: {min(rates)!r})",
         )
-    p.check(t.warmup_epochs >= 0, "training.warmup_epochs", t.warmup_epochs, ">= 0")
     if t.warmup_epochs >= t.max_epochs >= 1:
         p.add(
             "training.warmup_epochs",
             f"{t.warmup_epochs!r} must be shorter than training.max_epochs ({t.max_epochs})",
         )
-    p.check(t.weight_decay >= 0, "training.weight_decay", t.weight_decay, ">= 0")
-    p.check(0.0 <= t.momentum < 1.0, "training.momentum", t.momentum, "in [0, 1)")
-    p.check(t.step_size >= 1, "training.step_size", t.step_size, ">= 1")
-    p.check(0.0 < t.gamma <= 1.0, "training.gamma", t.gamma, "in (0, 1]")
-    p.check(t.plateau_patience >= 0, "training.plateau_patience", t.plateau_patience, ">= 0")
-    p.check(0.0 < t.plateau_factor < 1.0, "training.plateau_factor", t.plateau_factor, "in (0, 1)")
-    if t.gradient_clip_val is not None:
-        p.check(
-            t.gradient_clip_val >= 0,
-            "training.gradient_clip_val",
-            t.gradient_clip_val,
-            ">= 0 or null",
-        )
-    p.check(
-        t.accumulate_grad_batches >= 1,
-        "training.accumulate_grad_batches",
-        t.accumulate_grad_batches,
-        ">= 1",
-    )
 
 
 def _check_loss(cfg: DictConfig, p: _Problems) -> None:
     lo = cfg.loss
-    p.choice("loss.function", lo.function, C.LOSS_FUNCTIONS)
-    p.choice("loss.class_weight_method", lo.class_weight_method, C.CLASS_WEIGHT_METHODS)
-    p.check(lo.focal_gamma >= 0, "loss.focal_gamma", lo.focal_gamma, ">= 0")
     alpha = lo.focal_alpha
     if not (
         alpha is None or alpha == ALPHA_CLASS_WEIGHTS or (is_number(alpha) and 0.0 < alpha <= 1.0)
@@ -308,38 +249,12 @@ def _check_loss(cfg: DictConfig, p: _Problems) -> None:
             "loss.focal_alpha",
             f"{alpha!r} is not allowed: expected null, a number in (0, 1], or {ALPHA_CLASS_WEIGHTS}",
         )
-    p.check(
-        0.0 <= lo.label_smoothing < 1.0, "loss.label_smoothing", lo.label_smoothing, "in [0, 1)"
-    )
-    p.check(
-        0.0 <= lo.effective_num_beta < 1.0,
-        "loss.effective_num_beta",
-        lo.effective_num_beta,
-        "in [0, 1)",
-    )
-    p.check(lo.severity_weight >= 0, "loss.severity_weight", lo.severity_weight, ">= 0")
-    p.check(lo.action_weight >= 0, "loss.action_weight", lo.action_weight, ">= 0")
     if lo.severity_weight == 0 and lo.action_weight == 0:
         p.add("loss.severity_weight", "and loss.action_weight are both 0: nothing would be trained")
 
 
 def _check_sampling(cfg: DictConfig, p: _Problems) -> None:
     s = cfg.sampling
-    p.choice("sampling.balance_task", s.balance_task, C.BALANCE_TASKS)
-    p.check(s.oversample_factor >= 1.0, "sampling.oversample_factor", s.oversample_factor, ">= 1")
-    if s.samples_per_epoch is not None:
-        p.check(
-            s.samples_per_epoch >= 1,
-            "sampling.samples_per_epoch",
-            s.samples_per_epoch,
-            ">= 1 or null",
-        )
-    p.check(
-        s.progressive_start_epoch >= 0,
-        "sampling.progressive_start_epoch",
-        s.progressive_start_epoch,
-        ">= 0",
-    )
     if s.progressive_end_epoch < s.progressive_start_epoch:
         p.add(
             "sampling.progressive_end_epoch",
@@ -349,32 +264,16 @@ def _check_sampling(cfg: DictConfig, p: _Problems) -> None:
 
 def _check_freezing(cfg: DictConfig, p: _Problems) -> None:
     f = cfg.freezing
-    p.choice("freezing.freezing_strategy", f.freezing_strategy, C.FREEZING_STRATEGIES)
-    p.check(f.unfreeze_blocks >= 1, "freezing.unfreeze_blocks", f.unfreeze_blocks, ">= 1")
     schedule = list(f.unfreeze_schedule)
     if any(e < 0 for e in schedule) or schedule != sorted(schedule):
         p.add(
             "freezing.unfreeze_schedule",
             f"{schedule} must be non-negative epochs in increasing order",
         )
-    p.check(f.patience_epochs >= 1, "freezing.patience_epochs", f.patience_epochs, ">= 1")
-    p.check(f.min_improvement >= 0, "freezing.min_improvement", f.min_improvement, ">= 0")
-    p.check(
-        f.backbone_lr_ratio_after_half > 0,
-        "freezing.backbone_lr_ratio_after_half",
-        f.backbone_lr_ratio_after_half,
-        "> 0",
-    )
 
 
 def _check_system(cfg: DictConfig, p: _Problems) -> None:
     s = cfg.system
-    p.choice("system.accelerator", s.accelerator, C.ACCELERATORS)
-    p.choice("system.precision", s.precision, C.PRECISIONS)
-    p.check(s.gpus >= 0, "system.gpus", s.gpus, ">= 0")
-    p.check(s.num_nodes >= 1, "system.num_nodes", s.num_nodes, ">= 1")
-    if s.get("num_threads") is not None:
-        p.check(s.num_threads >= 1, "system.num_threads", s.num_threads, ">= 1 or null")
     if s.accelerator == "gpu" and s.gpus == 0:
         p.add("system.gpus", "0 with system.accelerator=gpu: set system.gpus>=1, or use system=cpu")
 
@@ -383,7 +282,6 @@ def _check_experiment(cfg: DictConfig, p: _Problems) -> None:
     from mvfoul.training.metrics import LOWER_IS_BETTER, logged_metric_names
 
     e = cfg.experiment
-    p.choice("experiment.mode", e.mode, C.MONITOR_MODES)
     names = logged_metric_names()
     if e.monitor not in names:
         import difflib
@@ -408,8 +306,6 @@ def _check_experiment(cfg: DictConfig, p: _Problems) -> None:
             f"{resume!r} is not a file: give a checkpoint (e.g. <run>/checkpoints/last.ckpt), auto "
             "(this run folder's last.ckpt) or null",
         )
-    p.check(e.save_top_k >= -1, "experiment.save_top_k", e.save_top_k, ">= -1")
-    p.check(e.log_every_n_steps >= 1, "experiment.log_every_n_steps", e.log_every_n_steps, ">= 1")
     for key in ("limit_train_batches", "limit_val_batches"):
         if not _limit_ok(e[key]):
             p.add(
@@ -434,8 +330,6 @@ def _check_extensions(e: DictConfig, p: _Problems) -> None:
     from mvfoul.training.extensions import callback_problems, trainer_option_problems
 
     loggers = list(e.get("loggers", []))
-    for name in loggers:
-        p.choice("experiment.loggers", name, C.LOGGERS)
     if len(set(loggers)) != len(loggers):
         p.add("experiment.loggers", f"{loggers} names a logger twice")
     packages = {
@@ -460,6 +354,36 @@ _CHECKS: tuple[Callable[[DictConfig, _Problems], None], ...] = (
     _check_system,
     _check_experiment,
 )
+
+
+def _schemas_in(cfg: DictConfig) -> list[tuple[str, type]]:
+    """(node path, schema) of every schema'd node of ``cfg``."""
+    dataset = C.DATASET_SCHEMAS.get(OmegaConf.select(cfg, "dataset.name"), C.DatasetConfig)
+    found = [(group, dataset if group == "dataset" else s) for group, s in C.GROUP_SCHEMAS.items()]
+    if dataset is C.SyntheticDatasetConfig:
+        found.append(("dataset.synthetic", C.SyntheticConfig))
+    return found
+
+
+def _check_schema_values(cfg: DictConfig, p: _Problems) -> None:
+    """Every key's allowed values and range, as its schema field declares them
+    (:func:`mvfoul.config.key`); null passes where the type allows it."""
+    for path, schema in _schemas_in(cfg):
+        node = OmegaConf.select(cfg, path)
+        if not isinstance(node, DictConfig):
+            continue
+        hints = typing.get_type_hints(schema)
+        for f in dataclasses.fields(schema):
+            choices, bounds = f.metadata.get("choices"), f.metadata.get("bounds")
+            if not (choices or bounds) or f.name not in node or node[f.name] is None:
+                continue
+            key, value = f"{path}.{f.name}", node[f.name]
+            if choices:
+                for item in value if isinstance(value, ListConfig) else [value]:
+                    p.choice(key, item, choices)
+            if bounds and not C.within(value, bounds):
+                nullable = type(None) in typing.get_args(hints[f.name])
+                p.check(False, key, value, bounds + (" or null" if nullable else ""))
 
 
 def _check_unknown_keys(cfg: DictConfig, p: _Problems) -> None:
@@ -497,6 +421,7 @@ def validate_config(cfg: DictConfig) -> ResolvedRun:
     """Raise :class:`ConfigError` listing every problem of ``cfg``; return derived values."""
     p = _Problems()
     _check_unknown_keys(cfg, p)
+    _check_schema_values(cfg, p)
     indices = _check_dataset(cfg, p)
     _check_model(cfg, p, indices)
     for check in _CHECKS:
