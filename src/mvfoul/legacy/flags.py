@@ -65,6 +65,7 @@ class KeySpec:
     optional: bool  # null allowed
     is_list: bool
     default: Any  # the schema's default (REQUIRED when it has none)
+    doc: str = ""  # the schema's one-line doc
 
     @property
     def group(self) -> str:
@@ -121,7 +122,7 @@ def _leaves(schema: type, prefix: str) -> list[KeySpec]:
         if typing.get_origin(hint) is dict:
             continue  # experiment.trainer, experiment.callbacks: mappings, no flag (the old trainer had none)
         kind, optional, is_list = _analyse(key, hint)
-        specs.append(KeySpec(key, kind, optional, is_list, _default(f)))
+        specs.append(KeySpec(key, kind, optional, is_list, _default(f), f.metadata.get("doc", "")))
     return specs
 
 
@@ -328,8 +329,10 @@ def _help_for(spec: KeySpec) -> str:
     else:
         shown = str(default)
     if spec.kind == "bool":
-        return f"{spec.key} ({spec.type_text}; --no-{DERIVED_FLAGS[spec.key]} sets false; schema default {shown})"
-    return f"{spec.key} ({spec.type_text}; schema default {shown})".replace("%", "%%")
+        text = f"{spec.key}: {spec.doc} ({spec.type_text}; --no-{DERIVED_FLAGS[spec.key]} sets false; schema default {shown})"
+    else:
+        text = f"{spec.key}: {spec.doc} ({spec.type_text}; schema default {shown})"
+    return text.replace("%", "%%")
 
 
 def build_parser() -> LegacyParser:

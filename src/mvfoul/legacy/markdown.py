@@ -344,14 +344,14 @@ def _all_keys_table() -> list[str]:
         names = [DERIVED_FLAGS[spec.key], *ALIASES.get(spec.key, [])]
         flags = ", ".join(_flag_syntax(spec, n) for n in names)
         old = "yes" if any(n in OLD_TRAINER_FLAGS for n in names) else ""
-        rows.append((flags, _code(spec.key), spec.type_text, _default(spec.default), old))
+        rows.append((flags, _code(spec.key), spec.type_text, _default(spec.default), old, spec.doc))
     return [
         "## Every flag",
         "",
         "One per key, in schema order (the schema default is the dataclass's; a group option or preset may "
         "set another value, and wins when the flag is not given).",
         "",
-        *_table(("flag", "key", "type", "schema default", "old trainer"), rows),
+        *_table(("flag", "key", "type", "schema default", "old trainer", "meaning"), rows),
         "",
     ]
 
