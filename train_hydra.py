@@ -16,7 +16,7 @@ from mvfoul.cli import run_hydra_app, run_task
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from mvfoul.training.run import train
+    from mvfoul.train import train
 
     return run_task(train, cfg)
 

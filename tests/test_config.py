@@ -369,7 +369,7 @@ def test_the_seeds_old_command_is_the_defaults_and_so_is_the_legacy_front_withou
 
 
 def test_on_the_defaults_label_smoothing_switches_itself_off_and_says_so(caplog):
-    from mvfoul.training.run import apply_automatic_changes
+    from mvfoul.train import apply_automatic_changes
 
     cfg = with_schema(compose_config("config", ["dataset.data_dir=/data"]))
     with caplog.at_level("INFO"):

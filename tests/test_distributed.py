@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT, SMALL_SYNTHETIC, run_command, train_command
+from mvfoul.data.sampling import ClassBalancedSampler, EpochShuffleSampler
 from mvfoul.data.sharding import EvaluationShare, RankShare
-from mvfoul.sampling import ClassBalancedSampler, EpochShuffleSampler
 
 SCRIPTS = Path(__file__).parent / "scripts"
 DDP = ["--config-name", "quick_test", "system=cpu_ddp", *SMALL_SYNTHETIC, "dataset.num_workers=0"]

@@ -481,7 +481,7 @@ def test_a_path_with_an_equals_sign_gets_told_to_quote_it(tmp_path, cache_dir):
 def test_hydra_quoting_round_trips_any_path():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from mvfoul.training.checkpoints import hydra_quoted
+    from mvfoul.runtime import hydra_quoted
 
     for path in (
         "outputs/q/2026-11-29_12-00-00/checkpoints/epoch001-val_sev_acc-80.0000.ckpt",

@@ -17,13 +17,11 @@ import pytest
 
 from mvfoul.errors import DataError
 from mvfoul.evaluation.official import (
-    SCORE_KEYS,
     evaluate_files,
     official_scores,
     prediction_entry,
     read_ground_truth,
     read_predictions,
-    scores_from_counts,
     write_predictions,
 )
 from mvfoul.labels import (
@@ -36,8 +34,11 @@ from mvfoul.labels import (
     official_labels,
     prediction_strings,
 )
+from mvfoul.official_metric import SCORE_KEYS, scores_from_counts
 
-LOGGER = "mvfoul.evaluation.official"
+LOGGER = (
+    "mvfoul"  # the evaluator (mvfoul.evaluation.official) and the formula (mvfoul.official_metric)
+)
 
 # Every raw string annotations.json uses, plus whitespace variants the evaluator does not trim.
 RAW_ACTION_CLASSES = (*ACTION_CLASSES, "Dont know", "")

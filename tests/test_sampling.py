@@ -27,8 +27,7 @@ import re
 import numpy as np
 import pytest
 
-from mvfoul.labels import ACTION_CLASSES, OFFENCE_SEVERITY_CLASSES
-from mvfoul.sampling import (
+from mvfoul.data.sampling import (
     ClassBalancedSampler,
     Draw,
     EpochShuffleSampler,
@@ -39,6 +38,7 @@ from mvfoul.sampling import (
     ramp_fraction,
     task_class_ids,
 )
+from mvfoul.labels import ACTION_CLASSES, OFFENCE_SEVERITY_CLASSES
 
 try:  # imported here, not in the test, so the test's own time stays well under a second
     from lightning.fabric.utilities.distributed import DistributedSamplerWrapper

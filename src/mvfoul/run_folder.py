@@ -261,7 +261,7 @@ class RunFolderCallback(Callback):
         except RunFolderError as err:
             raise RunFolderAbort(err) from None
         if str(folder) != str(OmegaConf.select(config, "hydra.sweep.dir")):
-            from mvfoul.training.checkpoints import hydra_quoted
+            from mvfoul.runtime import hydra_quoted
 
             # The launcher recomposes each job's config from these overrides: the new name must
             # reach the jobs too, not only the launcher's own copy.

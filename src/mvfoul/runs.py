@@ -53,7 +53,7 @@ def resume_arguments(run_dir: str | Path) -> tuple[list[str], Path]:
     """The ``train_hydra.py`` arguments that continue the run in ``run_dir`` in its own folder
     (its own command, with ``experiment.resume=auto``), and the folder to run them from (the
     one the run was started from, so its relative paths mean the same)."""
-    from mvfoul.training.checkpoints import hydra_quoted
+    from mvfoul.runtime import hydra_quoted
 
     run_dir = Path(run_dir).resolve()
     args = [

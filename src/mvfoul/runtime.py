@@ -48,3 +48,19 @@ def quiet_library_noise() -> None:
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropAdverts) for f in rank_zero.filters):
         rank_zero.addFilter(_DropAdverts())
+
+
+def hydra_quoted(path: str, key: str = "ckpt_path") -> str:
+    """``path`` as the value of a Hydra override: bare where Hydra's grammar reads it back as
+    exactly ``path``, else single-quoted (with escapes)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    try:
+        # "${" would be resolved as an interpolation later, however the parser returns it.
+        if "${" not in path and parser.parse_override(f"{key}={path}").value() == path:
+            return path
+    except Exception:  # noqa: BLE001 - any parse problem means: quote it
+        pass
+    escaped = path.replace("\\", "\\\\").replace("'", "\\'").replace("${", "\\${")
+    return f"'{escaped}'"

@@ -68,7 +68,7 @@ SUMMARY_CSV = "sweep_summary.csv"
 SUMMARY_MD = "sweep_summary.md"
 SWEEP_STATE = "sweep_state.json"  # written by the callback: who runs the sweep, planned jobs, end
 JOB_STATUS = "job_status.json"  # written by the callback in each job folder when the job returns
-RUN_SUMMARY = "summary.json"  # written by every training run (mvfoul.training.run)
+RUN_SUMMARY = "summary.json"  # written by every training run (mvfoul.train)
 LEADERBOARD = "val/leaderboard"
 # Without a process to check, a job whose folder changed this recently counts as running.
 ACTIVE_WITHIN_S = 30 * 60

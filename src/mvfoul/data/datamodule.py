@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,12 +17,12 @@ from mvfoul.data.annotations import ANNOTATIONS_FILE, Action, find_split_dir, re
 from mvfoul.data.csv_annotations import read_csv_annotations
 from mvfoul.data.dataset import MultiViewClipDataset, collate_views
 from mvfoul.data.frames import ClipLoader
+from mvfoul.data.sampling import ClassBalancedSampler, EpochShuffleSampler, task_class_ids
 from mvfoul.data.sharding import EvaluationShare, RankShare
 from mvfoul.data.synthetic import ensure_synthetic_dataset, synthetic_dataset_dir
 from mvfoul.data.transforms import ClipTransformConfig, build_clip_transform
 from mvfoul.data.video import resolve_decoder
 from mvfoul.errors import DataError
-from mvfoul.sampling import ClassBalancedSampler, EpochShuffleSampler, task_class_ids
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class MultiViewDataModule(L.LightningDataModule):
 
     def _build_sampler(self) -> ClassBalancedSampler | EpochShuffleSampler:
         """The training split's sampler: class-balanced when sampling asks for it, else a uniform
-        shuffle. Both draw each epoch from ``(seed, epoch)`` alone (see :mod:`mvfoul.sampling`),
+        shuffle. Both draw each epoch from ``(seed, epoch)`` alone (see :mod:`mvfoul.data.sampling`),
         so a resumed run draws exactly what the uninterrupted run would have."""
         s = self.sampling
         if s is None or not s.use_class_balanced_sampler:
@@ -226,7 +227,7 @@ class MultiViewDataModule(L.LightningDataModule):
             pin_memory=self._feeds_a_gpu() if d.pin_memory is None else d.pin_memory,
             persistent_workers=d.persistent_workers and workers > 0,
             prefetch_factor=d.prefetch_factor if workers > 0 else None,
-            # No worker_init_fn: the training samples carry their own seeds (mvfoul.sampling.Draw),
+            # No worker_init_fn: the training samples carry their own seeds (mvfoul.data.sampling.Draw),
             # and Lightning's own worker seeding (rank-aware) covers anything else.
             drop_last=False,
         )
@@ -248,3 +249,21 @@ class MultiViewDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_split, train=False)
+
+
+# torch's messages when a DataLoader worker process dies (the OOM killer sends SIGKILL).
+_WORKER_DIED = re.compile(
+    r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\) (?:exited unexpectedly|is killed by signal: ([^.\n]+))"
+)
+
+
+def worker_death_message(err: BaseException, num_workers: int) -> str | None:
+    """One line for a DataLoader worker that died (typically the out-of-memory killer), else None."""
+    match = _WORKER_DIED.search(str(err))
+    if match is None:
+        return None
+    signal = f" ({match.group(2)})" if match.group(2) else ""
+    return (
+        f"a DataLoader worker process (pid {match.group(1).strip()}) died{signal}, most likely killed by the system "
+        f"for lack of memory: lower dataset.num_workers (now {num_workers}) or dataset.batch_size, or give the job more memory"
+    )

@@ -16,8 +16,8 @@ from torch.utils.data import Dataset
 
 from mvfoul.data.annotations import Action
 from mvfoul.data.frames import LoadedClip
+from mvfoul.data.sampling import Draw
 from mvfoul.errors import DataError
-from mvfoul.sampling import Draw
 
 UNLABELLED = -1  # label value of an action from an unlabelled split
 

@@ -2,7 +2,7 @@
 ``use_distributed_sampler=False``).
 
 * **Training** (:class:`RankShare`): the epoch's draw is made once, the same on every rank and
-  whatever the world size (:mod:`mvfoul.sampling`), and rank ``r`` takes every ``world_size``-th
+  whatever the world size (:mod:`mvfoul.data.sampling`), and rank ``r`` takes every ``world_size``-th
   draw from position ``r``. The shares are disjoint; the draw is cut to a multiple of the world
   size (at most ``world_size - 1`` draws of an epoch go unused) so every rank takes the same
   number of steps: one rank with an extra step would wait forever for the others' gradients.

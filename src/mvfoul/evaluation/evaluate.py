@@ -156,7 +156,7 @@ def predict(
     try:
         outputs = trainer.predict(module, datamodule=datamodule)
     except RuntimeError as err:
-        from mvfoul.training.run import worker_death_message
+        from mvfoul.data.datamodule import worker_death_message
 
         message = worker_death_message(err, cfg.dataset.num_workers)
         if message is None:

@@ -17,9 +17,9 @@
   absent from the ground truth makes it NaN (one warning line naming the absent classes);
 * results are percentages.
 
-The formula lives in :func:`scores_from_counts`, which training-time metrics can feed with
-per-class counts (ground truth per class, correct per class; see
-:attr:`mvfoul.labels.OfficialLabels.severity_match`) to get the same numbers.
+The formula itself lives at the bottom of the layers, in
+:func:`mvfoul.official_metric.scores_from_counts`, which training-time metrics feed with per-class
+counts to get the same numbers.
 
 Where the official code would crash (a missing field, a non-object entry, an action class outside
 its vocabulary that survives the rules) a one-line :class:`~mvfoul.errors.DataError` is raised.
@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-import numpy.typing as npt
 
 from mvfoul.data.annotations import (
     ANNOTATIONS_FILE,
@@ -52,21 +51,14 @@ from mvfoul.labels import (
     ACTION_CLASSES,
     NUM_ACTION,
     NUM_OFFENCE_SEVERITY,
-    OFFENCE_SEVERITY_CLASSES,
     EvaluatorView,
     evaluator_view,
     prediction_strings,
 )
+from mvfoul.official_metric import scores_from_counts
 
 logger = logging.getLogger(__name__)
 
-SCORE_KEYS: tuple[str, ...] = (
-    "accuracy_offence_severity",
-    "accuracy_action",
-    "balanced_accuracy_offence_severity",
-    "balanced_accuracy_action",
-    "leaderboard_value",
-)
 PREDICTION_FIELDS = LABEL_FIELDS  # ("Action class", "Offence", "Severity")
 # The (Offence, Severity) pairs a prediction can carry: one per offence+severity class.
 _PREDICTION_PAIRS = tuple(
@@ -76,74 +68,6 @@ _PREDICTION_PAIRS = tuple(
 
 
 # --- the metric ----------------------------------------------------------------------------
-
-
-def scores_from_counts(
-    offence_severity_total: npt.ArrayLike,
-    offence_severity_correct: npt.ArrayLike,
-    action_total: npt.ArrayLike,
-    action_correct: npt.ArrayLike,
-    warn: bool = True,
-) -> dict[str, float]:
-    """The official scores (percent) from per-class counts.
-
-    ``*_total[c]``: ground-truth actions of class ``c``; ``*_correct[c]``: those of them the
-    evaluator counts correct (4 offence+severity classes, 8 action classes; lists, NumPy arrays
-    or CPU tensors). Computed in the evaluator's own order of operations, so the floats are the
-    same. A class with no ground-truth action makes its balanced accuracy NaN, as officially;
-    a warning names such classes (``warn=False``: the caller reports it its own way).
-    """
-    os_total = _counts(offence_severity_total, NUM_OFFENCE_SEVERITY, "offence_severity_total")
-    os_correct = _counts(offence_severity_correct, NUM_OFFENCE_SEVERITY, "offence_severity_correct")
-    act_total = _counts(action_total, NUM_ACTION, "action_total")
-    act_correct = _counts(action_correct, NUM_ACTION, "action_correct")
-    for total, correct, name in (
-        (os_total, os_correct, "offence_severity"),
-        (act_total, act_correct, "action"),
-    ):
-        if np.any(correct > total) or np.any(correct < 0):
-            raise ValueError(
-                f"{name}: correct counts {correct.tolist()} must lie in [0, total {total.tolist()}]"
-            )
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        accuracy_os = np.sum(os_correct) / np.sum(os_total)
-        accuracy_action = np.sum(act_correct) / np.sum(act_total)
-        balanced_os = np.mean(os_correct / os_total)
-        balanced_action = np.mean(act_correct / act_total)
-    leaderboard = balanced_os * 0.5 + balanced_action * 0.5
-
-    absent = [
-        f"{task} {', '.join(repr(names[c]) for c in np.flatnonzero(total == 0))}"
-        for task, names, total in (
-            ("offence+severity", OFFENCE_SEVERITY_CLASSES, os_total),
-            ("action", ACTION_CLASSES, act_total),
-        )
-        if np.any(total == 0)
-    ]
-    if absent and warn:
-        logger.warning(
-            "balanced accuracy is NaN, as the official evaluator gives it: class(es) absent from "
-            "the ground truth: %s",
-            "; ".join(absent),
-        )
-    results = {
-        "accuracy_offence_severity": accuracy_os * 100,
-        "accuracy_action": accuracy_action * 100,
-        "balanced_accuracy_offence_severity": balanced_os * 100,
-        "balanced_accuracy_action": balanced_action * 100,
-        "leaderboard_value": leaderboard * 100,
-    }
-    return {key: float(value) for key, value in results.items()}
-
-
-def _counts(values: npt.ArrayLike, length: int, name: str) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64).reshape(-1)
-    if array.shape != (length,):
-        raise ValueError(
-            f"{name}: expected {length} per-class counts, got shape {np.shape(values)}"
-        )
-    return array
 
 
 def official_scores(

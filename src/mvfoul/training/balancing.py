@@ -10,8 +10,8 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
+from mvfoul.data.sampling import expected_distribution, ramp_fraction
 from mvfoul.labels import ACTION_CLASSES, OFFENCE_SEVERITY_CLASSES
-from mvfoul.sampling import expected_distribution, ramp_fraction
 
 # Head -> (metric prefix, class names).
 _TASKS = {

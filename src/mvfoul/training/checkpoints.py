@@ -53,6 +53,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from mvfoul import atomic
 from mvfoul.errors import MvfoulError
+from mvfoul.runtime import hydra_quoted
 from mvfoul.training.loggers import flush_loggers
 
 log = logging.getLogger(__name__)
@@ -75,22 +76,6 @@ def checkpoint_filename(monitor: str) -> str:
 
 
 _TOP_K_FILE = re.compile(r"^epoch\d+-.+\.ckpt$")
-
-
-def hydra_quoted(path: str, key: str = "ckpt_path") -> str:
-    """``path`` as the value of a Hydra override: bare where Hydra's grammar reads it back as
-    exactly ``path``, else single-quoted (with escapes)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    try:
-        # "${" would be resolved as an interpolation later, however the parser returns it.
-        if "${" not in path and parser.parse_override(f"{key}={path}").value() == path:
-            return path
-    except Exception:  # noqa: BLE001 - any parse problem means: quote it
-        pass
-    escaped = path.replace("\\", "\\\\").replace("'", "\\'").replace("${", "\\${")
-    return f"'{escaped}'"
 
 
 def evaluate_command(ckpt_path: str | Path, split: str | None = None) -> str:

@@ -17,8 +17,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics import Metric
 
-from mvfoul.evaluation.official import scores_from_counts
 from mvfoul.labels import ACTION_CLASSES, NUM_ACTION, NUM_OFFENCE_SEVERITY, OFFENCE_SEVERITY_CLASSES
+from mvfoul.official_metric import scores_from_counts
 
 log = logging.getLogger(__name__)
 

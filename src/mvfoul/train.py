@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Iterator
@@ -16,17 +15,13 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, read_write
 
+from mvfoul.data.datamodule import worker_death_message
 from mvfoul.errors import DataError, DivergenceError
 from mvfoul.losses import resolve_label_smoothing
 from mvfoul.runtime import hydra_run_dir, quiet_library_noise
 from mvfoul.validate import ResolvedRun, validate_config, with_schema
 
 log = logging.getLogger(__name__)
-
-# torch's messages when a DataLoader worker process dies (the OOM killer sends SIGKILL).
-_WORKER_DIED = re.compile(
-    r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\) (?:exited unexpectedly|is killed by signal: ([^.\n]+))"
-)
 
 
 @rank_zero_only
@@ -91,18 +86,6 @@ def record_input_normalisation(cfg: DictConfig, resolved: ResolvedRun) -> None:
         )
     cfg.dataset.mean = list(resolved.mean)
     cfg.dataset.std = list(resolved.std)
-
-
-def worker_death_message(err: BaseException, num_workers: int) -> str | None:
-    """One line for a DataLoader worker that died (typically the out-of-memory killer), else None."""
-    match = _WORKER_DIED.search(str(err))
-    if match is None:
-        return None
-    signal = f" ({match.group(2)})" if match.group(2) else ""
-    return (
-        f"a DataLoader worker process (pid {match.group(1).strip()}) died{signal}, most likely killed by the system "
-        f"for lack of memory: lower dataset.num_workers (now {num_workers}) or dataset.batch_size, or give the job more memory"
-    )
 
 
 def quiet_secondary_processes() -> None:
