@@ -80,12 +80,6 @@ def test_shipped_model_configs_name_registered_backbones_and_poolings():
         assert cfg.pooling in POOLING_KINDS, path.name
 
 
-def test_pooling_kinds_agree_with_the_config_schema():
-    from mvfoul.config import POOLINGS
-
-    assert tuple(POOLING_KINDS) == tuple(POOLINGS)
-
-
 def test_spec_names_match_registry_keys_and_describe_themselves():
     for name, spec in BACKBONES.items():
         assert spec.name == name

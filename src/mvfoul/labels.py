@@ -43,6 +43,15 @@ ACTION_CLASSES: tuple[str, ...] = (
 NUM_OFFENCE_SEVERITY = len(OFFENCE_SEVERITY_CLASSES)
 NUM_ACTION = len(ACTION_CLASSES)
 
+# The model's two heads, each with its classes and the short prefix of its metric names
+# (val/sev_acc, val/action_bacc): the one table every loss, metric and report reads.
+HEADS: tuple[str, ...] = ("offence_severity", "action")
+HEAD_CLASSES: dict[str, tuple[str, ...]] = {
+    "offence_severity": OFFENCE_SEVERITY_CLASSES,
+    "action": ACTION_CLASSES,
+}
+HEAD_METRIC_PREFIX: dict[str, str] = {"offence_severity": "sev", "action": "action"}
+
 ACTION_INDEX = {name: i for i, name in enumerate(ACTION_CLASSES)}
 
 # Every raw string annotations.json uses for each label field (before the rules). A value outside

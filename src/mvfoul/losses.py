@@ -17,10 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mvfoul.labels import NUM_ACTION, NUM_OFFENCE_SEVERITY
+from mvfoul.labels import HEAD_CLASSES, HEADS
 
-HEADS = ("offence_severity", "action")
-NUM_CLASSES = {"offence_severity": NUM_OFFENCE_SEVERITY, "action": NUM_ACTION}
+NUM_CLASSES = {head: len(HEAD_CLASSES[head]) for head in HEADS}
 # loss.focal_alpha may name the class weights instead of a number.
 ALPHA_CLASS_WEIGHTS = "class_weights"
 

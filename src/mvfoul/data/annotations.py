@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from mvfoul.config import EVALUATION_SPLITS
 from mvfoul.errors import DataError
 from mvfoul.labels import OfficialLabels, official_labels, vocabulary_problem
 
 logger = logging.getLogger(__name__)
 
-SPLIT_NAMES = ("train", "valid", "test", "chall")
+SPLIT_NAMES = EVALUATION_SPLITS  # declared by the schema (split=...)
 ANNOTATIONS_FILE = "annotations.json"
 LABEL_FIELDS = ("Action class", "Offence", "Severity")  # the raw label strings of an entry
 _ACTION_FOLDER = re.compile(r"^action_(\d+)$")

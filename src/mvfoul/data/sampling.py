@@ -46,12 +46,11 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 from torch.utils.data import Sampler
 
+from mvfoul.config import BALANCE_TASKS
 from mvfoul.labels import ACTION_CLASSES, OFFENCE_SEVERITY_CLASSES
 
 if TYPE_CHECKING:
     from mvfoul.data.annotations import Action
-
-BALANCE_TASKS = ("offence_severity", "action", "joint")
 
 
 class Draw(NamedTuple):

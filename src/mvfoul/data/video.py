@@ -22,9 +22,8 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
+from mvfoul.config import DECODERS
 from mvfoul.errors import ConfigError, DataError
-
-DECODERS = ("auto", "pyav", "torchcodec")
 
 # A window starting before this frame is decoded from frame 0: there is too little before it
 # to skip for the seeking path (and its assumptions about timestamps) to pay off.

@@ -23,7 +23,7 @@ from mvfoul.data.datamodule import MultiViewDataModule
 from mvfoul.errors import ConfigError, DataError, MvfoulError
 from mvfoul.evaluation.official import evaluate_files, write_predictions
 from mvfoul.evaluation.report import write_reports
-from mvfoul.losses import HEADS
+from mvfoul.labels import HEADS
 from mvfoul.training.module import MultiViewFoulModule
 from mvfoul.training.trainer import apply_cpu_threads, resolve_hardware
 from mvfoul.validate import validate_config, with_schema

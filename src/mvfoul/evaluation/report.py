@@ -11,13 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from mvfoul import atomic
-from mvfoul.labels import ACTION_CLASSES, OFFENCE_SEVERITY_CLASSES
+from mvfoul.labels import HEAD_CLASSES, HEADS
 
 # Head -> (short name used in file names, class names).
-TASKS = {
-    "offence_severity": ("offence_severity", OFFENCE_SEVERITY_CLASSES),
-    "action": ("action", ACTION_CLASSES),
-}
+TASKS = {head: (head, HEAD_CLASSES[head]) for head in HEADS}
 
 
 def confusion_matrix(true: Sequence[int], pred: Sequence[int], num_classes: int) -> np.ndarray:

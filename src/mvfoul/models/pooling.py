@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mvfoul.config import POOLINGS
+
 
 def _check(features: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
     """Validate shapes and return ``features`` with padded slots zeroed."""
@@ -73,7 +75,7 @@ class AttentionViewPooling(nn.Module):
         return (weights.unsqueeze(-1) * features).sum(dim=1)
 
 
-POOLING_KINDS: tuple[str, ...] = ("max", "mean", "attention")
+POOLING_KINDS: tuple[str, ...] = POOLINGS  # declared by the schema (model.pooling)
 
 
 def build_view_pooling(kind: str, dim: int) -> nn.Module:

@@ -11,13 +11,10 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
 from mvfoul.data.sampling import expected_distribution, ramp_fraction
-from mvfoul.labels import ACTION_CLASSES, OFFENCE_SEVERITY_CLASSES
+from mvfoul.labels import HEAD_CLASSES, HEAD_METRIC_PREFIX, HEADS
 
 # Head -> (metric prefix, class names).
-_TASKS = {
-    "offence_severity": ("sev", OFFENCE_SEVERITY_CLASSES),
-    "action": ("action", ACTION_CLASSES),
-}
+_TASKS = {head: (HEAD_METRIC_PREFIX[head], HEAD_CLASSES[head]) for head in HEADS}
 
 
 def slug(name: str) -> str:

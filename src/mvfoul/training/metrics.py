@@ -17,15 +17,20 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics import Metric
 
-from mvfoul.labels import ACTION_CLASSES, NUM_ACTION, NUM_OFFENCE_SEVERITY, OFFENCE_SEVERITY_CLASSES
+from mvfoul.labels import (
+    ACTION_CLASSES,
+    HEAD_CLASSES,
+    HEAD_METRIC_PREFIX,
+    HEADS,
+    OFFENCE_SEVERITY_CLASSES,
+)
 from mvfoul.official_metric import scores_from_counts
 
 log = logging.getLogger(__name__)
 
 # Head -> (metric prefix, number of classes).
 TASKS: dict[str, tuple[str, int]] = {
-    "offence_severity": ("sev", NUM_OFFENCE_SEVERITY),
-    "action": ("action", NUM_ACTION),
+    head: (HEAD_METRIC_PREFIX[head], len(HEAD_CLASSES[head])) for head in HEADS
 }
 STAGES = ("train", "val")
 LOWER_IS_BETTER = ("loss", "sev_loss", "action_loss")
