@@ -52,7 +52,7 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from mvfoul import atomic
-from mvfoul.errors import MvfoulError
+from mvfoul.errors import MvfoulError, OutputError
 from mvfoul.runtime import hydra_quoted
 from mvfoul.training.loggers import flush_loggers
 
@@ -278,13 +278,10 @@ class RankedCheckpoint(ModelCheckpoint):
         link = Path(self.dirpath) / BEST_LINK
         if not best.is_file():
             return
-        tmp = link.with_name(f".{BEST_LINK}.{os.getpid()}.tmp")
         try:
-            tmp.unlink(missing_ok=True)
-            os.symlink(os.path.relpath(best, link.parent), tmp)
-            os.replace(tmp, link)
-        except OSError:
-            tmp.unlink(missing_ok=True)
+            with atomic.atomic_path(link, durable=False) as tmp:
+                os.symlink(os.path.relpath(best, link.parent), tmp)
+        except OutputError:  # no symlinks here (some filesystems, Windows without rights)
             _link_or_copy(best, link)
 
     # Resuming -------------------------------------------------------------------------------
