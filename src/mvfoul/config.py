@@ -77,6 +77,16 @@ def within(value: Any, bounds: str) -> bool:
     return above and below
 
 
+def new_default(base: type, name: str, default: Any, doc: str | None = None) -> Any:
+    """A subclass field that changes only the default (and, given, the doc) of ``base``'s field:
+    its allowed values and range are inherited, not written again."""
+    inherited = next(f for f in fields(base) if f.name == name)
+    metadata = dict(inherited.metadata)
+    if doc is not None:
+        metadata["doc"] = doc
+    return field(default=default, metadata=metadata)
+
+
 def key_doc(schema: type, name: str) -> str:
     """The one-line doc of field ``name`` of a schema dataclass."""
     return next(f.metadata.get("doc", "") for f in fields(schema) if f.name == name)
@@ -197,24 +207,18 @@ class DatasetConfig:
 class SyntheticDatasetConfig(DatasetConfig):
     """``dataset=synthetic``: the dataset keys plus how the built-in data is generated."""
 
-    name: str = key(
-        "synthetic",
-        "which reader: mvfouls (SoccerNet layout) | synthetic (built-in)",
-        choices=DATASET_NAMES,
-    )
-    data_dir: Optional[str] = key(
+    name: str = new_default(DatasetConfig, "name", "synthetic")
+    data_dir: Optional[str] = new_default(
+        DatasetConfig,
+        "data_dir",
         None,
-        "parent folder of generated datasets (one sub-folder per generation spec); null = $MVFOUL_CACHE_DIR or ~/.cache/mvfoul, then synthetic/",
+        doc="parent folder of generated datasets (one sub-folder per generation spec); null = $MVFOUL_CACHE_DIR or ~/.cache/mvfoul, then synthetic/",
     )
-    batch_size: int = key(
-        4, "actions per training batch (each action brings train_views clips)", bounds=">= 1"
+    batch_size: int = new_default(DatasetConfig, "batch_size", 4)
+    num_workers: int = new_default(DatasetConfig, "num_workers", 2)
+    frame_size: int = new_default(
+        DatasetConfig, "frame_size", 112, doc="square crop fed to the backbone (px)"
     )
-    num_workers: int = key(
-        2,
-        "DataLoader worker processes decoding video; 0 = decode in the main process",
-        bounds=">= 0",
-    )
-    frame_size: int = key(112, "square crop fed to the backbone (px)", bounds=">= 16")
     synthetic: SyntheticConfig = key(
         doc="how the built-in data is generated", factory=SyntheticConfig
     )

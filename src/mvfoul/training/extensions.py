@@ -108,6 +108,8 @@ def _instantiate(spec: DictConfig | dict[str, Any]) -> tuple[list[Callback], lis
             )
             continue
         try:
+            # Built here to check it, and again for the Trainer: a callback's own checks (an
+            # EarlyStopping mode, say) then fail at startup, with the rest of the config.
             callback = instantiate(entry)
         except InstantiationException as err:
             # Hydra's message says what failed: the import, or the arguments the class refused.
