@@ -15,7 +15,7 @@ def main() -> None:
 
     from mvfoul.data.cache_build import build_cache, parse_args
     from mvfoul.paths import CONF_DIR
-    from mvfoul.validate import validate_config, with_schema
+    from mvfoul.rules import validate_config, with_schema
 
     args = parse_args()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

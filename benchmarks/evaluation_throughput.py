@@ -46,7 +46,7 @@ def main() -> None:
     from mvfoul.data.dataset import collate_views
     from mvfoul.models.net import MultiViewNet
     from mvfoul.paths import CONF_DIR
-    from mvfoul.validate import validate_config, with_schema
+    from mvfoul.rules import validate_config, with_schema
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = with_schema(compose("quick_test", overrides=args.overrides))

@@ -81,7 +81,7 @@ def loader_rate(batch: int, workers: int, cache: bool, batches: int) -> float:
 
     from mvfoul.data.datamodule import MultiViewDataModule
     from mvfoul.paths import CONF_DIR
-    from mvfoul.validate import validate_config, with_schema
+    from mvfoul.rules import validate_config, with_schema
 
     with tempfile.TemporaryDirectory() as cache_dir:
         overrides = [

@@ -41,11 +41,11 @@ sys.path.insert(0, str(ROOT / "src"))
 import mvfoul.config  # noqa: E402,F401
 from mvfoul.data.dataset import collate_views  # noqa: E402
 from mvfoul.paths import CONF_DIR  # noqa: E402
+from mvfoul.rules import validate_config, with_schema  # noqa: E402
 from mvfoul.training.module import MultiViewFoulModule  # noqa: E402
 from mvfoul.training.optim import configure_optimization  # noqa: E402
 from mvfoul.training.summary import EpochHistory  # noqa: E402
 from mvfoul.training.trainer import build_trainer  # noqa: E402
-from mvfoul.validate import validate_config, with_schema  # noqa: E402
 
 # backbone -> (frames, frame size, steps per run); r3d_18 takes ~3 s a step on a 2-core CPU.
 CASES = {"tiny": (8, 64, 120), "r3d_18": (8, 112, 12)}

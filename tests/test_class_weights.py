@@ -16,7 +16,7 @@ from mvfoul.losses import (
     resolve_label_smoothing,
     uses_class_weights,
 )
-from mvfoul.validate import validate_config, with_schema
+from mvfoul.rules import validate_config, with_schema
 
 # The real training split's action counts (SoccerNet-MVFoul), in ACTION_CLASSES order:
 # Tackling, Standing tackling, High leg, Holding, Pushing, Elbowing, Challenge, Dive.

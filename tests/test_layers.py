@@ -50,3 +50,25 @@ def test_the_official_rules_and_metric_sit_at_the_bottom():
     assert (
         "evaluation" not in graph["training"] and "sampling" not in graph
     )  # the sampler is data's
+
+
+def test_validate_imports_nothing_above_the_schema():
+    """Cross-key rules register themselves from the modules they protect (mvfoul.rules)."""
+    assert imports()["validate"] <= {"config", "errors"}
+
+
+def test_every_cross_key_rule_is_registered_by_mvfoul_rules():
+    defined = set()
+    for path in SRC.rglob("*.py"):
+        module = "mvfoul." + ".".join(path.relative_to(SRC).with_suffix("").parts)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef) and any(
+                isinstance(d, ast.Call) and getattr(d.func, "id", "") == "cross_key_rule"
+                for d in node.decorator_list
+            ):
+                defined.add(f"{module}.{node.name}")
+    import mvfoul.rules  # noqa: F401
+    from mvfoul.validate import registered_rules
+
+    assert len(defined) >= 10
+    assert set(registered_rules()) == defined
