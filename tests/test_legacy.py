@@ -13,21 +13,16 @@ from omegaconf import OmegaConf
 from conftest import REPO_ROOT, SMALL_SYNTHETIC, compose_config, run_command, train_command
 from mvfoul import config as C
 from mvfoul.help import describe
-from mvfoul.legacy import (
-    BASELINE_FLAGS,
+from mvfoul.legacy.cli import config_body, notice, translate, write_config
+from mvfoul.legacy.flags import (
     DERIVED_FLAGS,
     KEYS,
     OLD_TRAINER_FLAGS,
     LegacyFlagError,
-    config_body,
-    migration_markdown,
-    notice,
-    split_command,
-    translate,
-    write_config,
+    build_parser,
 )
-from mvfoul.legacy.flags import build_parser
-from mvfoul.legacy.vars_baseline import PRE_MODEL_CROP
+from mvfoul.legacy.markdown import migration_markdown
+from mvfoul.legacy.vars_baseline import BASELINE_FLAGS, PRE_MODEL_CROP
 from mvfoul.paths import USER_CONFIGS_DIR
 
 LEGACY = str(REPO_ROOT / "training" / "train.py")
@@ -44,6 +39,15 @@ def composed(command) -> dict:
         "evaluate" if command.script == "evaluate_hydra.py" else "config"
     )
     return OmegaConf.to_container(compose_config(name, command.overrides))
+
+
+def split_command(words: list[str]) -> tuple[str | None, list[str]]:
+    """(config name, overrides) of the words of a printed ``python train_hydra.py ...``."""
+    rest = words[2:]
+    name = rest[rest.index("--config-name") + 1] if "--config-name" in rest else None
+    valued = ("--config-name", "--cfg")  # Hydra's flags that take the next word
+    skip = [w.startswith("-") or (i > 0 and rest[i - 1] in valued) for i, w in enumerate(rest)]
+    return name, [w for w, skipped in zip(rest, skip) if not skipped]
 
 
 def printed_command(translation) -> tuple[str | None, list[str]]:

@@ -8,7 +8,7 @@ Prints the equivalent `python train_hydra.py ...` command, then runs exactly tha
 train_hydra.py directly; MIGRATION.md maps every old flag (the logic: src/mvfoul/legacy/).
 """
 
-from mvfoul.legacy import run
+from mvfoul.legacy.cli import run
 
 if __name__ == "__main__":
     run()

@@ -3,7 +3,8 @@
 
 import sys
 
-from mvfoul.legacy import migration_markdown, run
+from mvfoul.legacy.cli import run
+from mvfoul.legacy.markdown import migration_markdown
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--markdown"]:

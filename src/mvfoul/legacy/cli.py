@@ -1,9 +1,6 @@
-"""``training/train.py``: translate an old command line, say so, then run the Hydra command.
-
-The run is literally the printed command: the same interpreter executes ``train_hydra.py`` (or
-``evaluate_hydra.py``) with the printed arguments, from the same working directory, so its
-outputs, errors and exit code are the Hydra run's.
-"""
+"""``training/train.py``: translate an old command line, say so, then run exactly the printed
+command with this interpreter (its output and exit code are the Hydra run's), or keep it as
+``conf/user/NAME.yaml``: the base config, the group options chosen, then the values set."""
 
 from __future__ import annotations
 
@@ -12,20 +9,21 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from mvfoul.legacy.configfile import write_config
-from mvfoul.legacy.flags import VARS_SWITCH, Request, translate_legacy
-from mvfoul.legacy.overrides import Command, Translation
+import yaml
+
+from mvfoul import atomic
+from mvfoul.legacy import flags
+from mvfoul.legacy.flags import Command, LegacyFlagError, Request, Translation
 from mvfoul.legacy.vars_baseline import translate_vars_baseline
-from mvfoul.paths import PROJECT_ROOT
-
-NOTE = "mvfoul: note: "
+from mvfoul.paths import CONF_DIR, PRESETS_DIR, PROJECT_ROOT, USER_CONFIGS_DIR
 
 
 def translate(argv: Sequence[str]) -> Request:
-    """Either dialect: the VARS baseline's when ``--from-vars-baseline`` is among the words."""
-    argv = list(argv)
-    return translate_vars_baseline(argv) if VARS_SWITCH in argv else translate_legacy(argv)
+    dialect = translate_vars_baseline if flags.VARS_SWITCH in argv else flags.translate_legacy
+    return dialect(list(argv))
 
 
 def script_path(script: str) -> str:
@@ -38,61 +36,92 @@ def script_path(script: str) -> str:
     return str(path) if relative.startswith("..") else relative
 
 
-def render(command: Command) -> str:
-    return command.render(script_path(command.script))
-
-
 def notice(translation: Translation) -> str:
-    """The deprecation paragraph: what happened, the equivalent command(s), what to do next."""
-    dialect = (
-        "the VARS baseline's flags"
-        if translation.source == "VARS baseline"
-        else "the old trainer's flags"
-    )
-    plural = len(translation.commands) > 1
+    many = len(translation.commands) > 1
+    keep = ", or keep this command line for good with --write-config NAME"
     text = (
-        f"mvfoul: training/train.py is deprecated: it translates {dialect} into Hydra overrides and runs "
-        f"the equivalent {'commands' if plural else 'command'} below. Run {'them' if plural else 'it'} "
-        "directly from now on"
-        + (
-            ", or keep this command line for good with --write-config NAME"
-            if translation.trains
-            else ""
-        )
-        + " (see MIGRATION.md):"
+        f"mvfoul: training/train.py is deprecated: it translates the {translation.source}'s flags into "
+        f"Hydra overrides and runs the equivalent {'commands' if many else 'command'} below. Run "
+        f"{'them' if many else 'it'} directly from now on{keep if translation.trains else ''} (see MIGRATION.md):"
     )
-    return "\n".join([text, *(f"  {render(c)}" for c in translation.commands)])
+    return "\n".join(
+        [text, *(f"  {c.render(script_path(c.script))}" for c in translation.commands)]
+    )
 
 
-def run_commands(commands: Sequence[Command]) -> int:
-    """Run each command with this interpreter; stop at the first failure and return its code."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if len(commands) == 1:
-        (command,) = commands
-        script = str(PROJECT_ROOT / command.script)
-        os.execv(sys.executable, [sys.executable, script, *command.args()])
-    for command in commands:
-        code = subprocess.call(
-            [sys.executable, str(PROJECT_ROOT / command.script), *command.args()]
+def config_body(command: Command) -> dict[str, Any]:
+    """The YAML document (defaults list and values) equivalent to a train command."""
+    if command.hydra_flags:
+        raise LegacyFlagError(
+            f"--write-config: {' '.join(command.hydra_flags)} cannot be kept in a config file; "
+            "give it to train_hydra.py when you run the config"
         )
-        if code != 0:
-            return code
-    return 0
+    defaults: list[Any] = [f"/{command.config_name or 'config'}"]
+    values: dict[str, Any] = {}
+    for text in command.overrides:
+        kind, key = flags.override_key(text)
+        if kind == "other":
+            raise LegacyFlagError(
+                f"--write-config: {text!r} (an addition, deletion or sweep) cannot be kept in a config file; "
+                "give it on the command line when you run the config"
+            )
+        value = flags.parse_override(text).value()
+        if kind == "group":
+            defaults.append({f"override /{key}": value})
+            continue
+        *parents, leaf = key.split(".")
+        node = values
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return {"defaults": [*defaults, "_self_"], **values}
 
 
-def _without_write_options(argv: Sequence[str]) -> list[str]:
-    """The command line as it was before ``--write-config NAME [--force]`` was added to it."""
-    kept: list[str] = []
-    skip = False
-    for word in argv:
-        if skip:
-            skip = False
-        elif word == "--write-config":
-            skip = True
-        elif word != "--force" and not word.startswith("--write-config="):
-            kept.append(word)
-    return kept
+def write_config(
+    translation: Translation,
+    name: str,
+    *,
+    force: bool = False,
+    folder: Path = USER_CONFIGS_DIR,
+    original: str = "",
+) -> Path:
+    """Write ``folder/NAME.yaml``; return its path. Refuses to overwrite without ``force``."""
+    if not translation.trains:
+        raise LegacyFlagError(
+            "--write-config: this command line evaluates a checkpoint (--only_evaluation); "
+            "a config file holds a training run"
+        )
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise LegacyFlagError(f"--write-config {name!r}: use letters, digits, '_' or '-'")
+    for shadow in (CONF_DIR / f"{name}.yaml", PRESETS_DIR / f"{name}.yaml"):
+        if shadow.is_file():
+            raise LegacyFlagError(
+                f"--write-config {name}: {shadow.relative_to(CONF_DIR.parent)} already has that name and "
+                "--config-name would find it first; choose another name"
+            )
+    target = Path(folder) / f"{name}.yaml"
+    if target.exists() and not force:
+        raise LegacyFlagError(
+            f"--write-config {name}: {target} exists; add --force to overwrite it"
+        )
+    (command,) = translation.commands
+    body = config_body(command)
+    # Compose once, so that a bad key or option fails before anything is written.
+    from hydra import compose, initialize_config_dir
+
+    import mvfoul.config  # noqa: F401  (registers the schemas)
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        compose(command.config_name or "config", overrides=list(command.overrides))
+    header = [
+        "# @package _global_",
+        f"# Converted from the {translation.source}'s command line (training/train.py --write-config {name}).",
+        *([f"# Was:     {original}"] if original else []),
+        f"# Same as: {command.render()}",
+    ]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(target, "\n".join(header) + "\n" + yaml.safe_dump(body, sort_keys=False))
+    return target
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,34 +129,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     request = translate(argv)
     translation = request.translation
     for note in translation.notes:
-        sys.stderr.write(NOTE + note + "\n")
+        sys.stderr.write(f"mvfoul: note: {note}\n")
     if request.write_config is not None:
-        original = shlex.join(["python", "training/train.py", *_without_write_options(argv)])
-        path = write_config(
-            translation, request.write_config, force=request.force, original=original
-        )
-        print(f"wrote {path}")
-        print(
-            f"run it with: python {script_path('train_hydra.py')} --config-name {request.write_config}"
-        )
+        # The command line as it was before --write-config NAME [--force] was added to it.
+        keep = [w != "--force" and not w.startswith("--write-config") for w in argv]
+        was = [
+            w for w, k, before in zip(argv, keep, ["", *argv]) if k and before != "--write-config"
+        ]
+        original = shlex.join(["python", "training/train.py", *was])
+        name = request.write_config
+        print(f"wrote {write_config(translation, name, force=request.force, original=original)}")
+        print(f"run it with: python {script_path('train_hydra.py')} --config-name {name}")
         return 0
     sys.stderr.write(notice(translation) + "\n")
     if request.dry_run:
-        for command in translation.commands:
-            print(render(command))
+        print("\n".join(c.render(script_path(c.script)) for c in translation.commands))
         return 0
-    return run_commands(translation.commands)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    runs = [[sys.executable, str(PROJECT_ROOT / c.script), *c.args()] for c in translation.commands]
+    if len(runs) == 1:  # become the Hydra run: its exit code, signals and output are the user's
+        os.execv(sys.executable, runs[0])
+    for words in runs:  # one evaluation per split: stop at the first failure
+        if code := subprocess.call(words):
+            return code
+    return 0
 
 
 def run(argv: Sequence[str] | None = None) -> None:
-    """The script's entry: :func:`main` with mvfoul's one-line errors, then exit with its code."""
+    """:func:`main` with mvfoul's one-line errors, then exit with its code."""
     from mvfoul.cli import run_command_app
 
-    code = 0
-
-    def _main() -> None:
-        nonlocal code
-        code = main(argv)
-
-    run_command_app(_main)
-    sys.exit(code)
+    codes: list[int] = []
+    run_command_app(lambda: codes.append(main(argv)))
+    sys.exit(codes[0] if codes else 0)

@@ -1,75 +1,147 @@
-"""The old trainer's command line, derived from the schema so that the two cannot drift apart.
-
-Every key of every config group (``mvfoul.config.GROUP_SCHEMAS``, plus the built-in dataset's
-``dataset.synthetic.*``) has exactly one flag:
-
-* the bare field name when no other key has a field of that name: ``--batch_size`` ->
-  ``dataset.batch_size``, ``--learning_rate`` -> ``training.learning_rate``;
-* otherwise the whole key with dots written as underscores: ``--dataset_name``,
-  ``--experiment_name``, ``--system_seed``, ``--dataset_synthetic_seed``.
-
-The old trainer's own spellings that differ (``--loss_function`` -> ``loss.function``) are
-aliases of those flags. Types come from the schema: ``--flag`` / ``--no-flag`` for booleans,
-space-separated values for lists (``--unfreeze_schedule 5 10 15``; ``--tags`` alone = empty),
-``null`` for an optional value. ``--preset NAME`` picks a whole configuration
-(``--config-name``) and ``--dataset synthetic``, ``--model resnet3d``... pick group options.
-Only the flags given become overrides: everything else keeps the composed config's value.
-"""
+"""The old trainer's flags, derived from the schema so that the two cannot drift apart, and what
+both dialects share: the parser, the commands, and Hydra overrides written from typed values.
+Every leaf key has one flag: its field name, or the whole key with dots as underscores where
+the field name is shared (``--batch_size``, ``--dataset_name``); MIGRATION.md has the rules."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
+import re
+import shlex
 import typing
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType
 from omegaconf import MISSING
 
 from mvfoul import config as C
 from mvfoul.errors import MvfoulError
-from mvfoul.help import GROUPS
-from mvfoul.legacy.overrides import (
-    Command,
-    Translation,
-    make_override,
-    merge_overrides,
-    parse_override,
-)
+from mvfoul.help import GROUPS, SEARCH_GROUPS
 from mvfoul.paths import CONF_DIR, PRESETS_DIR, USER_CONFIGS_DIR
 
 PROG = "python training/train.py"
 VARS_SWITCH = "--from-vars-baseline"
 REQUIRED = "(required)"
+NULLS = ("null", "none", "~")
+_OVERRIDES = OverridesParser.create()
+
+
+def parse_override(text: str) -> Any:
+    return _OVERRIDES.parse_overrides([text])[0]  # mvfoul.cli reports its errors in one line
 
 
 class LegacyFlagError(MvfoulError):
-    """A command line the legacy front cannot translate (unknown flag, bad value...)."""
-
-    exit_code = 2
+    exit_code = 2  # argparse's code for a bad command line
 
 
-# --- the schema's keys --------------------------------------------------------------------
+def _reads_back(text: str, value: Any) -> bool:
+    try:
+        parsed = parse_override(text)
+    except Exception:  # noqa: BLE001 - any parse failure means "quote it"
+        return False
+    # repr: the same value of the same type, element by element (1 is not 1.0 nor "1"; nan is nan)
+    return not parsed.is_sweep_override() and repr(parsed.value()) == repr(value)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(map(_plain, value)) + "]"
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
+    return str(value)
+
+
+def _quoted(text: str) -> str:
+    # Hydra: a quote inside is escaped with a backslash, and backslashes before it are doubled
+    text = re.sub(r'(\\*)"', r'\1\1\\"', text)
+    return '"' + re.sub(r"(\\+)$", r"\1\1", text) + '"'
+
+
+def _item(value: Any) -> str:  # a list item is quoted only where it would not read back alone
+    quote = isinstance(value, str) and not _reads_back(f"k=[{value}]", [value])
+    return _quoted(value) if quote else _plain(value)
+
+
+def make_override(key: str, value: Any) -> str:
+    """``key=value`` that Hydra parses back to exactly ``value``."""
+    quoted = f"[{','.join(map(_item, value))}]" if isinstance(value, list) else _quoted(str(value))
+    for text in (f"{key}={_plain(value)}", f"{key}={quoted}"):
+        if _reads_back(text, value):
+            return text
+    raise MvfoulError(
+        f"{key}: the value {value!r} cannot be written as a Hydra override; set it in a YAML config instead"
+    )
+
+
+def override_key(text: str) -> tuple[str, str]:
+    """(kind, key): kind 'group', 'key' or 'other' (+add, ~delete, sweeps...)."""
+    p = parse_override(text)
+    if p.type != OverrideType.CHANGE or p.is_sweep_override() or p.package is not None:
+        return "other", p.key_or_group
+    return ("group" if p.key_or_group in (*GROUPS, *SEARCH_GROUPS) else "key"), p.key_or_group
+
+
+def merge_overrides(*parts: Iterable[str]) -> list[str]:
+    """A later group choice or key value replaces an earlier one: Hydra would apply the last
+    anyway, and this keeps dead words out of the printed command."""
+    kept: dict[Any, str] = {}
+    for number, text in enumerate(t for part in parts for t in part):
+        kind, key = override_key(text)
+        slot = number if kind == "other" else key
+        kept.pop(slot, None)
+        kept[slot] = text
+    return list(kept.values())
+
+
+@dataclass
+class Command:
+    script: str  # train_hydra.py or evaluate_hydra.py, relative to the project root
+    overrides: list[str]
+    config_name: str | None = None
+    hydra_flags: list[str] = field(default_factory=list)
+
+    def args(self) -> list[str]:
+        name = ["--config-name", self.config_name] if self.config_name else []
+        return [*self.hydra_flags, *name, *self.overrides]
+
+    def render(self, script_path: str | None = None) -> str:
+        return shlex.join(["python", script_path or self.script, *self.args()])
+
+
+@dataclass
+class Translation:
+    source: str  # "old trainer" or "VARS baseline"
+    commands: list[Command]
+    notes: list[str]  # one line each, shown before the run
+
+    @property
+    def trains(self) -> bool:
+        return len(self.commands) == 1 and self.commands[0].script == "train_hydra.py"
+
+
+class Request(NamedTuple):
+    translation: Translation
+    write_config: str | None
+    force: bool
+    dry_run: bool
 
 
 @dataclass(frozen=True)
 class KeySpec:
-    """One leaf key of the schema, with what its flag needs to know."""
-
     key: str  # dotted: training.learning_rate
     kind: str  # bool | int | float | str | any
     optional: bool  # null allowed
     is_list: bool
-    default: Any  # the schema's default (REQUIRED when it has none)
-    doc: str = ""  # the schema's one-line doc
-
-    @property
-    def group(self) -> str:
-        return self.key.split(".", 1)[0]
+    default: Any  # REQUIRED when the schema has none
+    doc: str
 
     @property
     def field(self) -> str:
@@ -77,444 +149,232 @@ class KeySpec:
 
     @property
     def type_text(self) -> str:
-        base = "Any" if self.kind == "any" else self.kind
-        if self.is_list:
-            base = f"List[{base}]"
-        return f"Optional[{base}]" if self.optional else base
+        text = "Any" if self.kind == "any" else self.kind
+        text = f"List[{text}]" if self.is_list else text
+        return f"Optional[{text}]" if self.optional else text
 
 
-def _analyse(key: str, hint: Any) -> tuple[str, bool, bool]:
-    optional = False
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is typing.Union and type(None) in args:
-        optional = True
-        (hint,) = [a for a in args if a is not type(None)]
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
-    is_list = origin in (list, list)
-    if is_list:
-        hint = args[0]
-    if hint is Any:
-        return "any", optional, is_list
-    if hint in (bool, int, float, str):
-        return hint.__name__, optional, is_list
-    raise TypeError(
-        f"{key}: schema type {hint!r} has no legacy flag type; extend mvfoul.legacy.flags._analyse"
-    )
-
-
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return REQUIRED if f.default == MISSING else f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return REQUIRED
-
-
-def _leaves(schema: type, prefix: str) -> list[KeySpec]:
+def _leaves(schema: Any, prefix: str) -> Iterator[KeySpec]:
     hints = typing.get_type_hints(schema)
-    specs: list[KeySpec] = []
     for f in dataclasses.fields(schema):
-        key = f"{prefix}.{f.name}"
-        hint = hints[f.name]
+        key, hint = f"{prefix}.{f.name}", hints[f.name]
         if dataclasses.is_dataclass(hint):
-            specs.extend(_leaves(typing.cast(type, hint), key))
+            yield from _leaves(hint, key)
             continue
         if typing.get_origin(hint) is dict:
-            continue  # experiment.trainer, experiment.callbacks: mappings, no flag (the old trainer had none)
-        kind, optional, is_list = _analyse(key, hint)
-        specs.append(KeySpec(key, kind, optional, is_list, _default(f), f.metadata.get("doc", "")))
-    return specs
+            continue  # experiment.trainer, .callbacks: Lightning's options; the old trainer had none
+        optional = type(None) in typing.get_args(hint)
+        if optional:
+            (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        is_list = typing.get_origin(hint) is list
+        hint = typing.get_args(hint)[0] if is_list else hint
+        kind = "any" if hint is Any else hint.__name__
+        if kind not in ("any", "bool", "int", "float", "str"):
+            raise TypeError(f"{key}: schema type {hint!r} has no legacy flag type")
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        default = REQUIRED if default == MISSING else default
+        yield KeySpec(key, kind, optional, is_list, default, f.metadata.get("doc", ""))
 
 
-def schema_keys() -> list[KeySpec]:
-    """Every leaf key of every group, in schema order; ``dataset`` also has the keys only some
-    dataset options have (``dataset.synthetic.*`` of the built-in dataset)."""
-    keys: dict[str, KeySpec] = {}
-    for group, schema in C.GROUP_SCHEMAS.items():
-        schemas = [schema]
-        if group == "dataset":
-            schemas += [s for s in C.DATASET_SCHEMAS.values() if s is not schema]
-        for s in schemas:
-            for spec in _leaves(s, group):
-                keys.setdefault(spec.key, spec)
-    return list(keys.values())
-
-
-KEYS: list[KeySpec] = schema_keys()
-KEY_SPECS: dict[str, KeySpec] = {spec.key: spec for spec in KEYS}
-
-
-def _derived_names(specs: Sequence[KeySpec]) -> dict[str, str]:
-    counts = Counter(spec.field for spec in specs)
-    names = {
-        spec.key: spec.field if counts[spec.field] == 1 else spec.key.replace(".", "_")
-        for spec in specs
-    }
-    clashes = [n for n, c in Counter(names.values()).items() if c > 1]
-    if clashes:
-        raise RuntimeError(f"legacy flag names clash: {clashes}")
-    return names
-
-
-# key -> its derived flag name (without the dashes)
-DERIVED_FLAGS: dict[str, str] = _derived_names(KEYS)
-
-# The old trainer's flags, as its users typed them -> the key each sets. Most are the derived
-# name itself; the others become aliases of the derived flag.
-OLD_TRAINER_FLAGS: dict[str, str] = {
-    "data_dir": "dataset.data_dir",
-    "train_csv": "dataset.train_csv",
-    "val_csv": "dataset.val_csv",
-    "backbone": "model.backbone",
-    "batch_size": "dataset.batch_size",
-    "learning_rate": "training.learning_rate",
-    "head_lr": "training.head_lr",
-    "backbone_lr": "training.backbone_lr",
-    "max_epochs": "training.max_epochs",
-    "optimizer": "training.optimizer",
-    "scheduler": "training.scheduler",
-    "weight_decay": "training.weight_decay",
-    "gradient_clip_val": "training.gradient_clip_val",
-    "use_class_balanced_sampler": "sampling.use_class_balanced_sampler",
-    "oversample_factor": "sampling.oversample_factor",
-    "progressive_class_balancing": "sampling.progressive_class_balancing",
-    "gradual_finetuning": "freezing.gradual_finetuning",
-    "enable_backbone_lr_boost": "freezing.enable_backbone_lr_boost",
-    "backbone_lr_ratio_after_half": "freezing.backbone_lr_ratio_after_half",
-    "loss_function": "loss.function",
-    "focal_gamma": "loss.focal_gamma",
-    "label_smoothing": "loss.label_smoothing",
-    "use_class_weights": "loss.use_class_weights",
-    "effective_num_beta": "loss.effective_num_beta",
-    "gpus": "system.gpus",
-    "precision": "system.precision",
-    "save_top_k": "experiment.save_top_k",
-    "monitor": "experiment.monitor",
-    "log_every_n_steps": "experiment.log_every_n_steps",
+# Every leaf key in schema order; dataset also has the keys only some options have (synthetic.*).
+_SPECS = [
+    spec
+    for group, schema in C.GROUP_SCHEMAS.items()
+    for part in (schema, *(C.DATASET_SCHEMAS.values() if group == "dataset" else ()))
+    for spec in _leaves(part, group)
+]
+_FIRST: dict[str, KeySpec] = {}
+KEYS: list[KeySpec] = [_FIRST.setdefault(s.key, s) for s in _SPECS if s.key not in _FIRST]
+_FIELDS = Counter(spec.field for spec in KEYS)
+# key -> its flag (without dashes); argparse refuses to build the parser should two ever clash
+DERIVED_FLAGS = {s.key: s.field if _FIELDS[s.field] == 1 else s.key.replace(".", "_") for s in KEYS}
+# The old trainer's spellings that are not the derived flag of their key.
+ALIASES = {"loss_function": "loss.function"}
+FLAG_KEYS = {name: key for key, name in DERIVED_FLAGS.items()} | ALIASES
+# The old trainer's flags as its users typed them -> the key each sets (a name here that no
+# longer derives from the schema fails at import, not silently).
+OLD_TRAINER_FLAGS = {
+    name: FLAG_KEYS[name]
+    for name in """data_dir train_csv val_csv backbone batch_size learning_rate head_lr backbone_lr
+    max_epochs optimizer scheduler weight_decay gradient_clip_val use_class_balanced_sampler
+    oversample_factor progressive_class_balancing gradual_finetuning enable_backbone_lr_boost
+    backbone_lr_ratio_after_half loss_function focal_gamma label_smoothing use_class_weights
+    effective_num_beta gpus precision save_top_k monitor log_every_n_steps""".split()
 }
-
-# key -> the old spellings that differ from its derived flag
-ALIASES: dict[str, list[str]] = {}
-for _flag, _key in OLD_TRAINER_FLAGS.items():
-    if _key not in KEY_SPECS:
-        raise RuntimeError(f"old trainer flag --{_flag}: {_key} is not a schema key")
-    if DERIVED_FLAGS[_key] != _flag:
-        ALIASES.setdefault(_key, []).append(_flag)
 
 
 def flag_names(key: str) -> list[str]:
-    """Every flag (with dashes) that sets ``key``: the derived one first, then aliases."""
-    return [f"--{DERIVED_FLAGS[key]}", *(f"--{a}" for a in ALIASES.get(key, []))]
+    return [f"--{DERIVED_FLAGS[key]}", *(f"--{a}" for a, k in ALIASES.items() if k == key)]
 
 
-# --- presets and group options ------------------------------------------------------------
-
-PRESET_FLAGS = ("--preset", "--config-name")
+def shown(value: Any) -> str:
+    """A default as --help and MIGRATION.md show it."""
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
+    if isinstance(value, list):
+        return f"[{', '.join(map(str, value))}]"
+    return "required" if value == REQUIRED else str(value)
 
 
 def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def config_names() -> list[str]:
-    """What ``--config-name`` finds: the presets and the user's own configs."""
-    names = {
-        p.stem for folder in (PRESETS_DIR, USER_CONFIGS_DIR) for p in Path(folder).glob("*.yaml")
-    }
-    return sorted(names)
+def config_names() -> list[str]:  # what --config-name finds
+    return sorted({p.stem for d in (PRESETS_DIR, USER_CONFIGS_DIR) for p in Path(d).glob("*.yaml")})
 
 
-# --- value types --------------------------------------------------------------------------
-
-
-def _named(fn: Callable[[str], Any], name: str) -> Callable[[str], Any]:
-    fn.__name__ = name  # argparse names the converter in its error: "invalid int value"
-    return fn
-
-
-def _is_null(text: str) -> bool:
-    return text.strip().lower() in ("null", "none", "~")
-
-
-def _any_value(text: str) -> Any:
-    if _is_null(text):
-        return None
+def _value(text: str) -> Any:
+    """A word as Hydra reads it: null, an int, a float, else the word itself."""
     for convert in (int, float):
-        try:
+        with contextlib.suppress(ValueError):
             return convert(text)
-        except ValueError:
-            pass
-    return text
+    return None if text.strip().lower() in NULLS else text
 
 
 def converter(spec: KeySpec) -> Callable[[str], Any]:
-    bases: dict[str, Callable[[str], Any]] = {
-        "int": int,
-        "float": float,
-        "str": str,
-        "any": _any_value,
-    }
-    base = bases[spec.kind]
-    if spec.kind == "any" or not spec.optional:
-        return _named(lambda text: base(text), spec.kind if spec.kind != "any" else "value")
-    return _named(lambda text: None if _is_null(text) else base(text), f"{spec.kind} (or null)")
+    base = {"int": int, "float": float, "str": str}.get(spec.kind, _value)
+
+    def convert(text: str) -> Any:
+        return None if spec.optional and text.strip().lower() in NULLS else base(text)
+
+    # argparse's errors name the type by this
+    convert.__name__ = "value" if base is _value else spec.kind + " (or null)" * spec.optional
+    return convert
 
 
-# --- the parser ---------------------------------------------------------------------------
+HELP = {
+    "--write-config": "write the translation to conf/user/NAME.yaml and stop; then `python train_hydra.py --config-name NAME`",
+    "--force": "with --write-config: overwrite an existing conf/user/NAME.yaml",
+    "--dry-run": "print the equivalent command(s) on stdout, run nothing",
+    "--cfg": "print the composed config instead of running",
+    "--resolve": "with --cfg: resolve interpolations",
+    "--multirun": "a sweep: comma-separated values run one job each",
+}
 
 
 class LegacyParser(argparse.ArgumentParser):
-    """argparse, but an error is a :class:`LegacyFlagError` (one line via mvfoul.cli)."""
+    """argparse with one-line errors, and what both dialects share: the dialect switch, what to
+    do with the translation, and Hydra's own flags."""
+
+    def __init__(self, prog: str, description: str, usage: str, switch_help: str) -> None:
+        # SUPPRESS: only the flags given land in the namespace, so only they become overrides.
+        super().__init__(
+            prog, usage, description, allow_abbrev=False, argument_default=argparse.SUPPRESS
+        )
+        self.add_argument(VARS_SWITCH, action="store_true", help=switch_help)
+        do = self.add_argument_group(
+            "what to do (default: print the equivalent command, then run it)"
+        )
+        do.add_argument("--write-config", metavar="NAME", help=HELP["--write-config"])
+        do.add_argument("--force", action="store_true", help=HELP["--force"])
+        do.add_argument("--dry-run", action="store_true", help=HELP["--dry-run"])
+        hydra = self.add_argument_group("Hydra's own flags, passed on to the command")
+        hydra.add_argument("--cfg", choices=("job", "hydra", "all"), help=HELP["--cfg"])
+        hydra.add_argument("--resolve", action="store_true", help=HELP["--resolve"])
+        hydra.add_argument("--multirun", "-m", action="store_true", help=HELP["--multirun"])
 
     def error(self, message: str) -> typing.NoReturn:
         raise LegacyFlagError(f"{message} (see `{self.prog} --help`, or MIGRATION.md)")
 
+    def parse(self, argv: Sequence[str], hint: Callable[[str], str]) -> tuple[dict, list[str]]:
+        """The flags given, and the ``key=value`` words (Hydra overrides, passed on as they
+        are); any other word is an error naming it (an unknown flag with its close matches)."""
+        ns, extras = self.parse_known_args(list(argv))
+        for word in extras:
+            if word.startswith("-") and word != "-" and isinstance(_value(word), str):
+                known = [s for action in self._actions for s in action.option_strings]
+                raise unknown_flag_error(word, known, self.prog, hint(word.split("=", 1)[0]))
+            if "=" not in word and not word.startswith("~"):
+                raise LegacyFlagError(
+                    f"unexpected argument {word!r}: flags start with -- and Hydra overrides look like key=value "
+                    f"(see `{self.prog} --help`)"
+                )
+            parse_override(word)  # a malformed override fails here, in one line
+        return vars(ns), extras
 
-def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """What the legacy front does with the translation (both command-line dialects)."""
-    do = parser.add_argument_group(
-        "what to do (default: print the equivalent command, then run it)"
-    )
-    do.add_argument(
-        "--write-config",
-        metavar="NAME",
-        dest="write_config",
-        help="write the translation to conf/user/NAME.yaml and stop; then `python train_hydra.py --config-name NAME`",
-    )
-    do.add_argument(
-        "--force",
-        action="store_true",
-        help="with --write-config: overwrite an existing conf/user/NAME.yaml",
-    )
-    do.add_argument(
-        "--dry-run",
-        action="store_true",
-        dest="dry_run",
-        help="print the equivalent command(s) on stdout, run nothing",
-    )
-    hydra = parser.add_argument_group("Hydra's own flags, passed on to the command")
-    hydra.add_argument(
-        "--cfg",
-        choices=("job", "hydra", "all"),
-        help="print the composed config instead of running",
-    )
-    hydra.add_argument("--resolve", action="store_true", help="with --cfg: resolve interpolations")
-    hydra.add_argument(
-        "--multirun",
-        "-m",
-        action="store_true",
-        help="a sweep: comma-separated values run one job each",
-    )
+    def request(self, translation: Translation, given: dict[str, Any]) -> Request:
+        """The translation with Hydra's own flags, and what to do with it."""
+        flags = ["--multirun"] if given.get("multirun") else []
+        flags += ["--cfg", given["cfg"]] if given.get("cfg") else []
+        flags += ["--resolve"] if given.get("resolve") else []
+        for command in translation.commands:
+            command.hydra_flags = list(flags)
+        options = given.get("write_config"), bool(given.get("force")), bool(given.get("dry_run"))
+        return Request(translation, *options)
 
 
-def hydra_flags(ns: argparse.Namespace) -> list[str]:
-    flags: list[str] = []
-    if getattr(ns, "multirun", False):
-        flags.append("--multirun")
-    if getattr(ns, "cfg", None):
-        flags += ["--cfg", ns.cfg]
-    if getattr(ns, "resolve", False):
-        flags.append("--resolve")
-    return flags
-
-
-def _help_for(spec: KeySpec) -> str:
-    default = spec.default
-    if default == REQUIRED:
-        shown = "required"
-    elif default is None:
-        shown = "null"
-    elif isinstance(default, bool):
-        shown = str(default).lower()
-    else:
-        shown = str(default)
-    if spec.kind == "bool":
-        text = f"{spec.key}: {spec.doc} ({spec.type_text}; --no-{DERIVED_FLAGS[spec.key]} sets false; schema default {shown})"
-    else:
-        text = f"{spec.key}: {spec.doc} ({spec.type_text}; schema default {shown})"
-    return text.replace("%", "%%")
+def unknown_flag_error(word: str, known: list[str], prog: str, hint: str = "") -> LegacyFlagError:
+    flag = word.split("=", 1)[0]
+    close = difflib.get_close_matches(flag, known, n=3, cutoff=0.75)
+    fix = f"did you mean {' or '.join(close)}?" if close else f"`{prog} --help` lists every flag"
+    return LegacyFlagError(f"unknown flag {flag}; {fix}{hint} (MIGRATION.md maps the old flags)")
 
 
 def build_parser() -> LegacyParser:
     parser = LegacyParser(
-        prog=PROG,
-        description=(
-            "Deprecated: the old trainer's flags, translated to Hydra overrides and run as "
-            "`python train_hydra.py ...` (printed first). Add key=value words for anything else. "
-            f"For the official VARS baseline's flags, start with {VARS_SWITCH}. MIGRATION.md maps every flag."
-        ),
-        usage="%(prog)s [--preset NAME] [--GROUP OPTION ...] [--FLAG VALUE ...] [key=value ...]",
-        allow_abbrev=False,
-        argument_default=argparse.SUPPRESS,
+        PROG,
+        "Deprecated: the old trainer's flags, translated to Hydra overrides and run as "
+        "`python train_hydra.py ...` (printed first). Add key=value words for anything else. "
+        f"For the official VARS baseline's flags, start with {VARS_SWITCH}. MIGRATION.md maps every flag.",
+        "%(prog)s [--preset NAME] [--GROUP OPTION ...] [--FLAG VALUE ...] [key=value ...]",
+        f"read the rest as the sn-mvfoul VARS baseline's flags (see {VARS_SWITCH} --help)",
     )
-    parser.add_argument(
-        VARS_SWITCH,
-        action="store_true",
-        help="read the rest as the sn-mvfoul VARS baseline's flags (see --from-vars-baseline --help)",
-    )
-    add_common_options(parser)
     choose = parser.add_argument_group(
         "a whole configuration and group options (instead of conf/config.yaml's)"
     )
-    choose.add_argument(
-        *PRESET_FLAGS,
-        dest="preset",
-        metavar="NAME",
-        help=f"a preset or your own config: {', '.join(config_names())}",
-    )
+    presets = f"a preset or your own config: {', '.join(config_names())}"
+    choose.add_argument("--preset", "--config-name", dest="preset", metavar="NAME", help=presets)
     for group in GROUPS:
+        options = group_options(group)
+        text = f"{group}=OPTION: {', '.join(options)}"
         choose.add_argument(
-            f"--{group}",
-            dest=f"group:{group}",
-            metavar="OPTION",
-            choices=group_options(group),
-            help=f"{group}=OPTION: {', '.join(group_options(group))}",
+            f"--{group}", dest=f"group:{group}", metavar="OPTION", choices=options, help=text
         )
     for group in GROUPS:
         section = parser.add_argument_group(f"{group} keys (conf/{group}/)")
-        for spec in (s for s in KEYS if s.group == group):
-            names = flag_names(spec.key)
+        for spec in (s for s in KEYS if s.key.split(".")[0] == group):
+            no = f"--no-{DERIVED_FLAGS[spec.key]} sets false; " if spec.kind == "bool" else ""
+            text = f"{spec.key}: {spec.doc} ({spec.type_text}; {no}schema default {shown(spec.default)})"
             if spec.kind == "bool":
-                section.add_argument(
-                    *names,
-                    dest=spec.key,
-                    action=argparse.BooleanOptionalAction,
-                    help=_help_for(spec),
-                )
+                kwargs: dict[str, Any] = {"action": argparse.BooleanOptionalAction}
             else:
-                section.add_argument(
-                    *names,
-                    dest=spec.key,
-                    type=converter(spec),
-                    nargs="*" if spec.is_list else None,
-                    metavar=spec.kind.upper() if spec.kind != "any" else "VALUE",
-                    help=_help_for(spec),
-                )
+                kwargs = {"type": converter(spec), "nargs": "*" if spec.is_list else None}
+                kwargs["metavar"] = "VALUE" if spec.kind == "any" else spec.kind.upper()
+            names = flag_names(spec.key)
+            section.add_argument(*names, dest=spec.key, help=text.replace("%", "%%"), **kwargs)
     return parser
-
-
-# --- unknown words ------------------------------------------------------------------------
-
-
-def _looks_like_flag(word: str) -> bool:
-    if not word.startswith("-") or word == "-":
-        return False
-    try:
-        float(word)
-        return False
-    except ValueError:
-        return True
-
-
-def unknown_flag_error(
-    word: str, known: Sequence[str], prog: str, hint: str = ""
-) -> LegacyFlagError:
-    flag = word.split("=", 1)[0]
-    close = difflib.get_close_matches(flag, list(known), n=3, cutoff=0.75)
-    if close:
-        suggestion = "did you mean " + " or ".join(close) + "?"
-    else:
-        suggestion = f"`{prog} --help` lists every flag"
-    return LegacyFlagError(
-        f"unknown flag {flag}; {suggestion}{hint} (MIGRATION.md maps the old flags)"
-    )
-
-
-def split_extras(
-    extras: Sequence[str],
-    parser: argparse.ArgumentParser,
-    hint: Callable[[str], str] = lambda f: "",
-) -> list[str]:
-    """The words argparse did not take: ``key=value`` words are Hydra overrides, passed on as
-    they are; anything else is an error naming it (an unknown flag with its close matches)."""
-    overrides: list[str] = []
-    for word in extras:
-        if _looks_like_flag(word):
-            known = [s for action in parser._actions for s in action.option_strings]  # noqa: SLF001
-            raise unknown_flag_error(word, known, parser.prog, hint(word.split("=", 1)[0]))
-        if "=" not in word and not word.startswith("~"):
-            raise LegacyFlagError(
-                f"unexpected argument {word!r}: flags start with -- and Hydra overrides look like key=value "
-                f"(see `{parser.prog} --help`)"
-            )
-        parse_override(word)  # a malformed override fails here, in one line
-        overrides.append(word)
-    return overrides
-
-
-def _vars_hint(flag: str) -> str:
-    from mvfoul.legacy.vars_baseline import BASELINE_FLAGS
-
-    if flag in {b.flag for b in BASELINE_FLAGS}:
-        return f"; {flag} is a flag of the VARS baseline: put {VARS_SWITCH} first"
-    return ""
-
-
-# --- translation --------------------------------------------------------------------------
-
-
-@dataclass
-class Request:
-    """A parsed legacy command line: the translation and what to do with it."""
-
-    translation: Translation
-    write_config: str | None = None
-    force: bool = False
-    dry_run: bool = False
-
-
-def check_config_name(name: str) -> None:
-    names = config_names()
-    if name not in names:
-        close = difflib.get_close_matches(name, names, n=2)
-        hint = f"did you mean {' or '.join(close)}? " if close else ""
-        raise LegacyFlagError(
-            f"--preset {name}: no such config; {hint}available: {', '.join(names)}"
-        )
-
-
-def _check_list(spec: KeySpec, items: Sequence[Any]) -> None:
-    """A ``key=value`` word after a list flag is read as one of its items: say so, rather than
-    setting ``experiment.tags`` to ``[..., 'model=tiny']``."""
-    for item in items:
-        left = str(item).split("=", 1)[0].lstrip("+~")
-        if "=" in str(item) and (left in KEY_SPECS or left in GROUPS):
-            raise LegacyFlagError(
-                f"--{DERIVED_FLAGS[spec.key]}: {item!r} looks like a Hydra override read as a list item; "
-                "put key=value words before list flags"
-            )
 
 
 def translate_legacy(argv: Sequence[str]) -> Request:
     """The old trainer's command line -> the equivalent ``train_hydra.py`` command."""
-    parser = build_parser()
-    ns, extras = parser.parse_known_args(list(argv))
-    passthrough = split_extras(extras, parser, _vars_hint)
-    values = vars(ns)
-    notes: list[str] = []
+    from mvfoul.legacy.vars_baseline import FLAGS_BY_NAME
 
-    config_name = values.get("preset")
-    if config_name is not None:
-        check_config_name(config_name)
-    groups = {g: values[f"group:{g}"] for g in GROUPS if f"group:{g}" in values}
-    for spec in KEYS:
-        if spec.is_list and spec.key in values:
-            _check_list(spec, values[spec.key])
-    keys = [make_override(spec.key, values[spec.key]) for spec in KEYS if spec.key in values]
-    if values.get("system.gpus") == 0 and "system" not in groups:
+    parser, hint = build_parser(), f"; {{}} is a flag of the VARS baseline: put {VARS_SWITCH} first"
+    given, passthrough = parser.parse(argv, lambda f: hint.format(f) if f in FLAGS_BY_NAME else "")
+    preset, names = given.get("preset"), config_names()
+    if preset is not None and preset not in names:
+        close = difflib.get_close_matches(preset, names, n=2)
+        fix = f"did you mean {' or '.join(close)}? " if close else ""
+        raise LegacyFlagError(
+            f"--preset {preset}: no such config; {fix}available: {', '.join(names)}"
+        )
+    for spec in (s for s in KEYS if s.is_list and s.key in given):
+        # A key=value word after a list flag is read as one of its items: say so, rather than
+        # setting experiment.tags to [..., 'model=tiny'].
+        for item in map(str, given[spec.key]):
+            if "=" in item and item.split("=", 1)[0].lstrip("+~") in (*DERIVED_FLAGS, *GROUPS):
+                raise LegacyFlagError(
+                    f"--{DERIVED_FLAGS[spec.key]}: {item!r} looks like a Hydra override read as a list item; "
+                    "put key=value words before list flags"
+                )
+    groups = {g: given[f"group:{g}"] for g in GROUPS if f"group:{g}" in given}
+    notes = []
+    if given.get("system.gpus") == 0 and "system" not in groups:
         # The old trainer's --gpus 0 (Lightning's gpus=0) trained on the CPU.
         groups["system"] = "cpu"
         notes.append("--gpus 0 meant CPU training: translated to system=cpu (with system.gpus=0)")
-    group_words = [f"{g}={o}" for g, o in groups.items()]
-    command = Command(
-        "train_hydra.py",
-        overrides=merge_overrides(group_words, keys, passthrough),
-        config_name=config_name,
-        hydra_flags=hydra_flags(ns),
-    )
-    return Request(
-        Translation("old trainer", [command], notes),
-        write_config=values.get("write_config"),
-        force=bool(values.get("force", False)),
-        dry_run=bool(values.get("dry_run", False)),
-    )
+    keys = [make_override(s.key, given[s.key]) for s in KEYS if s.key in given]
+    overrides = merge_overrides([f"{g}={o}" for g, o in groups.items()], keys, passthrough)
+    command = Command("train_hydra.py", overrides, preset)
+    return parser.request(Translation("old trainer", [command], notes), given)
