@@ -8,6 +8,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import yaml
 from conftest import SMALL_SYNTHETIC, compose_config, run_command, train_command
 from mvfoul import sweeps
 from mvfoul.errors import MvfoulError
+from mvfoul.run_folder import LOCK_FILE
 
 # quick_test on the small built-in dataset, one epoch of two batches: seconds per job.
 QUICK = [
@@ -80,7 +82,7 @@ def lr_sweep(tmp_path_factory, cache_dir):
 def test_a_multirun_ends_with_its_table_written_and_printed(lr_sweep):
     result, sweep_dir = lr_sweep
     assert (sweep_dir / sweeps.SUMMARY_CSV).is_file() and (sweep_dir / sweeps.SUMMARY_MD).is_file()
-    assert json.loads((sweep_dir / sweeps.SWEEP_STATE).read_text())["ended"]
+    assert json.loads((sweep_dir / sweeps.SWEEP_STATE).read_text())["state"] == "finished"
 
     rows = read_csv(sweep_dir)
     assert [r["job"] for r in rows] == ["0", "1"]
@@ -91,6 +93,8 @@ def test_a_multirun_ends_with_its_table_written_and_printed(lr_sweep):
     assert not any(k.startswith("dataset.") for k in rows[0])  # common ones are in the header
     for row in rows:
         summary = json.loads((sweep_dir / row["job"] / "summary.json").read_text())
+        marker = json.loads((sweep_dir / row["job"] / sweeps.JOB_STATUS).read_text())
+        assert marker["status"] == "finished" and marker["metric"] == summary["best"]["value"]
         best_epoch = summary["best"]["epoch"]
         assert row["status"] == "done" and row["monitor"] == summary["monitor"] == "val/sev_acc"
         assert same(row["best_value"], summary["best"]["value"])
@@ -106,6 +110,8 @@ def test_a_multirun_ends_with_its_table_written_and_printed(lr_sweep):
 
     md = (sweep_dir / sweeps.SUMMARY_MD).read_text()
     assert "- sweep: finished" in md and "- jobs: 2 done (2 planned)" in md
+    assert "- sweeper: basic" in md and "- config: quick_test" in md
+    assert "- monitor: val/sev_acc (max)" in md and re.search(r"- best: job [01] \(", md)
     common = next(line for line in md.splitlines() if line.startswith("- common overrides: "))
     assert "dataset.frame_size=48" in common and "training.learning_rate" not in common
     assert "| job | training.learning_rate | status | best val/sev_acc |" in md
@@ -114,20 +120,36 @@ def test_a_multirun_ends_with_its_table_written_and_printed(lr_sweep):
     assert "training.learning_rate" in result.stdout and "done" in result.stdout
 
 
-HOLD_THE_SWEEP_LOCK = """
+# Holds POSIX locks on the files named in argv (shared on the sweep's, exclusive on a job's), the
+# way a live sweep process and a live job do, until it is killed.
+HOLD_LOCKS = """
 import fcntl, os, sys, time
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
-fcntl.lockf(fd, fcntl.LOCK_SH)
+for path in sys.argv[1:]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.lockf(fd, fcntl.LOCK_SH if path.endswith("sweep.lock") else fcntl.LOCK_EX)
 print("held", flush=True)
 time.sleep(120)
 """
 
 
+def hold_locks(*paths: Path) -> subprocess.Popen:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCKS, *map(str, paths)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def sigkill(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+
+
 @pytest.mark.slow
 def test_a_crashed_or_running_sweep_is_summarized_from_what_exists(lr_sweep, tmp_path):
     sweep_dir = shutil.copytree(lr_sweep[1], tmp_path / "sweep")
-    for name in ("summary.json", sweeps.JOB_STATUS):  # job 1 never finished
-        (sweep_dir / "1" / name).unlink()
+    (sweep_dir / "1" / "summary.json").unlink()  # job 1 started and never finished
+    (sweep_dir / "1" / sweeps.JOB_STATUS).write_text(json.dumps({"status": "started"}))
     half = sweep_dir / "2" / ".hydra"  # job 2: its overrides written, nothing else
     half.mkdir(parents=True)
     overrides = yaml.safe_load((sweep_dir / "0" / ".hydra" / "overrides.yaml").read_text())
@@ -140,65 +162,42 @@ def test_a_crashed_or_running_sweep_is_summarized_from_what_exists(lr_sweep, tmp
     state_file = sweep_dir / sweeps.SWEEP_STATE
     record = json.loads(state_file.read_text())
 
-    def statuses(**changes):
-        state_file.write_text(json.dumps({**record, **changes}))
+    def statuses(state):
+        state_file.write_text(json.dumps({**record, "state": state}))
         summary = sweeps.summarize_sweep(sweep_dir)
-        return summary.state, [j.status for j in summary.jobs]
+        return summary["state"], [j["status"] for j in summary["jobs"]]
 
     # The sweep reached its end: unfinished jobs were interrupted.
-    assert statuses() == ("finished", ["done", "incomplete", "incomplete", "incomplete"])
-    # A process of the sweep (here: this one) holds its lock: they are running.
-    me = {"ended": None}
-    sweeps.hold_sweep_lock(sweep_dir)
-    assert statuses(**me) == ("running", ["done", "running", "running", "running"])
-    sweeps.release_sweep_lock(sweep_dir)
-    # The lock is free (its process is gone): stopped.
-    assert statuses(**me) == ("stopped", ["done", "incomplete", "incomplete", "incomplete"])
-    # Held by another live process, then that process is SIGKILLed.
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_THE_SWEEP_LOCK, str(sweep_dir / sweeps.SWEEP_LOCK)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    assert statuses("finished") == ("finished", ["done", "incomplete", "incomplete", "incomplete"])
+    # Said to run, but no process holds the sweep's lock: it was killed.
+    assert statuses("running") == ("stopped", ["done", "incomplete", "incomplete", "incomplete"])
+    # A live process holds the sweep's lock: the jobs yet to start run, but job 1, whose own
+    # process is gone (its folder's lock is free), does not.
+    sweep_process = hold_locks(sweep_dir / sweeps.SWEEP_LOCK)
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        assert statuses(**me)[0] == "running"
+        assert statuses("running") == ("running", ["done", "incomplete", "running", "running"])
+        job_process = hold_locks(sweep_dir / "1" / LOCK_FILE)
+        assert statuses("running")[1][1] == "running"
+        sigkill(job_process)
+        assert statuses("running")[1][1] == "incomplete"
+        # A job that failed is failed, with its error, whatever the sweep's state.
+        (sweep_dir / "2" / sweeps.JOB_STATUS).write_text(
+            json.dumps({"status": "failed", "error": "boom", "duration_s": 3.0})
+        )
+        assert statuses("running") == ("running", ["done", "incomplete", "failed", "running"])
     finally:
-        holder.kill()
-        holder.wait()
-    assert statuses(**me)[0] == "stopped"
-    sweeps.hold_sweep_lock(sweep_dir)
-    # A job the callback saw fail is failed, with its error, whatever the sweep's state.
-    (sweep_dir / "2" / sweeps.JOB_STATUS).write_text(
-        json.dumps({"status": "failed", "error": "boom", "duration_s": 3.0})
-    )
-    assert statuses(**me)[1] == ["done", "running", "failed", "running"]
-    # No record of the sweep's process: recent activity in a job folder says running.
-    state_file.unlink()
-    assert [j.status for j in sweeps.summarize_sweep(sweep_dir).jobs] == [
-        "done",
-        "running",
-        "failed",
-        "running",
-    ]
-    later = time.time() + 2 * sweeps.ACTIVE_WITHIN_S
-    assert [j.status for j in sweeps.summarize_sweep(sweep_dir, now=later).jobs] == [
-        "done",
-        "incomplete",
-        "failed",
-        "incomplete",
-    ]
+        sigkill(sweep_process)
+    assert statuses("running") == ("stopped", ["done", "incomplete", "failed", "incomplete"])
 
     summary = sweeps.summarize_sweep(sweep_dir)
-    assert summary.planned == 2  # read back from Hydra's multirun.yaml
-    assert [j.varying for j in summary.jobs] == [
+    assert summary["planned"] == 2
+    assert [j["varying"] for j in summary["jobs"]] == [
         {"training.learning_rate": "0.001"},
         {"training.learning_rate": "0.0005"},
         {"training.learning_rate": "0.0001"},
         {},
     ]
-    assert summary.jobs[2].error == "boom"
-    sweeps.release_sweep_lock(sweep_dir)
+    assert summary["jobs"][2]["error"] == "boom"
 
     # The command rebuilds the files of any sweep folder.
     for name in (sweeps.SUMMARY_CSV, sweeps.SUMMARY_MD):
@@ -207,9 +206,67 @@ def test_a_crashed_or_running_sweep_is_summarized_from_what_exists(lr_sweep, tmp
         ["-m", "mvfoul.sweeps", "summarize", str(sweep_dir)], cwd=tmp_path, cache=tmp_path
     )
     assert result.returncode == 0, result.stderr
-    assert [r["status"] for r in read_csv(sweep_dir)] == ["done", "running", "failed", "running"]
-    assert "boom" in (sweep_dir / sweeps.SUMMARY_MD).read_text() and "boom" in result.stdout
+    rows = read_csv(sweep_dir)
+    assert [r["status"] for r in rows] == ["done", "incomplete", "failed", "incomplete"]
+    md = (sweep_dir / sweeps.SUMMARY_MD).read_text()
+    assert "- sweep: stopped" in md and "- jobs: 1 done, 1 failed, 2 incomplete" in md
+    assert "boom" in md and "boom" in result.stdout
     assert f"wrote {sweep_dir / sweeps.SUMMARY_CSV}" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_resumed_job_is_not_done_until_it_finishes_again(lr_sweep, tmp_path):
+    """Relaunched into the same folder, a job restarts beside its earlier run's summary.json: the
+    table believes that only once the job returns again."""
+    sweep_dir = shutil.copytree(lr_sweep[1], tmp_path / "sweep")
+    (sweep_dir / "0" / sweeps.JOB_STATUS).write_text(json.dumps({"status": "started"}))
+    sweep_process = hold_locks(sweep_dir / sweeps.SWEEP_LOCK, sweep_dir / "0" / LOCK_FILE)
+    state_file = sweep_dir / sweeps.SWEEP_STATE
+    state_file.write_text(json.dumps({**json.loads(state_file.read_text()), "state": "running"}))
+    try:
+        row = sweeps.summarize_sweep(sweep_dir)["jobs"][0]
+        assert row["status"] == "running" and row["best_value"] is None
+    finally:
+        sigkill(sweep_process)
+    assert [j["status"] for j in sweeps.summarize_sweep(sweep_dir)["jobs"]] == [
+        "incomplete",
+        "done",
+    ]
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_job_shows_running_then_stopped(tmp_path, cache_dir):
+    """A real sweep, SIGKILLed (with its DataLoader workers) while its first job trains."""
+    env = {**os.environ, "MVFOUL_CACHE_DIR": str(cache_dir), "PYTHONUNBUFFERED": "1"}
+    command = train_command(
+        "--multirun", *QUICK, "training.max_epochs=50", "training.learning_rate=1e-3,5e-4"
+    )
+    sweep = subprocess.Popen(
+        [sys.executable, *command],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not list(tmp_path.glob(f"multirun/*/*/0/{sweeps.JOB_STATUS}")):
+            assert sweep.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
+        (sweep_dir,) = sweep_folders(tmp_path / "multirun")
+        summary = sweeps.summarize_sweep(sweep_dir)
+        assert summary["state"] == "running" and [j["status"] for j in summary["jobs"]] == [
+            "running"
+        ]
+    finally:
+        os.killpg(sweep.pid, signal.SIGKILL)
+        sweep.wait()
+    summary = sweeps.summarize_sweep(sweep_dir)
+    assert summary["state"] == "stopped" and [j["status"] for j in summary["jobs"]] == [
+        "incomplete"
+    ]
+    assert "1 incomplete, 1 not started (2 planned)" in sweeps.format_markdown(summary)
 
 
 def test_summarize_says_in_one_line_what_a_folder_is_when_it_is_not_a_sweep(tmp_path, capsys):
@@ -256,6 +313,8 @@ def test_a_failing_job_leaves_a_table_saying_so(tmp_path, cache_dir):
     assert [(r["job"], r["status"]) for r in rows] == [("0", "failed"), ("1", "done")]
     assert "training.learning_rate: -1.0 is out of range" in rows[0]["error"]
     assert "- sweep: stopped" in (sweep_dir / sweeps.SUMMARY_MD).read_text()
+    marker = json.loads((sweep_dir / "0" / sweeps.JOB_STATUS).read_text())
+    assert marker["status"] == "failed" and "out of range" in marker["error"]
 
 
 # --- Optuna --------------------------------------------------------------------------------------
@@ -279,12 +338,36 @@ def test_the_optuna_search_config_composes_with_a_stable_storage():
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         hydra_cfg = compose("quick_test", ["hparams_search=optuna"], return_hydra_config=True).hydra
     sweeper = hydra_cfg.sweeper
-    assert sweeper._target_ == sweeps.OPTUNA_SWEEPER
+    assert sweeper._target_.endswith(".OptunaSweeper")
     assert sweeper.direction == "maximize" and sweeper.study_name == "quick_test"
     assert (
         sweeper.storage == f"sqlite:///{os.getcwd()}/optuna/quick_test.db"
     )  # no timestamp: every launch finds it
     assert set(sweeper.params) == SEARCH_KEYS
+
+
+def test_an_optuna_direction_against_the_monitor_mode_is_warned_about(tmp_path, caplog):
+    needs_optuna()
+    from hydra import compose, initialize_config_dir
+
+    from mvfoul.paths import CONF_DIR
+
+    overrides = [
+        "hparams_search=optuna",
+        "experiment.monitor=val/loss",
+        "experiment.mode=min",
+        "hydra.sweeper.direction=maximize",  # set by hand, against the mode
+        f"hydra.sweep.dir={tmp_path}",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db",
+    ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("quick_test", overrides, return_hydra_config=True)
+    cfg.hydra.runtime.cwd = str(tmp_path)
+    callback = sweeps.SweepSummaryCallback()
+    callback.on_multirun_start(cfg)
+    callback.on_multirun_end(cfg)
+    assert "hydra.sweeper.direction=maximize but experiment.mode=min" in caplog.text
+    assert "look for the worst val/loss" in caplog.text
 
 
 @pytest.mark.slow
