@@ -247,7 +247,7 @@ def test_severity_is_readable_from_the_decoded_window(small_clips: dict) -> None
 
     Threshold: balanced accuracy >= 0.75. Chance (and any constant guess) is 0.25 over the four
     classes; 0.75 leaves room for codec noise, per-camera colour gain and partly cropped cards
-    while still proving the cue is far above chance (observed ~0.95).
+    while still proving the cue is far above chance (observed ~0.93).
     """
 
     def features(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -326,6 +326,11 @@ def test_folder_name_is_a_fingerprint_of_the_spec(
     assert synthetic_dataset_dir(OmegaConf.structured(TINY), tmp_path) == synthetic_dataset_dir(
         TINY, tmp_path
     )
+    # Another generator never shares a folder, so a cache of older pixels is never reused.
+    current = synthetic_dataset_dir(TINY, tmp_path)
+    with monkeypatch.context() as m:
+        m.setattr(synthetic, "GENERATOR_VERSION", synthetic.GENERATOR_VERSION + 1)
+        assert synthetic_dataset_dir(TINY, tmp_path) != current
     monkeypatch.setenv("MVFOUL_CACHE_DIR", str(tmp_path / "cache"))
     assert synthetic_dataset_dir(TINY).parent == tmp_path / "cache" / "synthetic"
 
@@ -357,6 +362,12 @@ def _marker_of_another_spec(folder: Path) -> None:
     (folder / MARKER_NAME).write_text(json.dumps(marker))
 
 
+def _marker_of_another_generator(folder: Path) -> None:
+    marker = json.loads((folder / MARKER_NAME).read_text())
+    marker["generator_version"] -= 1
+    (folder / MARKER_NAME).write_text(json.dumps(marker))
+
+
 def _garbled_marker(folder: Path) -> None:
     (folder / MARKER_NAME).write_text("{not json")
 
@@ -368,6 +379,7 @@ def _garbled_marker(folder: Path) -> None:
         _truncate_a_clip,
         _delete_the_marker,
         _marker_of_another_spec,
+        _marker_of_another_generator,
         _garbled_marker,
     ],
 )
@@ -384,7 +396,7 @@ def test_interrupted_build_never_looks_complete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = {"n": 0}
-    real_encode = synthetic._encode_view
+    real_encode = synthetic.encode_clip
 
     def failing_encode(*args, **kwargs):
         calls["n"] += 1
@@ -392,11 +404,11 @@ def test_interrupted_build_never_looks_complete(
             raise KeyboardInterrupt
         return real_encode(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "_encode_view", failing_encode)
+    monkeypatch.setattr(synthetic, "encode_clip", failing_encode)
     with pytest.raises(KeyboardInterrupt):
         ensure_synthetic_dataset(TINY, root=tmp_path)
     assert list(tmp_path.iterdir()) == []  # neither the target nor the half-built folder remains
-    monkeypatch.setattr(synthetic, "_encode_view", real_encode)
+    monkeypatch.setattr(synthetic, "encode_clip", real_encode)
     folder = ensure_synthetic_dataset(TINY, root=tmp_path)
     assert (folder / MARKER_NAME).exists()
 

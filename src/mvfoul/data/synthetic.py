@@ -1,48 +1,28 @@
 """The built-in dataset: real mp4 clips in the SoccerNet-MVFoul layout, with learnable labels.
 
-``dataset=synthetic`` lets every entry point run end to end without the NDA data. Instead of
-faking the reader, this module writes what the real dataset looks like on disk -- ``Train/``,
-``Valid/``, ``Test/``, each with an ``annotations.json`` in the official structure and
-``action_N/clip_K.mp4`` files -- so the same reader, decoder and label rules run on it.
-
-The labels can be learned from the pixels, and every view of an action carries the same cues:
-
-* **action class** -> the attacker's shape and motion (8 distinct patterns, see
-  :data:`ACTION_PATTERNS`). None depends on left/right direction, because the views are
-  mirrored and training flips clips horizontally.
-* **offence + severity** -> a card raised next to the players while the foul happens (frames
-  :data:`CARD_FIRST_FRAME`..:data:`CARD_LAST_FRAME`, around the foul at frame
-  :data:`EVENT_FRAME`): none (No offence), white (Offence + No card), yellow, red. Hue is the cue,
-  so brightness/contrast/saturation jitter keeps it readable.
-
-Each view is a different camera on the same scene (zoom, offset, slow pan, mirror, colour gain)
-over a striped grass pitch with mild sensor noise. The class balance copies the real training
-split (Standing tackling common; Dive and red cards rare), yet every class of both tasks appears
-at least once in every split of 8 or more actions, so per-class metrics are defined.
-
-Labels and scene parameters are drawn first (:func:`draw_split_actions`, cheap, no video); frames
-are then rendered from them (:func:`render_indexed`, vectorised numpy; :func:`render_clip` gives
-RGB) and encoded with PyAV's ``mpeg4`` (:func:`encode_clip`). Everything is a pure function of the spec, so the same spec gives
-the same labels and the same pixels.
-
-:func:`ensure_synthetic_dataset` caches the result under a folder named after a fingerprint of
-the spec and marks it complete only after the last file is written.
+``dataset=synthetic`` writes what the real data looks like on disk (``Train/ Valid/ Test/``, each
+with an official-style ``annotations.json`` and ``action_N/clip_K.mp4``), so the same reader,
+decoder and label rules run without the NDA data. Every view of an action shows both labels: the
+action class as the attacker's shape and motion (:data:`SHAPES`, :data:`TRACKS`), the offence +
+severity as a card (none, white, yellow, red) beside the players around the foul. Views are
+different cameras on one scene; the class balance copies the real training split, yet every class
+of both tasks appears in every split of 8 or more actions. Everything is a pure function of the
+spec, and :func:`ensure_synthetic_dataset` caches it under a folder named after the spec.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -50,143 +30,107 @@ from typing import Any
 
 import av
 import numpy as np
+from omegaconf import DictConfig
 
 from mvfoul.config import SyntheticConfig
+from mvfoul.data.video import configured_window
 from mvfoul.errors import ConfigError, DataError
 from mvfoul.labels import ACTION_CLASSES, NUM_ACTION, NUM_OFFENCE_SEVERITY, prediction_strings
 from mvfoul.paths import default_cache_dir
+from mvfoul.validate import Problems, cross_key_rule
 
 logger = logging.getLogger(__name__)
 
-# Bump when the rendering or the labels change: it is part of the fingerprint, so caches made by
-# an older generator are never mistaken for the current one.
-GENERATOR_VERSION = 1
-
+# Part of the cache fingerprint and marker: bump it whenever pixels or labels change, so a cache
+# written by an older generator is never reused.
+GENERATOR_VERSION = 2
 SPLITS: tuple[str, ...] = ("Train", "Valid", "Test")
-_SET_NAMES = {"Train": "train", "Valid": "valid", "Test": "test"}
 MARKER_NAME = ".mvfoul-synthetic.json"
-
 FPS = 25
-# The foul happens at frame 75, as in the real clips; the default training window is frames
-# 63..86 and a CPU quick test may use 67..82, so the card is shown over a span covering both.
-EVENT_FRAME = 75
-CARD_FIRST_FRAME = 60
-CARD_LAST_FRAME = 91
+# The foul is at frame 75, as in the real clips; the card spans both the default training window
+# (63..86) and the CPU quick test's (67..82).
+EVENT_FRAME, CARD_FIRST_FRAME, CARD_LAST_FRAME = 75, 60, 91
 MIN_CLIP_FRAMES = CARD_LAST_FRAME + 1
 
-# Raw counts of the real training split: the synthetic splits copy these proportions.
-REAL_ACTION_COUNTS: dict[str, int] = {
-    "Standing tackling": 1264,
-    "Tackling": 448,
-    "Challenge": 383,
-    "Holding": 361,
-    "Elbowing": 178,
-    "High leg": 103,
-    "Pushing": 88,
-    "Dive": 28,
-}
-# Offence+severity among the actions that are not dives (No offence 324 in all, minus the 28
-# dives, which are always "No offence" here), No card, Yellow, Red.
-REAL_SEVERITY_COUNTS_NO_DIVE: tuple[int, ...] = (324 - 28, 1402, 1172, 27)
+# The real training split's counts, in ACTION_CLASSES order, and its offence+severity counts of
+# non-dives (dives are always No offence here, so 28 of No offence's 324 go to them).
+REAL_ACTION_COUNTS = (448, 1264, 103, 361, 88, 178, 383, 28)
+REAL_SEVERITY_COUNTS_NO_DIVE = (324 - 28, 1402, 1172, 27)
 DIVE = ACTION_CLASSES.index("Dive")
+CAMERAS = ("Main camera center", "Main camera left", "Main camera right", "Main behind the goal")
+CLOSE_UPS = ("Close-up player or field referee", "Close-up behind the goal", "Close-up side staff")
 
-# ---------------------------------------------------------------------------------------------
-# Scene vocabulary. Scene units: the main camera at zoom 1 sees a 1 x 1 square around the foul.
-# ---------------------------------------------------------------------------------------------
+# Scene units: the main camera at zoom 1 sees a 1 x 1 square around the foul point.
+ATTACKER_SIZE, DEFENDER_RADIUS = 0.095, 0.075
+CARD_CENTRE, CARD_HALF = (0.25, -0.235), (0.065, 0.09)  # beside and above the players' paths
+CARD_COLOURS = (None, (245, 245, 245), (250, 215, 20), (215, 20, 30))
+# No kit is white, yellow, red or green, so none passes for a card or the grass.
+KITS = ((35, 75, 205), (25, 35, 100), (20, 20, 25), (120, 45, 160), (0, 160, 200))
+GRASS = np.array([62, 128, 52], dtype=np.float32)
+# Pixel codes: grass brightness (~0.9..1.1, ~0.7 grey level a code) x 200 plus noise stays below
+# _GRASS_CODES (brightness 1.0 at code 200 + _GRASS_OFFSET); the codes above are objects.
+_GRASS_CODES, _GRASS_OFFSET, _DEFENDER, _ATTACKER, _CARD = 240, 10, 250, 251, 252
 
-# Attacker pattern per action class: (shape, motion). Both differ between classes, so the class
-# is readable from one frame (shape) and from a few frames (motion); see _attacker_track.
-ACTION_PATTERNS: dict[str, tuple[str, str]] = {
-    "Tackling": ("flat_ellipse", "fast horizontal sweep, low"),
-    "Standing tackling": ("upright_rect", "slow horizontal drift"),
-    "High leg": ("triangle", "fast vertical hops"),
-    "Holding": ("ring", "circles around the defender"),
-    "Pushing": ("square", "diagonal back and forth"),
-    "Elbowing": ("cross", "rapid horizontal jitter"),
-    "Challenge": ("diamond", "slow large vertical swing"),
-    "Dive": ("bar", "spins in place"),
+
+def _box(p: Any, q: Any, w: float, h: float) -> Any:
+    return (abs(p) <= w) & (abs(q) <= h)
+
+
+# Attacker per action class: its shape (inside test, in ATTACKER_SIZE units) tells the class from
+# one frame, its track (x, y, rotation against frames from the foul, at contact on it) from a few.
+# None depends on left/right, since views are mirrored and training flips clips.
+SHAPES = {
+    "Tackling": lambda p, q: (p / 1.5) ** 2 + (q / 0.55) ** 2 <= 1,
+    "Standing tackling": lambda p, q: _box(p, q, 0.55, 1.15),
+    "High leg": lambda p, q: (q <= 1.0) & (abs(p) <= 0.55 * (q + 1.1)),
+    "Holding": lambda p, q: abs(p * p + q * q - 0.75) <= 0.4,
+    "Pushing": lambda p, q: _box(p, q, 0.8, 0.8),
+    "Elbowing": lambda p, q: _box(p, q, 0.3, 1.15) | _box(p, q, 1.15, 0.3),
+    "Challenge": lambda p, q: abs(p) + abs(q) <= 1.2,
+    "Dive": lambda p, q: _box(p, q, 0.25, 1.35),
 }
-ATTACKER_SIZE = 0.095  # half-extent of the attacker shape, scene units
-DEFENDER_RADIUS = 0.075
-CARD_HALF_W, CARD_HALF_H = 0.065, 0.09  # ~13 x 18 % of the frame at zoom 1
-CARD_OFFSET_X, CARD_OFFSET_Y = 0.25, -0.235  # beside and above the players, clear of their paths
-
-CARD_COLOURS: dict[int, tuple[int, int, int] | None] = {
-    0: None,  # No offence: no card
-    1: (245, 245, 245),  # Offence + No card: white
-    2: (250, 215, 20),  # Yellow card
-    3: (215, 20, 30),  # Red card
+_W = 2 * np.pi
+TRACKS = {
+    "Tackling": lambda t: (0.25 * np.sin(_W * t / 36), 0.05, 0),
+    "Standing tackling": lambda t: (-0.05 + 0.1 * np.sin(_W * t / 120), 0, 0),
+    "High leg": lambda t: (-0.06, 0.02 - 0.16 * np.abs(np.sin(np.pi * t / 12)), 0),
+    "Holding": lambda t: (0.12 * np.cos(_W * t / 40), 0.12 * np.sin(_W * t / 40), 0),
+    "Pushing": lambda t: (0.13 * np.sin(_W * t / 30), 0.13 * np.sin(_W * t / 30), 0),
+    "Elbowing": lambda t: (-0.07 + 0.05 * np.sin(_W * t / 7), -0.02, 0),
+    "Challenge": lambda t: (0.06, 0.17 * np.sin(_W * t / 50), 0),
+    "Dive": lambda t: (0.04 * np.sin(_W * t / 80), 0, _W * t / 24),
 }
-# Kits avoid white, yellow, red and green so a kit is never mistaken for a card or the grass.
-KIT_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (35, 75, 205),  # blue
-    (25, 35, 100),  # navy
-    (20, 20, 25),  # black
-    (120, 45, 160),  # purple
-    (0, 160, 200),  # cyan
-)
-GRASS_COLOUR = np.array([62, 128, 52], dtype=np.float32)
-# Rendering codes (see render_indexed): grass brightness (0.9..1.1) times _CODES_PER_UNIT, plus
-# noise in 0..2*_NOISE_OFFSET, stays below _GRASS_LEVELS (220 + 16 < 240); one code is ~0.7 grey
-# level. The codes above are the objects.
-_GRASS_LEVELS = 240
-_CODES_PER_UNIT = 200
-_NOISE_SIGMA, _NOISE_OFFSET = 4.0, 8  # sensor noise: sigma ~2.5 grey levels, clipped at 2 sigma
-_CODE_DEFENDER, _CODE_ATTACKER, _CODE_CARD = 250, 251, 252
-
-MAIN_CAMERAS = (
-    "Main camera center",
-    "Main camera left",
-    "Main camera right",
-    "Main behind the goal",
-)
-CLOSE_UP_CAMERAS = (
-    "Close-up player or field referee",
-    "Close-up behind the goal",
-    "Close-up side staff",
-)
 
 
-# ---------------------------------------------------------------------------------------------
-# Spec handling
-# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SyntheticAction:
+    """One incident: its labels, its views' (camera type, timestamp ms), and the random seed its
+    scene is rendered from, so a view's pixels depend on nothing else."""
+
+    index: int
+    action: int  # index into ACTION_CLASSES
+    offence_severity: int  # index into OFFENCE_SEVERITY_CLASSES
+    views: tuple[tuple[str, int], ...]
+    touch_ball: bool
+    seed: tuple[int, ...]
 
 
 def _coerce_spec(spec: Any) -> SyntheticConfig:
-    """A :class:`SyntheticConfig` from the dataclass, a mapping or a Hydra ``DictConfig`` node.
-
-    Callers often hold ``cfg.dataset.synthetic`` (a DictConfig); accepting it avoids a
-    conversion at every call site. Missing keys take the schema defaults.
-    """
+    """Accept a Hydra node or mapping (``cfg.dataset.synthetic``) too; absent keys take defaults."""
     if isinstance(spec, SyntheticConfig):
         return spec
-    values: dict[str, int] = {}
-    for f in fields(SyntheticConfig):
-        if isinstance(spec, Mapping) or hasattr(spec, "keys"):
-            present = f.name in spec
-            raw = spec[f.name] if present else None
-        else:
-            present = hasattr(spec, f.name)
-            raw = getattr(spec, f.name, None)
-        if present and raw is not None:
-            values[f.name] = int(raw)
-    return SyntheticConfig(**values)
+    return SyntheticConfig(**{k: int(v) for k, v in dict(spec).items() if v is not None})
 
 
 def _validate_spec(spec: SyntheticConfig) -> None:
-    """Reject specs the generator cannot honour, naming the key (``mvfoul.validate`` also checks
-    ranges when a config is composed; this guards direct callers and the CLI)."""
-    problems = []
-    for key in ("num_train", "num_valid", "num_test"):
-        if getattr(spec, key) < 1:
-            problems.append(f"dataset.synthetic.{key}={getattr(spec, key)} must be >= 1")
-    if spec.resolution < 16:
-        problems.append(f"dataset.synthetic.resolution={spec.resolution} must be >= 16 (px)")
-    if spec.clip_frames < MIN_CLIP_FRAMES:
-        problems.append(
-            f"dataset.synthetic.clip_frames={spec.clip_frames} is too short: the synthetic foul is "
-            f"shown in frames {CARD_FIRST_FRAME}..{CARD_LAST_FRAME}, so clips need >= {MIN_CLIP_FRAMES} frames"
-        )
+    """``mvfoul.validate`` checks composed configs; this guards direct callers and the CLI."""
+    lows = dict(num_train=1, num_valid=1, num_test=1, resolution=16, clip_frames=MIN_CLIP_FRAMES)
+    problems = [
+        f"dataset.synthetic.{k}={getattr(spec, k)} must be >= {low}"
+        + (f" (the foul is shown up to frame {CARD_LAST_FRAME})" if k == "clip_frames" else "")
+        for k, low in lows.items()
+        if getattr(spec, k) < low
+    ]
     if not 1 <= spec.min_views <= spec.max_views <= 4:
         problems.append(
             f"dataset.synthetic.min_views={spec.min_views}, max_views={spec.max_views}: "
@@ -196,175 +140,73 @@ def _validate_spec(spec: SyntheticConfig) -> None:
         raise ConfigError(problems)
 
 
-def _spec_dict(spec: SyntheticConfig) -> dict[str, int]:
-    return {k: int(v) for k, v in asdict(spec).items()}
-
-
-def spec_fingerprint(spec: SyntheticConfig) -> str:
-    """Short, stable hash of the spec and the generator version (names the cache folder)."""
-    payload = json.dumps({"generator": GENERATOR_VERSION, **_spec_dict(spec)}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:10]
-
-
-def synthetic_dataset_dir(spec: SyntheticConfig, root: str | Path | None = None) -> Path:
-    """Where the dataset for ``spec`` lives: ``<root>/<readable summary>-<fingerprint>``.
-
-    ``root`` defaults to ``mvfoul.paths.default_cache_dir() / "synthetic"``. The name carries a
-    hash of the whole spec, so two specs never share a folder; the readable part is for people
-    browsing the cache.
-    """
-    spec = _coerce_spec(spec)
+def synthetic_dataset_dir(spec: Any, root: str | Path | None = None) -> Path:
+    """``<root>/<readable summary>_<hash of spec and generator>``; ``root`` defaults to
+    ``default_cache_dir() / "synthetic"``. The hash keeps specs apart, the summary is for people."""
+    s = _coerce_spec(spec)
+    payload = json.dumps({"generator": GENERATOR_VERSION, **asdict(s)}, sort_keys=True)
+    fingerprint = hashlib.sha256(payload.encode()).hexdigest()[:10]
     base = Path(root).expanduser() if root is not None else default_cache_dir() / "synthetic"
-    summary = f"{spec.num_train}-{spec.num_valid}-{spec.num_test}_{spec.resolution}px_{spec.clip_frames}f_seed{spec.seed}"
-    return base / f"{summary}_{spec_fingerprint(spec)}"
+    return base / (
+        f"{s.num_train}-{s.num_valid}-{s.num_test}_{s.resolution}px_{s.clip_frames}f_seed{s.seed}"
+        f"_{fingerprint}"
+    )
 
 
-# ---------------------------------------------------------------------------------------------
-# Labels and scene parameters (no video)
-# ---------------------------------------------------------------------------------------------
+def _quota(n: int, weights: Sequence[int], required: Sequence[int], rng: Any) -> np.ndarray:
+    """Split ``n`` items over classes by ``weights``, each ``required`` class at least once.
 
-
-@dataclass(frozen=True)
-class SyntheticView:
-    """One camera on the scene of an action."""
-
-    camera_type: str
-    zoom: float  # > 1 zooms in
-    offset_x: float  # camera centre relative to the foul point, scene units
-    offset_y: float
-    pan_x: float  # camera drift over the whole clip, scene units
-    pan_y: float
-    mirror: bool  # horizontally mirrored view (the other side of the pitch)
-    gain: tuple[float, float, float]  # per-channel colour balance of this camera
-    timestamp: int  # ms, as in the real annotations
-    noise_seed: int
-
-
-@dataclass(frozen=True)
-class SyntheticAction:
-    """One synthetic incident: its two labels and everything needed to render its views."""
-
-    index: int
-    action: int  # index into ACTION_CLASSES
-    offence_severity: int  # index into OFFENCE_SEVERITY_CLASSES
-    attacker_kit: tuple[int, int, int]
-    defender_kit: tuple[int, int, int]
-    card_side: int  # +1 / -1: which side of the players the card is raised
-    grass_gain: float  # lighting of this match
-    stripe_phase: float
-    defender_phase: float
-    touch_ball: bool  # cosmetic annotation field
-    views: tuple[SyntheticView, ...]
-
-
-def _quota(
-    n: int, weights: Sequence[float], required: Sequence[int], rng: np.random.Generator
-) -> np.ndarray:
-    """Split ``n`` items over classes in proportion to ``weights``, each ``required`` class >= 1.
-
-    Deterministic largest-remainder rounding (rather than sampling) keeps every split's balance
-    close to the real one whatever the seed. With fewer items than required classes, a random
-    subset of the required classes gets one item each.
+    Largest-remainder rounding rather than sampling keeps every split's balance close to the
+    real one whatever the seed; with too few items a random subset of ``required`` gets one each.
     """
-    w = np.asarray(weights, dtype=np.float64)
-    counts = np.zeros(len(w), dtype=np.int64)
-    required = list(required)
+    counts = np.zeros(len(weights), dtype=np.int64)
     if n <= len(required):
         counts[rng.choice(required, size=n, replace=False)] = 1
         return counts
     counts[required] = 1
-    extra = n - len(required)
-    share = w / w.sum() * extra
-    base = np.floor(share).astype(np.int64)
-    counts += base
-    leftover = extra - int(base.sum())
-    order = np.argsort(-(share - base), kind="stable")
-    counts[order[:leftover]] += 1
+    share = np.asarray(weights) / sum(weights) * (n - len(required))
+    counts += np.floor(share).astype(np.int64)
+    leftover = n - int(counts.sum())
+    counts[np.argsort(np.floor(share) - share, kind="stable")[:leftover]] += 1
     return counts
 
 
-def _draw_labels(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Action and offence+severity classes of ``n`` actions, imbalanced like the real split."""
-    action_weights = [REAL_ACTION_COUNTS[name] for name in ACTION_CLASSES]
-    action_counts = _quota(n, action_weights, range(NUM_ACTION), rng)
-    actions = rng.permutation(np.repeat(np.arange(NUM_ACTION), action_counts))
+def draw_split_actions(spec: Any, split: str) -> list[SyntheticAction]:
+    """Labels and cameras of every action of ``split``; renders nothing (fast).
 
-    # Dives are simulations: always "No offence" (the official rules keep a Dive whatever its
-    # severity, and "No offence" maps it to class 0). The other classes go to the rest; class 0
-    # needs a non-dive only when no dive covers it.
-    severities = np.zeros(n, dtype=np.int64)
-    not_dive = np.flatnonzero(actions != DIVE)
-    required = [1, 2, 3] if (actions == DIVE).any() else [0, 1, 2, 3]
-    sev_counts = _quota(len(not_dive), REAL_SEVERITY_COUNTS_NO_DIVE, required, rng)
-    severities[not_dive] = rng.permutation(np.repeat(np.arange(NUM_OFFENCE_SEVERITY), sev_counts))
-    return actions, severities
-
-
-def _draw_views(rng: np.random.Generator, spec: SyntheticConfig) -> tuple[SyntheticView, ...]:
-    n_views = int(rng.integers(spec.min_views, spec.max_views + 1))
-    timestamp = int(rng.integers(60_000, 2_700_000))
-    views = []
-    for k in range(n_views):
-        # The first clip is the live main camera, as in the real data; replays follow.
-        close_up = k > 0 and rng.random() < 0.6
-        camera = (
-            MAIN_CAMERAS[0]
-            if k == 0
-            else str(rng.choice(CLOSE_UP_CAMERAS if close_up else MAIN_CAMERAS[1:]))
-        )
-        zoom = float(rng.uniform(1.05, 1.25) if close_up else rng.uniform(0.8, 1.0))
-        views.append(
-            SyntheticView(
-                camera_type=camera,
-                zoom=zoom,
-                offset_x=float(rng.uniform(-0.04, 0.04)),
-                offset_y=float(rng.uniform(-0.04, 0.04)),
-                pan_x=float(rng.uniform(-0.05, 0.05)),
-                pan_y=float(rng.uniform(-0.02, 0.02)),
-                mirror=bool(k > 0 and rng.random() < 0.5),
-                gain=(lambda r, g, b: (float(r), float(g), float(b)))(
-                    *rng.uniform(0.92, 1.08, size=3)
-                ),
-                timestamp=timestamp,
-                noise_seed=int(rng.integers(2**31)),
-            )
-        )
-        timestamp += int(rng.integers(5_000, 30_000))
-    return tuple(views)
-
-
-def draw_split_actions(spec: SyntheticConfig, split: str) -> list[SyntheticAction]:
-    """Labels and scene parameters of every action of ``split``; renders nothing (fast).
-
-    Each split and each action has its own random stream derived from ``spec.seed``, so changing
-    ``num_valid`` does not change Train, and rendering an action never depends on the others.
+    Each split's labels and each action have their own random streams derived from the seed, so
+    changing ``num_valid`` leaves Train alone.
     """
     spec = _coerce_spec(spec)
     _validate_spec(spec)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
-    split_index = SPLITS.index(split)
-    n = {"Train": spec.num_train, "Valid": spec.num_valid, "Test": spec.num_test}[split]
-    actions, severities = _draw_labels(n, np.random.default_rng([spec.seed, split_index, 0]))
+    s = SPLITS.index(split)
+    n = (spec.num_train, spec.num_valid, spec.num_test)[s]
+    rng = np.random.default_rng([spec.seed, s, 0])
+    counts = _quota(n, REAL_ACTION_COUNTS, list(range(NUM_ACTION)), rng)
+    actions = rng.permutation(np.repeat(np.arange(NUM_ACTION), counts))
+    # Dives are simulations, always No offence (class 0); the non-dives take the other classes,
+    # and class 0 too unless a dive already covers it.
+    severities = np.zeros(n, dtype=np.int64)
+    not_dive = np.flatnonzero(actions != DIVE)
+    required = [1, 2, 3] if (actions == DIVE).any() else [0, 1, 2, 3]
+    counts = _quota(len(not_dive), REAL_SEVERITY_COUNTS_NO_DIVE, required, rng)
+    severities[not_dive] = rng.permutation(np.repeat(np.arange(NUM_OFFENCE_SEVERITY), counts))
     out = []
     for i in range(n):
-        rng = np.random.default_rng([spec.seed, split_index, 1, i])
-        kits = rng.choice(len(KIT_COLOURS), size=2, replace=False)
-        out.append(
-            SyntheticAction(
-                index=i,
-                action=int(actions[i]),
-                offence_severity=int(severities[i]),
-                attacker_kit=KIT_COLOURS[kits[0]],
-                defender_kit=KIT_COLOURS[kits[1]],
-                card_side=int(rng.choice([-1, 1])),
-                grass_gain=float(rng.uniform(0.88, 1.12)),
-                stripe_phase=float(rng.uniform(0, 1)),
-                defender_phase=float(rng.uniform(0, 2 * math.pi)),
-                touch_ball=bool(rng.random() < 0.2),
-                views=_draw_views(rng, spec),
-            )
+        rng = np.random.default_rng([spec.seed, s, 1, i])
+        n_replays = int(rng.integers(spec.min_views, spec.max_views + 1)) - 1
+        # The first clip is the live main camera, as in the real data; replays follow.
+        replays = [
+            rng.choice(CLOSE_UPS if rng.random() < 0.6 else CAMERAS[1:]) for _ in range(n_replays)
+        ]
+        times = np.cumsum(
+            [rng.integers(60_000, 2_700_000), *rng.integers(5_000, 30_000, n_replays)]
         )
+        views = tuple(zip([CAMERAS[0], *map(str, replays)], times.tolist()))
+        labels = int(actions[i]), int(severities[i])
+        out.append(SyntheticAction(i, *labels, views, bool(rng.random() < 0.2), (spec.seed, s, i)))
     return out
 
 
@@ -373,14 +215,14 @@ def annotation_entry(action: SyntheticAction) -> dict[str, Any]:
     strings = prediction_strings(action.offence_severity, action.action)
     name = strings["Action class"]
     upper = name in ("Holding", "Pushing", "Elbowing")
+    part = ("Use of shoulder" if name == "Pushing" else "Use of arms") if upper else ""
+    url = f"Dataset/action_{action.index}/clip_"
     return {
         "UrlLocal": f"synthetic\\match_{action.index:04d}",
-        "Offence": strings["Offence"],  # "No offence" or "Offence"
+        "Offence": strings["Offence"],
         "Contact": "Without contact" if name == "Dive" else "With contact",
         "Bodypart": "Upper body" if upper else "Under body",
-        "Upper body part": ("Use of shoulder" if name == "Pushing" else "Use of arms")
-        if upper
-        else "",
+        "Upper body part": part,
         "Action class": name,
         "Severity": strings["Severity"],  # "" for No offence, else "1.0" / "3.0" / "5.0"
         "Multiple fouls": "No",
@@ -389,366 +231,145 @@ def annotation_entry(action: SyntheticAction) -> dict[str, Any]:
         "Handball": "No handball",
         "Handball offence": "",
         "Clips": [
-            {
-                "Url": f"Dataset/action_{action.index}/clip_{k}",
-                "Camera type": view.camera_type,
-                "Timestamp": view.timestamp,
-                "Replay speed": 1.0,  # clips are rendered in real time
-            }
-            for k, view in enumerate(action.views)
+            {"Url": f"{url}{k}", "Camera type": cam, "Timestamp": ms, "Replay speed": 1.0}
+            for k, (cam, ms) in enumerate(action.views)
         ],
     }
 
 
 def split_annotations(actions: Sequence[SyntheticAction], split: str) -> dict[str, Any]:
-    """The whole ``annotations.json`` of a split, structured like the official files."""
-    return {
-        "Set": _SET_NAMES[split],
-        "Number of actions": len(actions),
-        "Actions": {str(a.index): annotation_entry(a) for a in actions},
-    }
+    """A split's whole ``annotations.json``, structured like the official files."""
+    entries = {str(a.index): annotation_entry(a) for a in actions}
+    return {"Set": split.lower(), "Number of actions": len(actions), "Actions": entries}
 
 
-# ---------------------------------------------------------------------------------------------
-# Rendering (vectorised over frames and pixels)
-# ---------------------------------------------------------------------------------------------
+def render_clip(spec: Any, action: SyntheticAction, view_index: int) -> np.ndarray:
+    """RGB frames ``[clip_frames, resolution, resolution, 3]`` (uint8) of one view of an action."""
+    return _render_rgba(spec, action, view_index)[..., :3]
 
 
-def _attacker_track(action: int, tau: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Attacker centre (x, y) relative to the foul point and rotation angle, per frame.
-
-    ``tau`` is the frame index minus EVENT_FRAME, so every pattern is at its contact phase at
-    the foul. Periods are in frames at 25 fps; all stay visible when sampled at 12.5 fps.
-    """
-    zero = np.zeros_like(tau)
-    two_pi = 2 * np.pi
-    name = ACTION_CLASSES[action]
-    if name == "Tackling":
-        return 0.25 * np.sin(two_pi * tau / 36), zero + 0.05, zero
-    if name == "Standing tackling":
-        return -0.05 + 0.1 * np.sin(two_pi * tau / 120), zero, zero
-    if name == "High leg":
-        return zero - 0.06, 0.02 - 0.16 * np.abs(np.sin(np.pi * tau / 12)), zero
-    if name == "Holding":
-        return 0.12 * np.cos(two_pi * tau / 40), 0.12 * np.sin(two_pi * tau / 40), zero
-    if name == "Pushing":
-        s = 0.13 * np.sin(two_pi * tau / 30)
-        return s, s, zero
-    if name == "Elbowing":
-        return -0.07 + 0.05 * np.sin(two_pi * tau / 7), zero - 0.02, zero
-    if name == "Challenge":
-        return zero + 0.06, 0.17 * np.sin(two_pi * tau / 50), zero
-    if name == "Dive":
-        return 0.04 * np.sin(two_pi * tau / 80), zero, two_pi * tau / 24
-    raise AssertionError(f"no pattern for {name!r}")
-
-
-def _shape_mask(shape: str, p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Inside test of a unit shape; ``p``, ``q`` are coordinates in units of ATTACKER_SIZE."""
-    ap, aq = np.abs(p), np.abs(q)
-    if shape == "flat_ellipse":
-        return (p / 1.5) ** 2 + (q / 0.55) ** 2 <= 1
-    if shape == "upright_rect":
-        return (ap <= 0.55) & (aq <= 1.15)
-    if shape == "triangle":  # apex up
-        return (q <= 1.0) & (ap <= 0.55 * (q + 1.1))
-    if shape == "ring":
-        r2 = p * p + q * q
-        return (r2 <= 1.15) & (r2 >= 0.35)
-    if shape == "square":
-        return (ap <= 0.8) & (aq <= 0.8)
-    if shape == "cross":
-        return ((ap <= 0.3) & (aq <= 1.15)) | ((ap <= 1.15) & (aq <= 0.3))
-    if shape == "diamond":
-        return ap + aq <= 1.2
-    if shape == "bar":
-        return (ap <= 0.25) & (aq <= 1.35)
-    raise AssertionError(f"unknown shape {shape!r}")
-
-
-def render_indexed(
-    spec: SyntheticConfig, action: SyntheticAction, view_index: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """One view of an action as an indexed picture: codes ``[T, R, R]`` uint8 and an RGB palette
-    ``[256, 3]`` uint8 (the colour of pixel ``(t, y, x)`` is ``palette[codes[t, y, x]]``).
-
-    Speed matters (hundreds of clips per build), so: the camera has no rotation, hence scene x
-    depends only on (frame, column) and scene y only on (frame, row) -- the grids are
-    ``[T, 1, R]`` and ``[T, R, 1]``; the picture is one uint8 code per pixel (a quantised grass
-    brightness, or an object's id), so colour conversions run on the 256-entry palette instead
-    of on every pixel (numpy's float -> uint8 conversion of interleaved RGB is slow, and the
-    encoder can take YUV planes straight from a YUV palette).
-    """
+def _render_rgba(spec: Any, action: SyntheticAction, view_index: int) -> np.ndarray:
+    """RGBA frames of one view. Vectorised, as a build renders hundreds of clips: the camera does
+    not rotate, so scene x depends on (frame, column) only and y on (frame, row) only, and each
+    pixel is one uint8 code (quantised grass brightness or an object) coloured at the end through
+    a 256-entry palette of 4-byte words (one 4-byte gather per pixel is ~3x faster than 3-byte
+    rows, and the encoder takes RGBA as it is)."""
     spec = _coerce_spec(spec)
-    view = action.views[view_index]
     T, R = spec.clip_frames, spec.resolution
+    # The match (kits, light, card side) is shared by all views; each camera has its own stream.
+    match = np.random.default_rng(action.seed)
+    kits = match.choice(len(KITS), size=2, replace=False)
+    side, grass_gain, stripe_phase, defender_phase = match.uniform(
+        [-1, 0.88, 0, 0], [1, 1.12, 1, _W]
+    ).tolist()
+    # This camera: zoom (close-ups nearer), offset, pan over the clip, mirror (the other side of
+    # the pitch; never the live main camera), colour balance. Python floats keep maths in float32.
+    cam = np.random.default_rng([*action.seed, view_index + 1])
+    near = action.views[view_index][0] in CLOSE_UPS
+    low, high = (
+        [1.05 if near else 0.8, -0.04, -0.04, -0.05, -0.02, 0],
+        [1.25 if near else 1.0, 0.04, 0.04, 0.05, 0.02, 1],
+    )
+    zoom, offset_x, offset_y, pan_x, pan_y, flip = cam.uniform(low, high).tolist()
+    mirror = -1.0 if view_index > 0 and flip < 0.5 else 1.0
+    gain = cam.uniform(0.92, 1.08, size=3).astype(np.float32)
+
     tau = np.arange(T, dtype=np.float32) - EVENT_FRAME
-
-    # Camera: pixel centre -> scene coordinates (foul point at the origin).
     pix = (np.arange(R, dtype=np.float32) + 0.5) / R - 0.5
-    cam_x = view.offset_x + view.pan_x * tau / T
-    cam_y = view.offset_y + view.pan_y * tau / T
-    sign = -1.0 if view.mirror else 1.0
-    X = (cam_x[:, None, None] + sign * pix[None, None, :] / view.zoom).astype(np.float32)  # [T,1,R]
-    Y = (cam_y[:, None, None] + pix[None, :, None] / view.zoom).astype(np.float32)  # [T,R,1]
-
-    # Grass brightness: mowing stripes and soft blotches fixed on the pitch (they move with the
-    # camera), in [0.9, 1.1], quantised to codes; plus mild per-frame sensor noise, added in
-    # code units from a small bank of uint8 noise frames cycled over the clip (drawing and
-    # converting fresh float noise for every frame would dominate the cost).
-    stripes = np.where(
-        np.floor(X * 7 + action.stripe_phase) % 2 == 0, np.float32(1.06), np.float32(0.94)
-    )
-    blotches = np.float32(0.04) * np.sin(9.0 * X + 1.3) * np.sin(7.0 * Y + 0.4)
-    code = ((stripes + blotches) * np.float32(_CODES_PER_UNIT)).astype(np.uint8)
-    noise = np.random.default_rng(view.noise_seed).standard_normal((8, R, R), dtype=np.float32)
-    noise = np.clip(np.rint(noise * _NOISE_SIGMA + _NOISE_OFFSET), 0, 2 * _NOISE_OFFSET).astype(
-        np.uint8
-    )
-    code += noise[np.arange(T) % 8]
-
-    # Defender: a disc swaying a little around the foul point.
-    dx = 0.03 * np.sin(2 * np.pi * tau / 70 + action.defender_phase)
-    dy = 0.01 * np.sin(2 * np.pi * tau / 45 + action.defender_phase)
-    defender = (X - dx[:, None, None]) ** 2 + (Y - dy[:, None, None]) ** 2 <= DEFENDER_RADIUS**2
-    np.putmask(code, defender, _CODE_DEFENDER)
-
-    # Attacker: the action-class pattern, drawn over the defender (it is the one acting).
-    shape = ACTION_PATTERNS[ACTION_CLASSES[action.action]][0]
-    ax, ay, angle = _attacker_track(action.action, tau)
-    u = (X - ax[:, None, None].astype(np.float32)) / ATTACKER_SIZE
-    v = (Y - ay[:, None, None].astype(np.float32)) / ATTACKER_SIZE
+    X = ((offset_x + pan_x * tau / T)[:, None, None] + mirror * pix / zoom).astype(np.float32)
+    Y = ((offset_y + pan_y * tau / T)[:, None, None] + pix[:, None] / zoom).astype(np.float32)
+    # Grass codes: mowing stripes and soft waves fixed on the pitch (they move with the camera)
+    # plus sensor noise (0..12) cycled from 8 frames. Columns and rows are computed apart and the
+    # noise drawn as integers: float maths on every pixel would dominate the cost.
+    columns = np.where(np.floor(X * 7 + stripe_phase) % 2, 190, 210) + 4 * np.sin(9 * X + 1.3)
+    rows = 4 + 4 * np.sin(7 * Y + 0.4)
+    noise = cam.integers(0, 13, (8, R, R), dtype=np.uint8)
+    code = columns.astype(np.uint8) + rows.astype(np.uint8) + noise[np.arange(T) % 8]
+    # Defender: a disc swaying about the foul point; the attacker (the one acting) over it.
+    dx = 0.03 * np.sin(_W * tau / 70 + defender_phase)[:, None, None]
+    dy = 0.01 * np.sin(_W * tau / 45 + defender_phase)[:, None, None]
+    half_width = np.sqrt(np.maximum(DEFENDER_RADIUS**2 - (Y - dy) ** 2, 0))  # per row: no 3-D sum
+    np.putmask(code, abs(X - dx) <= half_width, _DEFENDER)
+    name = ACTION_CLASSES[action.action]
+    ax, ay, angle = (np.broadcast_to(np.float32(v), (T,))[:, None, None] for v in TRACKS[name](tau))
+    u, v = (X - ax) / ATTACKER_SIZE, (Y - ay) / ATTACKER_SIZE
     if np.any(angle):
-        c = np.cos(angle)[:, None, None].astype(np.float32)
-        s = np.sin(angle)[:, None, None].astype(np.float32)
-        u, v = c * u + s * v, c * v - s * u
-    np.putmask(code, _shape_mask(shape, u, v), _CODE_ATTACKER)
-
-    # Card: the severity cue, raised in front of everything during the foul only.
+        u, v = np.cos(angle) * u + np.sin(angle) * v, np.cos(angle) * v - np.sin(angle) * u
+    np.putmask(code, SHAPES[name](u, v), _ATTACKER)
+    # Card: in front of everything, during the foul only.
     colour = CARD_COLOURS[action.offence_severity]
     if colour is not None:
         span = slice(CARD_FIRST_FRAME, CARD_LAST_FRAME + 1)
-        card_x = action.card_side * CARD_OFFSET_X
-        card = (np.abs(X[span] - card_x) <= CARD_HALF_W) & (
-            np.abs(Y[span] - CARD_OFFSET_Y) <= CARD_HALF_H
-        )
-        np.putmask(code[span], card, _CODE_CARD)
+        card_x = CARD_CENTRE[0] if side > 0 else -CARD_CENTRE[0]
+        card = _box(X[span] - card_x, Y[span] - CARD_CENTRE[1], *CARD_HALF)
+        np.putmask(code[span], card, _CARD)
 
-    # Palette: grass levels in this match's light, then the objects; all through the camera's
-    # colour balance, so views differ in colour as real cameras do.
-    palette = np.zeros((256, 3), dtype=np.float32)
-    levels = (np.arange(_GRASS_LEVELS, dtype=np.float32) + 0.5 - _NOISE_OFFSET) / _CODES_PER_UNIT
-    palette[:_GRASS_LEVELS] = levels[:, None] * GRASS_COLOUR * action.grass_gain
-    palette[_CODE_DEFENDER] = action.defender_kit
-    palette[_CODE_ATTACKER] = action.attacker_kit
-    palette[_CODE_CARD] = colour if colour is not None else 0
-    palette *= np.asarray(view.gain, dtype=np.float32)
-    palette = np.clip(np.rint(palette), 0, 255).astype(np.uint8)
-    return code, palette
+    # Palette: grass levels in this match's light and the objects, through the camera's gain.
+    palette = np.full((256, 4), 255, dtype=np.float32)
+    levels = (np.arange(_GRASS_CODES, dtype=np.float32) + 0.5 - _GRASS_OFFSET) / 200
+    palette[:_GRASS_CODES, :3] = levels[:, None] * GRASS * grass_gain
+    palette[[_DEFENDER, _ATTACKER, _CARD], :3] = KITS[kits[1]], KITS[kits[0]], colour or (0, 0, 0)
+    palette[:, :3] *= gain
+    words = np.clip(np.rint(palette), 0, 255).astype(np.uint8).view(np.uint32)[:, 0]
+    return np.take(words, code).view(np.uint8).reshape(*code.shape, 4)
 
 
-def render_clip(spec: SyntheticConfig, action: SyntheticAction, view_index: int) -> np.ndarray:
-    """RGB frames ``[clip_frames, resolution, resolution, 3]`` (uint8) of one view of an action,
-    before encoding (handy to inspect the scene; the build encodes :func:`render_indexed`)."""
-    codes, palette = render_indexed(spec, action, view_index)
-    return np.take(palette, codes, axis=0)
-
-
-def _rgb_to_yuv601(rgb: np.ndarray) -> np.ndarray:
-    """``[..., 3]`` uint8 RGB -> limited-range BT.601 YUV, the convention FFmpeg's scaler uses
-    by default for yuv420p both ways, so decoded colours match the palette (within ~2 levels)."""
-    m = (
-        np.array(
-            [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]],
-            dtype=np.float64,
-        )
-        / 255.0
-    )
-    yuv = rgb.astype(np.float64) @ m.T + np.array([16.0, 128.0, 128.0])
-    return np.clip(np.rint(yuv), 0, 255).astype(np.uint8)
-
-
-def _yuv420_frames(codes: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """Indexed frames -> yuv420p arrays ``[T, 3*H/2, W]`` laid out as PyAV's ``from_ndarray``
-    expects (Y rows, then the U plane, then the V plane). Needs even H and W.
-
-    Chroma takes the top-left pixel of each 2x2 block (no averaging): objects are flat colours
-    several pixels wide, so only their edges differ from a box filter, and it costs nothing.
-    """
-    T, H, W = codes.shape
-    yuv = _rgb_to_yuv601(palette)
-    y = np.take(yuv[:, 0], codes)
-    sub = codes[:, ::2, ::2]
-    u = np.take(yuv[:, 1], sub)
-    v = np.take(yuv[:, 2], sub)
-    flat = np.concatenate([y.reshape(T, -1), u.reshape(T, -1), v.reshape(T, -1)], axis=1)
-    return flat.reshape(T, 3 * H // 2, W)
-
-
-def encode_clip(frames: np.ndarray, path: str | Path, pixel_format: str = "rgb24") -> None:
-    """Write frames as an mpeg4 (yuv420p) mp4 at 25 fps.
-
-    ``frames`` is ``[T, H, W, 3]`` uint8 RGB (``pixel_format="rgb24"``, converted by FFmpeg) or
-    ``[T, 3*H/2, W]`` uint8 yuv420p planes (``pixel_format="yuv420p"``, written as they are).
-    ``mpeg4`` encodes ~9x faster than libx264 in PyAV's wheels. Quantiser limits keep colours
-    and edges intact at small sizes; one encoder thread keeps the bitstream deterministic.
-    """
-    if pixel_format == "yuv420p":
-        height, width = frames.shape[1] * 2 // 3, frames.shape[2]
-    else:
-        height, width = frames.shape[1], frames.shape[2]
+def encode_clip(frames: np.ndarray, path: str | Path) -> None:
+    """Write RGB or RGBA frames ``[T, H, W, 3 or 4]`` as an mpeg4 (yuv420p) mp4 at 25 fps; FFmpeg
+    converts the colours. ``mpeg4`` encodes ~9x faster than libx264 in PyAV's wheels; quantiser
+    limits keep colours and edges intact at small sizes; one thread keeps the bytes deterministic."""
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("mpeg4", rate=FPS)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
-        ctx = stream.codec_context
-        ctx.thread_count = 1
-        ctx.qmin, ctx.qmax = 2, 6
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.codec_context.thread_count = 1
+        stream.codec_context.qmin, stream.codec_context.qmax = 2, 6
+        pixel_format = "rgba" if frames.shape[-1] == 4 else "rgb24"
         for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format=pixel_format)):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format=pixel_format)))
+        container.mux(stream.encode())
 
 
-def _encode_view(
-    spec: SyntheticConfig, action: SyntheticAction, view_index: int, path: Path
-) -> None:
-    codes, palette = render_indexed(spec, action, view_index)
-    if (
-        spec.resolution % 2 == 0
-    ):  # yuv420p planes straight from the palette: skips a per-pixel conversion
-        encode_clip(_yuv420_frames(codes, palette), path, pixel_format="yuv420p")
-    else:
-        encode_clip(np.take(palette, codes, axis=0), path)
-
-
-def _write_action(spec: SyntheticConfig, action: SyntheticAction, split_dir: Path) -> list[str]:
-    """Render and encode every view of one action; returns paths relative to ``split_dir``."""
-    folder = split_dir / f"action_{action.index}"
+def _write_action(job: tuple[SyntheticConfig, SyntheticAction, Path]) -> None:
+    spec, action, folder = job
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
     for k in range(len(action.views)):
-        _encode_view(spec, action, k, folder / f"clip_{k}.mp4")
-        written.append(f"action_{action.index}/clip_{k}.mp4")
-    return written
+        encode_clip(_render_rgba(spec, action, k), folder / f"clip_{k}.mp4")
 
 
-def _write_action_job(args: tuple[dict[str, int], SyntheticAction, str]) -> list[str]:
-    """Process-pool entry point (top level so it pickles)."""
-    spec_values, action, split_dir = args
-    return _write_action(SyntheticConfig(**spec_values), action, Path(split_dir))
-
-
-def generate_splits(
-    spec: SyntheticConfig, out_dir: str | Path, splits: Sequence[str] = SPLITS, workers: int = 1
-) -> list[str]:
-    """Write ``<out_dir>/<split>/`` (annotations.json and every clip) for each split; returns the
-    written paths relative to ``out_dir``.
-
-    Writes into ``out_dir`` as it is; callers wanting atomicity build into a temporary folder (as
-    :func:`ensure_synthetic_dataset` does). With ``workers > 1`` one process pool renders the
-    actions of all splits (one pool, not one per split: starting workers costs more than a
-    small split takes). The output does not depend on ``workers``.
-    """
-    spec = _coerce_spec(spec)
-    out_dir = Path(out_dir)
-    plan = [(split, draw_split_actions(spec, split)) for split in splits]
-    jobs = [
-        (_spec_dict(spec), action, str(out_dir / split))
-        for split, actions in plan
-        for action in actions
-    ]
-    for split, _ in plan:
-        (out_dir / split).mkdir(parents=True, exist_ok=True)
+def generate_splits(spec: Any, out_dir: str | Path, workers: int = 1) -> None:
+    """Write ``<out_dir>/<split>/`` (annotations.json and every clip) of every split, in place.
+    One process pool renders all splits (starting workers costs more than a small split)."""
+    spec, jobs = _coerce_spec(spec), []
+    for split in SPLITS:
+        actions = draw_split_actions(spec, split)
+        (Path(out_dir) / split).mkdir(parents=True, exist_ok=True)
+        text = json.dumps(split_annotations(actions, split), indent=4)
+        (Path(out_dir) / split / "annotations.json").write_text(text, encoding="utf-8")
+        jobs += [(spec, a, Path(out_dir) / split / f"action_{a.index}") for a in actions]
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-            clip_lists = list(
-                pool.map(_write_action_job, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
-            )
+            list(pool.map(_write_action, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
     else:
-        clip_lists = [_write_action_job(job) for job in jobs]
-
-    written: list[str] = []
-    clip_iter = iter(clip_lists)
-    for split, actions in plan:
-        with open(out_dir / split / "annotations.json", "w", encoding="utf-8") as fh:
-            json.dump(split_annotations(actions, split), fh, indent=4)
-        written.append(f"{split}/annotations.json")
-        for _ in actions:
-            written += [f"{split}/{rel}" for rel in next(clip_iter)]
-    return written
-
-
-def generate_split(
-    spec: SyntheticConfig, split: str, out_dir: str | Path, workers: int = 1
-) -> list[str]:
-    """:func:`generate_splits` for one split (``"Train"``, ``"Valid"`` or ``"Test"``)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
-    return generate_splits(spec, out_dir, (split,), workers=workers)
-
-
-# ---------------------------------------------------------------------------------------------
-# The cached dataset folder
-# ---------------------------------------------------------------------------------------------
-
-
-def _marker_content(spec: SyntheticConfig, files: dict[str, int]) -> dict[str, Any]:
-    return {"generator_version": GENERATOR_VERSION, "spec": _spec_dict(spec), "files": files}
+        for job in jobs:
+            _write_action(job)
 
 
 def _is_complete(folder: Path, spec: SyntheticConfig) -> bool:
-    """True when ``folder`` holds a finished build of ``spec`` with every file intact.
-
-    The marker lists every file with its size: a deleted or truncated clip makes the folder
-    incomplete, so the next call rebuilds it instead of failing mid-training.
-    """
+    """A finished build of ``spec`` by this generator, every listed file at its recorded size: a
+    deleted or truncated clip makes the next call rebuild rather than training fail midway."""
     try:
         marker = json.loads((folder / MARKER_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(marker, dict):
-        return False
-    if marker.get("generator_version") != GENERATOR_VERSION or marker.get("spec") != _spec_dict(
-        spec
-    ):
-        return False
-    files = marker.get("files")
-    if not isinstance(files, dict) or not files:
-        return False
-    for rel, size in files.items():
-        try:
-            if (folder / rel).stat().st_size != size:
-                return False
-        except OSError:
+        if (marker["generator_version"], marker["spec"]) != (GENERATOR_VERSION, asdict(spec)):
             return False
-    return True
-
-
-def _remove_leftovers(target: Path, max_age_s: float = 3600.0) -> None:
-    """Delete build or stale folders of ``target`` left by killed processes.
-
-    Only ones untouched for an hour: a build of the default spec takes seconds, so a younger one
-    may belong to a process still running.
-    """
-    now = time.time()
-    for pattern in (f"{target.name}.building-*", f"{target.name}.stale-*"):
-        for path in target.parent.glob(pattern):
-            try:
-                if now - path.stat().st_mtime > max_age_s:
-                    shutil.rmtree(path, ignore_errors=True)
-            except OSError:
-                pass
+        files = marker["files"].items()
+        return bool(files) and all((folder / f).stat().st_size == n for f, n in files)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return False
 
 
 def _install(build: Path, target: Path, spec: SyntheticConfig) -> None:
-    """Rename the finished ``build`` folder to ``target``.
-
-    A rename is atomic, so readers see either nothing or a complete dataset. If ``target``
-    exists: when it is complete (another process won the race) ours is simply dropped by the
-    caller; when it is incomplete it is renamed aside first, then deleted.
-    """
+    """Rename ``build`` to ``target``: atomic, so readers see nothing or a whole dataset. A
+    complete ``target`` (a racing process won) stays; an incomplete one is deleted first."""
     for _ in range(10):
         try:
             os.rename(build, target)
@@ -756,30 +377,16 @@ def _install(build: Path, target: Path, spec: SyntheticConfig) -> None:
         except OSError:
             if _is_complete(target, spec):
                 return
-            aside = target.with_name(f"{target.name}.stale-{uuid.uuid4().hex[:8]}")
-            try:
-                os.rename(target, aside)
-            except FileNotFoundError:
-                continue  # someone else moved it aside already; retry our rename
-            except OSError as exc:
-                raise DataError(
-                    f"cannot replace the incomplete synthetic dataset {target}: {exc}; delete it and retry"
-                ) from exc
-            shutil.rmtree(aside, ignore_errors=True)
-    raise DataError(
-        f"cannot install the synthetic dataset at {target}: another process keeps replacing it; retry"
-    )
+        shutil.rmtree(target, ignore_errors=True)
+    raise DataError(f"cannot install the synthetic dataset at {target}; delete it and retry")
 
 
-def ensure_synthetic_dataset(
-    spec: SyntheticConfig, root: str | Path | None = None, workers: int = 1
-) -> Path:
-    """The folder (with ``Train/ Valid/ Test/``) of the synthetic dataset for ``spec``, built if needed.
+def ensure_synthetic_dataset(spec: Any, root: str | Path | None = None, workers: int = 1) -> Path:
+    """The folder (``Train/ Valid/ Test/``) of the synthetic dataset for ``spec``, built if needed.
 
-    A complete folder (marker present, same spec and generator, every listed file intact) is
-    reused untouched. Otherwise the dataset is built into a temporary sibling and renamed into
-    place, so an interrupted build never looks complete and racing processes both end with a
-    valid folder. ``workers > 1`` renders and encodes in that many processes.
+    A complete folder is reused untouched. Otherwise the dataset is built in a temporary sibling
+    and renamed into place, so an interrupted build never looks complete and racing processes
+    both end with a valid folder. ``workers`` processes render the clips.
     """
     spec = _coerce_spec(spec)
     _validate_spec(spec)
@@ -792,38 +399,31 @@ def ensure_synthetic_dataset(
         raise DataError(
             f"cannot create {target.parent} for the synthetic dataset: {exc}; set MVFOUL_CACHE_DIR"
         ) from exc
-    _remove_leftovers(target)
-
+    for old in target.parent.glob(f"{target.name}.building-*"):  # killed builds' leftovers
+        with contextlib.suppress(OSError):  # an hour old: a younger one may be a live build
+            if time.time() - old.stat().st_mtime > 3600:
+                shutil.rmtree(old)
     started = time.perf_counter()
     build = Path(tempfile.mkdtemp(prefix=f"{target.name}.building-", dir=target.parent))
     try:
-        written = generate_splits(spec, build, SPLITS, workers=workers)
-        files = {rel: (build / rel).stat().st_size for rel in written}
-        # The marker is written last: its presence means every file before it is complete.
-        (build / MARKER_NAME).write_text(
-            json.dumps(_marker_content(spec, files), indent=1), encoding="utf-8"
-        )
+        generate_splits(spec, build, workers=workers)
+        files = {
+            p.relative_to(build).as_posix(): p.stat().st_size
+            for p in build.rglob("*")
+            if p.is_file()
+        }
+        # Written last: its presence means every file it lists is complete.
+        marker = {"generator_version": GENERATOR_VERSION, "spec": asdict(spec), "files": files}
+        (build / MARKER_NAME).write_text(json.dumps(marker, indent=1), encoding="utf-8")
         _install(build, target, spec)
     finally:
-        if build.exists():
-            shutil.rmtree(build, ignore_errors=True)
-    size_mb = sum(files.values()) / 1e6
+        shutil.rmtree(build, ignore_errors=True)
     logger.info(
         "generated the synthetic dataset (%d/%d/%d actions, %d clips, %.1f MB) in %s in %.1f s",
-        spec.num_train,
-        spec.num_valid,
-        spec.num_test,
-        len(files) - len(SPLITS),
-        size_mb,
-        target,
-        time.perf_counter() - started,
+        *(spec.num_train, spec.num_valid, spec.num_test, len(files) - len(SPLITS)),
+        *(sum(files.values()) / 1e6, target, time.perf_counter() - started),
     )
     return target
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -834,18 +434,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--out",
-        default=None,
         help="root folder; the dataset goes into a sub-folder named after the spec "
         "(default: $MVFOUL_CACHE_DIR or ~/.cache/mvfoul, then synthetic/)",
     )
-    defaults = SyntheticConfig()
     for f in fields(SyntheticConfig):
-        parser.add_argument(
-            f"--{f.name.replace('_', '-')}",
-            type=int,
-            default=getattr(defaults, f.name),
-            help=f"default: {getattr(defaults, f.name)}",
-        )
+        flag, default = f"--{f.name.replace('_', '-')}", f.default
+        parser.add_argument(flag, type=int, default=default, help=f"default: {default}")
     parser.add_argument(
         "--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes rendering clips"
     )
@@ -853,13 +447,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = SyntheticConfig(**{f.name: getattr(args, f.name) for f in fields(SyntheticConfig)})
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        folder = ensure_synthetic_dataset(spec, root=args.out, workers=args.workers)
+        print(ensure_synthetic_dataset(spec, root=args.out, workers=args.workers))
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(folder)
     return 0
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+@cross_key_rule("dataset")
+def check_generation_settings(cfg: DictConfig, p: Problems) -> None:
+    """The generation settings exist, and every clip is long enough for the foul and the window."""
+    d = cfg.dataset
+    if d.name != "synthetic":
+        return
+    s = d.synthetic
+    if s is None:
+        p.add(
+            "dataset.synthetic",
+            "missing: dataset=synthetic needs its generation settings (see conf/dataset/synthetic.yaml)",
+        )
+        return
+    p.check(
+        1 <= s.min_views <= s.max_views <= 4,
+        "dataset.synthetic.min_views",
+        s.min_views,
+        "1 <= min_views <= max_views <= 4",
+    )
+    # The generator draws the foul's cues up to frame MIN_CLIP_FRAMES - 1.
+    p.check(
+        s.clip_frames >= MIN_CLIP_FRAMES,
+        "dataset.synthetic.clip_frames",
+        s.clip_frames,
+        f">= {MIN_CLIP_FRAMES}",
+    )
+    indices = configured_window(d)
+    if indices is not None and indices[-1] >= s.clip_frames:
+        p.add(
+            "dataset.end_frame",
+            f"{d.end_frame} reaches past the generated clips ({s.clip_frames} frames): "
+            "lower it or raise dataset.synthetic.clip_frames",
+        )
