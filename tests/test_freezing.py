@@ -1,4 +1,5 @@
-"""Gradual unfreezing and the backbone LR boost (mvfoul.training.freezing), on real Trainer runs.
+"""Gradual unfreezing and the backbone LR boost (mvfoul.training.freezing, .lr_boost), mostly on
+real Trainer runs.
 
 Every run uses the tiny backbone (4 conv3d-BN-ReLU blocks) on a few in-memory batches shaped like
 mvfoul's (2 actions x 2 views x 3 x 4 frames x 16 px), so each fit takes about a second on CPU.
@@ -30,6 +31,7 @@ from mvfoul.training.freezing import (
     GradualUnfreezing,
     build_freezing_callback,
 )
+from mvfoul.training.lr_boost import boost_backbone_lr
 from mvfoul.training.module import MultiViewFoulModule
 from mvfoul.training.optim import configure_optimization
 
@@ -429,13 +431,18 @@ def test_adaptive_unfreezes_after_patience_epochs_without_improvement_in_a_real_
     }
 
 
-def _stub_trainer(metrics: dict[str, float], sanity: bool = False) -> SimpleNamespace:
+def _stub_trainer(
+    metrics: dict[str, float], sanity: bool = False, world_size: int = 1, epoch: int = 0
+) -> SimpleNamespace:
     return SimpleNamespace(
         callback_metrics={k: torch.tensor(v) for k, v in metrics.items()},
         sanity_checking=sanity,
         is_global_zero=True,
         strategy=object(),
-        world_size=1,
+        world_size=world_size,
+        current_epoch=epoch,
+        optimizers=[],
+        lr_scheduler_configs=[],
     )
 
 
@@ -547,16 +554,15 @@ def test_state_dict_round_trip_keeps_adaptive_progress_and_boosted():
         1,
         True,
     )
-    # a checkpoint from before this callback had state: defaults, and no param-group restore
+    # a checkpoint from before this callback had state: defaults
     fresh = GradualUnfreezing("adaptive")
     fresh.load_state_dict({})
-    assert (
-        fresh.unfrozen_blocks,
-        fresh.best,
-        fresh.bad_epochs,
-        fresh.boosted,
-        fresh._restarting,
-    ) == (0, None, 0, False, False)
+    assert (fresh.unfrozen_blocks, fresh.best, fresh.bad_epochs, fresh.boosted) == (
+        0,
+        None,
+        0,
+        False,
+    )
 
 
 def _save(obj: Any) -> Any:
@@ -587,3 +593,48 @@ def test_resume_from_a_checkpoint_continues_the_schedule_without_boosting_again(
         step = resumed.first_step(epoch)
         assert step["requires_grad"] == top_down(3)
         assert step["lr"] == {"head": HEAD_LR, "backbone": pytest.approx(BOOSTED, rel=1e-12)}
+
+
+def test_under_ddp_frozen_blocks_keep_requires_grad_and_lose_their_gradients_before_the_step():
+    """Every parameter stays in DDP's all-reduce (requires_grad never flips); the frozen blocks'
+    gradients are dropped just before the optimiser step, and their BatchNorm is in eval mode."""
+    module = TinyModule(make_cfg())
+    logged: dict[str, float] = {}
+    module.log_dict = lambda metrics, **_: logged.update(metrics)  # no Trainer attached
+    cb = GradualUnfreezing("progressive", unfreeze_schedule=[1], enable_backbone_lr_boost=False)
+    cb.setup(_stub_trainer({}, world_size=2), module, "fit")
+    module.train()
+    cb.on_train_epoch_start(_stub_trainer({}, world_size=2, epoch=1), module)  # top block trains
+    blocks = module.net.backbone.blocks()
+    assert all(p.requires_grad for p in module.parameters())
+    assert logged[TRAINABLE_BLOCKS_METRIC] == 1.0
+    bn_modes = [
+        [m.training for m in b.modules() if isinstance(m, torch.nn.BatchNorm3d)] for b in blocks
+    ]
+    assert bn_modes == [[False], [False], [False], [True]]
+
+    batch = next(iter(loader(1)))
+    out = module.net(batch["video"], batch["view_mask"])
+    loss = F.cross_entropy(out["action"], batch["action"])
+    (loss + F.cross_entropy(out["offence_severity"], batch["offence_severity"])).backward()
+    cb.on_before_optimizer_step(None, module, None)
+    assert [all(p.grad is None for p in b.parameters()) for b in blocks] == [True] * 3 + [False]
+    assert all(p.grad is not None for p in module.net.head_parameters())
+
+
+def test_lr_boost_finds_the_backbone_group_of_an_optimizer_built_elsewhere():
+    """Unnamed groups: the boost finds the group holding the backbone, takes the other group's LR
+    as the head's, and with no scheduler keeps the multiplier 1."""
+    net = MultiViewNet("tiny", shared_dim=16)
+    head, backbone = list(net.head_parameters()), list(net.backbone.parameters())
+    optimizer = torch.optim.SGD([{"params": head, "lr": 0.01}, {"params": backbone, "lr": 0.001}])
+    boost = boost_backbone_lr(optimizer, [], backbone, ratio=0.5)
+    assert boost is not None and optimizer.param_groups[1]["lr"] == pytest.approx(0.005)
+    assert optimizer.param_groups[1]["initial_lr"] == pytest.approx(0.005)
+    assert optimizer.param_groups[0]["lr"] == 0.01
+    assert str(boost) == (
+        "base LR 0.001 -> 0.005 (head LR x 0.5), current LR 0.001 -> 0.005 (schedule multiplier 1)"
+    )
+    # an optimiser without the backbone's parameters: nothing to boost
+    head_only = torch.optim.SGD(head, lr=0.01)
+    assert boost_backbone_lr(head_only, [], backbone, ratio=0.5) is None

@@ -17,9 +17,9 @@ from omegaconf import OmegaConf
 import mvfoul.config  # noqa: F401
 from mvfoul.data.datamodule import MultiViewDataModule
 from mvfoul.paths import CONF_DIR
+from mvfoul.rules import validate_config, with_schema
 from mvfoul.training.module import MultiViewFoulModule
 from mvfoul.training.trainer import build_trainer
-from mvfoul.validate import validate_config, with_schema
 
 out = Path(sys.argv[1])
 overrides = sys.argv[2:]
