@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -80,10 +81,19 @@ def test_shipped_model_configs_name_registered_backbones_and_poolings():
         assert cfg.pooling in POOLING_KINDS, path.name
 
 
-def test_spec_names_match_registry_keys_and_describe_themselves():
+def test_specs_take_their_facts_from_torchvisions_weights_registry():
+    from torchvision.models import get_model_weights
+
     for name, spec in BACKBONES.items():
         assert spec.name == name
-        assert spec.description and "\n" not in spec.description
+        if spec.torchvision_name is None:
+            assert name == "tiny" and spec.weights is None
+            continue
+        weights = get_model_weights(spec.torchvision_name).KINETICS400_V1
+        assert spec.weights is weights
+        if name != "s3d":  # measured below torchvision's declared minimum
+            assert spec.min_size == min(weights.meta["min_size"])
+            assert spec.min_frames == weights.meta.get("min_temporal_size", 1)
 
 
 def _run_forward(name: str, frames: int, size: int) -> None:
@@ -91,7 +101,7 @@ def _run_forward(name: str, frames: int, size: int) -> None:
     clips = torch.randn(2, 3, frames, size, size)
     with torch.no_grad():
         features = backbone(clips)
-    assert features.shape == (2, BACKBONES[name].feature_dim)
+    assert features.shape == (2, backbone.feature_dim)
     assert torch.isfinite(features).all()
     # Two different clips must not collapse onto one feature vector.
     assert not torch.allclose(features[0], features[1])
@@ -445,49 +455,74 @@ def test_pretrained_without_network_fails_fast_with_the_fix(torch_home):
         assert isinstance(backbone, Backbone)
 
 
+class _FakeResponse(io.BytesIO):
+    """What torch.hub's urlopen returns, serving ``body`` ``chunk_s`` seconds per read."""
+
+    def __init__(self, body: bytes, chunk_s: float = 0.0) -> None:
+        super().__init__(body)
+        self.chunk_s = chunk_s
+
+    def info(self):
+        return Message()  # headers, without Content-Length
+
+    def read(self, size=-1):
+        time.sleep(self.chunk_s)
+        return super().read(min(size, 16384))  # above open()'s buffer: each read lands
+
+
 class _ReleasableHang:
     """A stand-in for urlopen that hangs like a blackholed connection until released."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
 
-    def __call__(self, url, timeout=None):
+    def __call__(self, request, timeout=None):
         self.release.wait(60)
         raise OSError("released by the test")
 
 
-def test_stalled_download_is_abandoned(torch_home, monkeypatch):
+def test_stalled_download_is_abandoned_and_leaves_nothing_in_the_cache(torch_home, monkeypatch):
     hang = _ReleasableHang()
-    monkeypatch.setattr(backbones_module.urllib.request, "urlopen", hang)
+    monkeypatch.setattr(torch.hub, "urlopen", hang)
     monkeypatch.setattr(backbones_module, "DOWNLOAD_STALL_TIMEOUT_S", 0.3)
+    checkpoints = torch_home / "hub" / "checkpoints"
     start = time.monotonic()
     try:
         with pytest.raises(WeightsUnavailableError) as info:
             build_backbone("s3d", pretrained=True)
         assert time.monotonic() - start < 5
+        # The abandoned download still hangs, and its temporary file is already gone.
+        assert not any(checkpoints.iterdir())
     finally:
         hang.release.set()
     assert "no response for 0.3 s" in str(info.value)
     _assert_actionable_download_error(str(info.value), "s3d", torch_home)
-    checkpoints = torch_home / "hub" / "checkpoints"
-    assert not checkpoints.exists() or not any(checkpoints.iterdir())
 
 
-class _FakeResponse(io.BytesIO):
-    def __enter__(self):
-        return self
+def test_a_slow_download_that_keeps_arriving_is_not_abandoned(torch_home, monkeypatch):
+    from torchvision.models._api import Weights, WeightsEnum
 
-    def __exit__(self, *exc):
-        self.close()
+    class SlowWeights(WeightsEnum):
+        V1 = Weights(url="https://example.invalid/models/slow.pth", transforms=None, meta={})
+
+    buffer = io.BytesIO()
+    torch.save({"w": torch.arange(24000.0)}, buffer)  # ~96 kB: six reads, 0.1 s apart
+    body = buffer.getvalue()
+    monkeypatch.setattr(torch.hub, "urlopen", lambda request: _FakeResponse(body, chunk_s=0.1))
+    monkeypatch.setattr(backbones_module, "DOWNLOAD_STALL_TIMEOUT_S", 0.4)
+    start = time.monotonic()
+    path = torch_home / "hub" / "checkpoints" / "slow.pth"
+    state = backbones_module._hub_state_dict(SlowWeights.V1, path)
+    assert time.monotonic() - start > 0.4  # longer than the stall limit, in all
+    assert torch.equal(state["w"], torch.arange(24000.0))
+    assert path.read_bytes() == body
 
 
 def test_corrupt_download_is_not_cached(torch_home, monkeypatch):
     monkeypatch.setattr(
-        backbones_module.urllib.request,
-        "urlopen",
-        lambda url, timeout=None: _FakeResponse(b"<html>proxy login</html>"),
+        torch.hub, "urlopen", lambda request: _FakeResponse(b"<html>proxy login</html>")
     )
-    with pytest.raises(WeightsUnavailableError, match="corrupt") as info:
+    with pytest.raises(WeightsUnavailableError, match="invalid hash value") as info:
         build_backbone("s3d", pretrained=True)
     _assert_actionable_download_error(str(info.value), "s3d", torch_home)
     checkpoints = torch_home / "hub" / "checkpoints"
@@ -497,10 +532,10 @@ def test_corrupt_download_is_not_cached(torch_home, monkeypatch):
 def test_pretrained_loads_torchvisions_cached_file_without_network(torch_home, monkeypatch):
     from torchvision.models import video
 
-    def no_network(url, timeout=None):
+    def no_network(request, timeout=None):
         raise AssertionError("a cached file must not be downloaded again")
 
-    monkeypatch.setattr(backbones_module.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(torch.hub, "urlopen", no_network)
     reference = video.s3d()  # a torchvision file: full model, Kinetics classifier included
     path = hub_weights_path("s3d")
     path.parent.mkdir(parents=True)
@@ -604,7 +639,7 @@ def _bad_weights(tmp_path: Path, kind: str) -> Path:
 @pytest.mark.parametrize(
     "kind, expected",
     [
-        ("missing", "no such file"),
+        ("missing", "No such file"),
         ("garbage", "cannot be read"),
         ("wrong_shape", "stages.1.0.weight (file [7, 16, 3, 3, 3] vs model [32, 16, 3, 3, 3])"),
         (
@@ -650,7 +685,7 @@ def test_each_backbone_carries_its_weights_input_statistics(name):
 def test_the_data_pipeline_normalises_with_the_backbones_statistics(model, backbone):
     from conftest import compose_config
     from mvfoul.data.datamodule import MultiViewDataModule
-    from mvfoul.validate import validate_config, with_schema
+    from mvfoul.rules import validate_config, with_schema
 
     cfg = with_schema(
         compose_config(
