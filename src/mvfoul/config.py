@@ -119,7 +119,7 @@ class DatasetConfig:
     )
     train_csv: Optional[str] = key(
         None,
-        "CSV annotations of the training split (schema in README), relative to data_dir; null = Train/annotations.json",
+        "CSV annotations of the training split (schema in docs/csv-annotations.md), relative to data_dir; null = Train/annotations.json",
     )
     val_csv: Optional[str] = key(
         None, "CSV annotations of the validation split; null = Valid/annotations.json"

@@ -1,8 +1,7 @@
 """Fill the frame cache for a dataset config before training (``python build_cache.py``).
 
-Training fills the cache as it goes, one clip at a time in the DataLoader workers; building it
-ahead decodes every view of every split in parallel and reports what it stored, so the first
-epoch already reads at cache speed.
+Training fills the cache one clip at a time in the DataLoader workers; building it ahead decodes
+every view of every split in parallel, so the first epoch already reads at cache speed.
 """
 
 from __future__ import annotations
@@ -14,13 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from mvfoul.data.annotations import find_split_dir
-from mvfoul.data.datamodule import MultiViewDataModule
+from mvfoul.data.datamodule import SPLIT_CSV_KEYS, MultiViewDataModule
 from mvfoul.data.frames import ClipLoader
 from mvfoul.errors import ConfigError, DataError
-
-SPLITS = ("train", "valid", "test")
 
 
 @dataclass
@@ -34,10 +32,9 @@ class CacheReport:
     seconds: float = 0.0
 
     def summary(self) -> str:
-        total = self.new + self.present
         line = (
-            f"frame cache {self.cache_dir}: {total} clips ({self.new} decoded now, {self.present} already cached), "
-            f"{human_size(self.size_bytes)}, {self.seconds:.1f} s"
+            f"frame cache {self.cache_dir}: {self.new + self.present} clips ({self.new} decoded now, "
+            f"{self.present} already cached), {human_size(self.size_bytes)}, {self.seconds:.1f} s"
         )
         if self.repaired:
             line += f"; {self.repaired} damaged entr(y/ies) decoded again"
@@ -56,29 +53,10 @@ def human_size(n: int) -> str:
 
 
 def _cache_one(loader: ClipLoader, path: str) -> tuple[bool, bool]:
-    """Load one clip through the cache: (it was already there, a damaged entry was replaced)."""
+    """(it was already cached, a damaged entry was replaced): not the frames, which would be
+    pickled back to the parent process for nothing."""
     clip = loader(Path(path))
     return clip.cached, clip.repaired is not None
-
-
-def clips_to_cache(datamodule: MultiViewDataModule) -> list[Path]:
-    """Every view of every action of the splits present (a split folder may be absent)."""
-    clips: list[Path] = []
-    for split in SPLITS:
-        has_csv = bool(
-            datamodule.cfg.get(
-                {"train": "train_csv", "valid": "val_csv", "test": "test_csv"}[split]
-            )
-        )
-        if not has_csv:
-            try:
-                find_split_dir(datamodule.data_dir, split)
-            except DataError:
-                continue
-        for action in datamodule.read_split(split):
-            clips.extend(action.clips)
-    # Entries are keyed by the resolved file, so splits sharing files (links) share entries.
-    return sorted({clip.resolve() for clip in clips})
 
 
 def build_cache(
@@ -92,18 +70,19 @@ def build_cache(
     datamodule = MultiViewDataModule(cfg.dataset, frame_indices, seed=cfg.system.seed)
     datamodule.prepare_data()
     loader = datamodule.clip_loader()
-    assert loader.cache is not None
-    clips = clips_to_cache(datamodule)
-    report = CacheReport(cache_dir=loader.cache.root)
-
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
+    assert loader.cache_dir is not None
+    clips: set[Path] = set()
+    for split, csv_key in SPLIT_CSV_KEYS.items():
+        if not datamodule.cfg.get(csv_key):
+            try:  # a split folder may be absent
+                find_split_dir(datamodule.data_dir, split)
+            except DataError:
+                continue
+        # Entries are keyed by the resolved file: splits sharing files (links) share entries.
+        clips.update(
+            clip.resolve() for action in datamodule.read_split(split) for clip in action.clips
+        )
+    report = CacheReport(cache_dir=loader.cache_dir)
     columns = (
         TextColumn("caching frames"),
         BarColumn(),
@@ -115,19 +94,17 @@ def build_cache(
         ProcessPoolExecutor(max_workers=max(1, workers)) as pool,
     ):
         task = bar.add_task("cache", total=len(clips))
-        futures = {pool.submit(_cache_one, loader, str(path)): path for path in clips}
+        futures = [pool.submit(_cache_one, loader, str(path)) for path in sorted(clips)]
         for future in as_completed(futures):
             try:
                 cached, repaired = future.result()
-                if cached:
-                    report.present += 1
-                else:
-                    report.new += 1
+                report.present += cached
+                report.new += not cached
                 report.repaired += repaired
             except DataError as err:
                 report.unreadable.append(str(err))
             bar.advance(task)
-    report.size_bytes = loader.cache.size_bytes()
+    report.size_bytes = loader.cache_size_bytes()
     report.seconds = time.monotonic() - started
     return report
 
@@ -144,7 +121,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workers",
         type=int,
-        default=None,
         help="decoding processes (default: dataset.num_workers, at least 1)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

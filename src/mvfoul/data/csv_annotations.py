@@ -1,61 +1,8 @@
-"""CSV annotations: the same actions as ``annotations.json``, one row per action.
+"""CSV annotations: the same actions as ``annotations.json``, one row per action, through the same
+official rules and report; and a converter between the two formats.
 
-Schema
-------
-
-A UTF-8 CSV file (comma-separated, standard double-quote quoting; a UTF-8 byte-order mark is
-accepted). The first line is the header; **column order is free, and extra columns are allowed
-and ignored** (keep notes, sources or scores beside the labels).
-
-=================  =========================================================================
-column             content
-=================  =========================================================================
-``action_id``      the action's id, a string: the key it has (or would have) in
-                   ``annotations.json``, e.g. ``0`` or ``1342``. Predictions are keyed by it.
-                   Required, non-empty, unique in the file.
-``clips``          the action's camera views, in view order, as paths **relative to**
-                   ``dataset.data_dir``, separated by ``;``, e.g.
-                   ``Train/action_0/clip_0.mp4;Train/action_0/clip_1.mp4``. Required and
-                   non-empty; a path may not be absolute nor contain ``..``; ``\\`` is read as
-                   ``/``. A listed clip missing on disk is not an error: it is counted and
-                   reported (one warning line), the action keeps its other views, and an action
-                   left without any view is dropped and counted.
-``action_class``   the raw ``Action class`` string of ``annotations.json``: one of
-                   ``Tackling``, ``Standing tackling``, ``High leg``, ``Holding``, ``Pushing``,
-                   ``Elbowing``, ``Challenge``, ``Dive``, ``Dont know``, or empty.
-``offence``        the raw ``Offence`` string: ``Offence``, ``No offence``, ``No Offence``,
-                   ``Between``, or empty.
-``severity``       the raw ``Severity`` string: ``1.0``, ``2.0``, ``3.0``, ``4.0``, ``5.0``, or
-                   empty.
-=================  =========================================================================
-
-The three label columns hold the **raw** annotation strings, not the training classes, so the
-official rules (:func:`mvfoul.labels.official_labels`) apply exactly as they do to the JSON:
-e.g. a ``Between`` offence or a ``Dont know`` class drops the action (counted in the report), a
-``Dive`` with an empty offence counts as ``Offence`` + ``1.0``. A value outside the lists above is
-a typo and fails (it is never silently dropped); values are compared after trimming surrounding
-spaces, as the rules do. Unlabelled (challenge) files may leave the three label columns empty or
-omit them; read them with ``labelled=False``. Blank lines are skipped.
-
-Example::
-
-    action_id,clips,action_class,offence,severity
-    0,Train/action_0/clip_0.mp4;Train/action_0/clip_1.mp4,Standing tackling,Offence,1.0
-    1,Train/action_1/clip_0.mp4;Train/action_1/clip_1.mp4,Dive,,
-
-Errors name the file, the data row (1-based, the header not counted) and its line in the file,
-the column, the bad value and what is allowed, in one line.
-
-Converter
----------
-
-``python -m mvfoul.data.csv_annotations to-csv SPLIT_DIR OUT.csv`` writes every action listed in
-``SPLIT_DIR/annotations.json`` (unfiltered, raw strings, JSON order; clip paths relative to
-SPLIT_DIR's parent, the data_dir). ``python -m mvfoul.data.csv_annotations to-json CSV DATA_DIR
-OUT_SPLIT_DIR`` writes ``OUT_SPLIT_DIR/annotations.json`` in the SoccerNet layout; every clip
-path must then be ``<OUT_SPLIT_DIR relative to DATA_DIR>/action_<n>/clip_<k>.mp4``. Neither
-overwrites an existing file without ``--force``. Only the columns above are carried: the other
-fields of ``annotations.json`` (contact, body part, camera type, replay speed...) are not.
+The schema (columns, allowed values, an example) and the converter are documented in
+``docs/csv-annotations.md``.
 """
 
 from __future__ import annotations
@@ -67,114 +14,92 @@ import io
 import json
 import re
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import NamedTuple
 
 from mvfoul import atomic
-from mvfoul.data.annotations import (
-    ANNOTATIONS_FILE,
-    LABEL_FIELDS,
-    Action,
-    RawAction,
-    SplitReport,
-    build_actions,
-    read_raw_split,
-)
+from mvfoul.data import annotations as ann
 from mvfoul.errors import DataError
 from mvfoul.labels import ACTION_CLASS_VALUES, OFFENCE_VALUES, SEVERITY_VALUES
 
-ID_COLUMN = "action_id"
-CLIPS_COLUMN = "clips"
 LABEL_COLUMNS = ("action_class", "offence", "severity")  # same order as the JSON label fields
-CSV_COLUMNS = (ID_COLUMN, CLIPS_COLUMN, *LABEL_COLUMNS)  # the order to-csv writes
-CLIP_SEPARATOR = ";"
-
+CSV_COLUMNS = ("action_id", "clips", *LABEL_COLUMNS)  # the order to-csv writes
 # The raw strings annotations.json uses (mvfoul.labels); anything else in a label column is a typo.
-LABEL_VALUES: dict[str, tuple[str, ...]] = dict(
-    zip(LABEL_COLUMNS, (ACTION_CLASS_VALUES, OFFENCE_VALUES, SEVERITY_VALUES))
-)
-
-_ACTION_DIR = re.compile(r"^action_\d+$")
-_CLIP_NAME = re.compile(r"^clip_\d+\.mp4$")
+LABEL_VALUES = dict(zip(LABEL_COLUMNS, (ACTION_CLASS_VALUES, OFFENCE_VALUES, SEVERITY_VALUES)))
 
 
-@dataclass(frozen=True)
-class _Row:
-    """One validated data row, before any disk check."""
-
-    row: int  # 1-based data row (the header is not counted)
-    line: int  # line of the file where the row starts
+class _Row(NamedTuple):
+    at: str  # "row <1-based data row> (line <line where it starts>)"
     action_id: str
     clips: tuple[str, ...]  # normalised POSIX paths relative to data_dir
     labels: tuple[str, str, str] | None  # raw strings, None when unlabelled
 
 
-# --- reading -------------------------------------------------------------------------------
-
-
 def read_csv_annotations(
     csv_path: str | Path, data_dir: str | Path, labelled: bool = True
-) -> tuple[list[Action], SplitReport]:
-    """Read a CSV annotation file (schema in the module docstring) into actions and a report.
-
-    The same semantics as :func:`~mvfoul.data.annotations.read_soccernet_split`, through the
-    same :func:`~mvfoul.data.annotations.build_actions`: official label rules (with
-    ``labelled=True``), missing clips counted with one warning line, existing views kept, actions
-    left without a view dropped and counted. Clip paths are ``data_dir / <path in the CSV>``;
-    the report's ``split_dir`` is the CSV file. With ``labelled=False`` the label columns may be
-    absent or empty and are ignored. A malformed file raises a one-line DataError.
-    """
-    csv_path = Path(csv_path).expanduser()
-    data_dir = Path(data_dir).expanduser()
+) -> tuple[list[ann.Action], ann.SplitReport]:
+    """What :func:`~mvfoul.data.annotations.read_soccernet_split` gives, for a CSV file whose clip
+    paths are under ``data_dir`` (the report's ``split_dir`` is the CSV file)."""
+    csv_path, data_dir = Path(csv_path).expanduser(), Path(data_dir).expanduser()
     rows = parse_csv_rows(csv_path, labelled)
     if not data_dir.is_dir():
         raise DataError(
             f"dataset folder {data_dir} does not exist (the clip paths of {csv_path} are "
             f"relative to it); set dataset.data_dir to the folder the CSV's paths start from"
         )
-    raw_actions = [
-        RawAction(r.action_id, tuple(data_dir / clip for clip in r.clips), r.labels) for r in rows
-    ]
-    return build_actions(csv_path, raw_actions, labelled)
+    raw = [ann.RawAction(r.action_id, tuple(data_dir / c for c in r.clips), r.labels) for r in rows]
+    return ann.build_actions(csv_path, raw, labelled)
 
 
-def _read_text(csv_path: Path) -> str:
-    fix = "write it as a UTF-8 CSV with a header line"
+def _records(csv_path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line where it starts, cells) of every non-blank line of the file."""
     try:
         data = csv_path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"CSV annotations {csv_path} not found; check the path") from None
     except IsADirectoryError:
-        raise DataError(f"CSV annotations {csv_path} is a folder, not a file; {fix}") from None
+        raise DataError(
+            f"CSV annotations {csv_path} is a folder, not a file; write it as a UTF-8 CSV with a "
+            f"header line"
+        ) from None
     except OSError as err:
         raise DataError(f"cannot read CSV annotations {csv_path} ({err.strerror or err})") from None
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise DataError(
             f"CSV annotations {csv_path}: not UTF-8 (byte 0x{data[err.start]:02x} on line "
             f"{line}); save it as UTF-8"
         ) from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    start = 1
+    try:
+        for cells in reader:
+            if cells:
+                yield start, cells
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise DataError(
+            f"CSV annotations {csv_path}, line {reader.line_num}: not valid CSV ({err}); "
+            f"quote cells that hold commas, quotes or line breaks"
+        ) from None
 
 
 def _header(csv_path: Path, cells: list[str], labelled: bool | None) -> tuple[dict[str, int], bool]:
-    """Column name -> index, and whether the label columns are read."""
+    """Column name -> index, and whether the label columns are read (``None``: when present)."""
     names = [c.strip() for c in cells]
-    found = ", ".join(repr(n) for n in names)
-    duplicated = sorted({n for n in names if names.count(n) > 1 and n})
-    if duplicated:
+    if duplicated := sorted({n for n in names if n and names.count(n) > 1}):
         raise DataError(
             f"CSV annotations {csv_path}, header (line 1): column(s) "
-            f"{', '.join(repr(n) for n in duplicated)} appear more than once; keep one of each"
+            f"{', '.join(map(repr, duplicated))} appear more than once; keep one of each"
         )
     index = {n: i for i, n in enumerate(names)}
-    if labelled is None:  # auto: labelled when any label column is there
+    if labelled is None:
         labelled = any(c in index for c in LABEL_COLUMNS)
-    required = (ID_COLUMN, CLIPS_COLUMN, *(LABEL_COLUMNS if labelled else ()))
-    missing = [c for c in required if c not in index]
-    if missing:
+    required = CSV_COLUMNS if labelled else CSV_COLUMNS[:2]
+    if missing := [c for c in required if c not in index]:
         hint = ""
         if len(names) == 1 and (";" in names[0] or "\t" in names[0]):
             hint = " (the header looks ';'- or tab-separated: columns must be separated by ',')"
@@ -182,129 +107,89 @@ def _header(csv_path: Path, cells: list[str], labelled: bool | None) -> tuple[di
             hint = " (an unlabelled, challenge, file may omit the label columns: read it with labelled=False)"
         raise DataError(
             f"CSV annotations {csv_path}: missing required column(s) "
-            f"{', '.join(repr(c) for c in missing)}; columns found: {found}; the header needs "
-            f"{', '.join(required)}{hint}"
+            f"{', '.join(map(repr, missing))}; columns found: {', '.join(map(repr, names))}; the "
+            f"header needs {', '.join(required)}{hint}"
         )
     return index, labelled
 
 
-def _clip_path(item: str) -> tuple[str | None, str]:
-    """(normalised POSIX path, '') or (None, why the path is refused)."""
+def _clip_path(item: str, where: str) -> str:
     text = item.strip().replace("\\", "/")
     if not text:
-        return None, "an empty path (look for ';;' or a ';' at either end)"
+        raise DataError(f"{where}: an empty path (look for ';;' or a ';' at either end)")
     if text.startswith("/") or PureWindowsPath(text).drive:
-        return (
-            None,
-            f"{text!r} is absolute; write it relative to the dataset folder (dataset.data_dir)",
+        raise DataError(
+            f"{where}: {text!r} is absolute; write it relative to the dataset folder "
+            f"(dataset.data_dir)"
         )
     parts = PurePosixPath(text).parts
     if ".." in parts:
-        return None, (
-            f"{text!r} contains '..' and may leave the dataset folder; write it relative to "
-            f"dataset.data_dir, without '..'"
+        raise DataError(
+            f"{where}: {text!r} contains '..' and may leave the dataset folder; write it relative "
+            f"to dataset.data_dir, without '..'"
         )
     if not parts:
-        return None, f"{text!r} is not a file path"
-    return PurePosixPath(*parts).as_posix(), ""
+        raise DataError(f"{where}: {text!r} is not a file path")
+    return PurePosixPath(*parts).as_posix()
 
 
-def _allowed(values: Sequence[str]) -> str:
-    return ", ".join("'' (empty)" if v == "" else repr(v) for v in values)
-
-
-def label_problem(column: str, value: str) -> str | None:
-    """Why ``value`` is not a raw string of label column ``column``, or None when it is one."""
-    allowed = LABEL_VALUES[column]
-    if value.strip() in allowed:
-        return None
-    close = difflib.get_close_matches(value.strip(), [v for v in allowed if v], n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{value!r} is not an allowed value (allowed: {_allowed(allowed)}){hint}"
+def label_problem(labels: Sequence[str]) -> tuple[str, str] | None:
+    """The first label column whose raw string is not allowed, and why; None when all are."""
+    for column, value in zip(LABEL_COLUMNS, labels):
+        allowed = LABEL_VALUES[column]
+        if value.strip() not in allowed:
+            close = difflib.get_close_matches(value.strip(), [v for v in allowed if v], n=1)
+            shown = ", ".join("'' (empty)" if v == "" else repr(v) for v in allowed)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            return column, f"{value!r} is not an allowed value (allowed: {shown}){hint}"
+    return None
 
 
 def parse_csv_rows(csv_path: Path, labelled: bool | None) -> list[_Row]:
     """Every data row, validated; ``labelled=None`` reads the labels when the columns exist."""
-    text = _read_text(csv_path)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    rows: list[_Row] = []
-    seen: dict[str, _Row] = {}
-    index: dict[str, int] | None = None
-    n_columns = 0
-    data_row = 0
-    line = 1
-    while True:
-        try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as err:
-            raise DataError(
-                f"CSV annotations {csv_path}, line {reader.line_num}: not valid CSV ({err}); "
-                f"quote cells that hold commas, quotes or line breaks"
-            ) from None
-        start, line = line, reader.line_num + 1
-        if not cells:  # a blank line
-            continue
-        if index is None:
-            index, labels_read = _header(csv_path, cells, labelled)
-            n_columns = len(cells)
-            continue
-        data_row += 1
-        where = f"CSV annotations {csv_path}, row {data_row} (line {start})"
-        if len(cells) != n_columns:
-            raise DataError(
-                f"{where}: {len(cells)} cells where the header has {n_columns}; quote cells that "
-                f"hold commas"
-            )
-
-        cell = {column: cells[position] for column, position in index.items()}
-        action_id = cell[ID_COLUMN].strip()
-        if not action_id:
-            raise DataError(f"{where}, column '{ID_COLUMN}': empty; every action needs an id")
-        if action_id in seen:
-            first = seen[action_id]
-            raise DataError(
-                f"{where}, column '{ID_COLUMN}': {action_id!r} is already used by row "
-                f"{first.row} (line {first.line}); each action needs exactly one row"
-            )
-        if not cell[CLIPS_COLUMN].strip():
-            raise DataError(
-                f"{where}, column '{CLIPS_COLUMN}': empty; list the action's views relative to "
-                f"dataset.data_dir, separated by '{CLIP_SEPARATOR}' (e.g. Train/action_0/clip_0.mp4)"
-            )
-        clips = []
-        for k, item in enumerate(cell[CLIPS_COLUMN].split(CLIP_SEPARATOR)):
-            path, problem = _clip_path(item)
-            if path is None:
-                raise DataError(f"{where}, column '{CLIPS_COLUMN}', clip {k + 1}: {problem}")
-            clips.append(path)
-        labels = None
-        if labels_read:
-            action_class, offence, severity = (cell[c] for c in LABEL_COLUMNS)
-            values = (action_class, offence, severity)
-            for column, value in zip(LABEL_COLUMNS, values):
-                issue = label_problem(column, value)
-                if issue:
-                    raise DataError(f"{where}, column '{column}': {issue}")
-            labels = values
-        row = _Row(data_row, start, action_id, tuple(clips), labels)
-        seen[action_id] = row
-        rows.append(row)
-    if index is None:
+    records = _records(csv_path)
+    if (header := next(records, None)) is None:
         raise DataError(
             f"CSV annotations {csv_path} is empty; expected a header line "
             f"({', '.join(CSV_COLUMNS)}) and one row per action"
         )
-    return rows
-
-
-# --- converting ----------------------------------------------------------------------------
+    index, labels_read = _header(csv_path, header[1], labelled)
+    rows: dict[str, _Row] = {}
+    for n, (line, cells) in enumerate(records, 1):
+        at = f"row {n} (line {line})"
+        where = f"CSV annotations {csv_path}, {at}"
+        if len(cells) != len(header[1]):
+            raise DataError(
+                f"{where}: {len(cells)} cells where the header has {len(header[1])}; quote cells "
+                f"that hold commas"
+            )
+        cell = {column: cells[position] for column, position in index.items()}
+        action_id = cell["action_id"].strip()
+        if not action_id:
+            raise DataError(f"{where}, column 'action_id': empty; every action needs an id")
+        if action_id in rows:
+            raise DataError(
+                f"{where}, column 'action_id': {action_id!r} is already used by "
+                f"{rows[action_id].at}; each action needs exactly one row"
+            )
+        if not cell["clips"].strip():
+            raise DataError(
+                f"{where}, column 'clips': empty; list the action's views relative to "
+                f"dataset.data_dir, separated by ';' (e.g. Train/action_0/clip_0.mp4)"
+            )
+        items = enumerate(cell["clips"].split(";"), 1)
+        clips = tuple(_clip_path(item, f"{where}, column 'clips', clip {k}") for k, item in items)
+        labels = None
+        if labels_read:
+            labels = (cell["action_class"], cell["offence"], cell["severity"])
+            if bad := label_problem(labels):
+                raise DataError(f"{where}, column '{bad[0]}': {bad[1]}")
+        rows[action_id] = _Row(at, action_id, clips, labels)
+    return list(rows.values())
 
 
 def write_atomically(path: Path, text: str, overwrite: bool) -> None:
-    """Write ``text`` to ``path`` atomically (:mod:`mvfoul.atomic`), refusing to replace an
-    existing file unless ``overwrite``."""
+    """Write ``text`` to ``path`` (:mod:`mvfoul.atomic`); an existing file only if ``overwrite``."""
     if path.exists() and not overwrite:
         raise DataError(f"{path} already exists; pass --force to overwrite it")
     try:
@@ -317,32 +202,25 @@ def write_atomically(path: Path, text: str, overwrite: bool) -> None:
 def split_to_csv(
     split_dir: str | Path, out_csv: str | Path, overwrite: bool = False
 ) -> tuple[int, int, int]:
-    """Write every action of ``split_dir/annotations.json`` (unfiltered, JSON order, raw label
-    strings) as CSV rows, clip paths relative to ``split_dir``'s parent (the data_dir).
-
-    The label columns are written when every action has the three label strings and left out
-    when none has them (a challenge split). Returns (rows, clips, clips missing on disk).
-    """
-    split_dir = Path(split_dir).expanduser()
-    out_csv = Path(out_csv).expanduser()
+    """Every action of ``split_dir/annotations.json`` as a CSV row (label columns only when every
+    action has them) to ``out_csv``. Returns (rows, clips, clips missing on disk)."""
+    split_dir, out_csv = Path(split_dir).expanduser(), Path(out_csv).expanduser()
     if not split_dir.is_dir():
         raise DataError(f"split folder {split_dir} does not exist; give a folder like data/Train")
-    source = split_dir / ANNOTATIONS_FILE
-    raw_actions = read_raw_split(split_dir, labelled=False)
-    with_labels = [r.labels is not None for r in raw_actions]
-    labelled = bool(raw_actions) and all(with_labels)
-    if any(with_labels) and not labelled:
-        unlabelled = raw_actions[with_labels.index(False)].action_id
+    source = split_dir / ann.ANNOTATIONS_FILE
+    raw_actions = ann.read_raw_split(split_dir, labelled=False)
+    unlabelled = [r.action_id for r in raw_actions if r.labels is None]
+    if 0 < len(unlabelled) < len(raw_actions):
         raise DataError(
-            f"annotations file {source}: action {unlabelled!r} lacks a label field ('Action "
+            f"annotations file {source}: action {unlabelled[0]!r} lacks a label field ('Action "
             f"class', 'Offence' or 'Severity') while other actions have them; a CSV is either "
             f"labelled or not: fix that action"
         )
+    labelled = bool(raw_actions) and not unlabelled
     split_name = split_dir.resolve().name  # "data/Train/." or "." still name the split
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS if labelled else (ID_COLUMN, CLIPS_COLUMN))
-    n_clips = n_missing = 0
+    writer.writerow(CSV_COLUMNS if labelled else CSV_COLUMNS[:2])
     for raw in raw_actions:
         where = f"annotations file {source}: action {raw.action_id!r}"
         if raw.action_id != raw.action_id.strip() or not raw.action_id:
@@ -352,39 +230,28 @@ def split_to_csv(
         paths = [f"{split_name}/{clip.relative_to(split_dir).as_posix()}" for clip in raw.clips]
         if not paths:
             raise DataError(f"{where}: lists no clip; a CSV row needs at least one")
-        if any(CLIP_SEPARATOR in p for p in paths):
-            raise DataError(
-                f"{where}: a clip path contains '{CLIP_SEPARATOR}', the CSV's clip separator"
-            )
-        n_clips += len(paths)
-        n_missing += sum(not clip.is_file() for clip in raw.clips)
-        row = [raw.action_id, CLIP_SEPARATOR.join(paths)]
-        if labelled and raw.labels is not None:  # parsed with labelled=True: every row has them
-            for column, value in zip(LABEL_COLUMNS, raw.labels):
-                problem = label_problem(column, value)
-                if problem:
-                    raise DataError(
-                        f"{where}, {column}: {problem}; the CSV reader refuses it, fix the annotation"
-                    )
+        if any(";" in p for p in paths):
+            raise DataError(f"{where}: a clip path contains ';', the CSV's clip separator")
+        row = [raw.action_id, ";".join(paths)]
+        if labelled and raw.labels is not None:  # every action has them when labelled
+            if bad := label_problem(raw.labels):
+                raise DataError(
+                    f"{where}, {bad[0]}: {bad[1]}; the CSV reader refuses it, fix the annotation"
+                )
             row += raw.labels
         writer.writerow(row)
     write_atomically(out_csv, out.getvalue(), overwrite)
-    return len(raw_actions), n_clips, n_missing
+    clips = [clip for raw in raw_actions for clip in raw.clips]
+    return len(raw_actions), len(clips), sum(not clip.is_file() for clip in clips)
 
 
 def csv_to_split(
     csv_path: str | Path, data_dir: str | Path, out_split_dir: str | Path, overwrite: bool = False
 ) -> tuple[int, int, int]:
     """Write ``out_split_dir/annotations.json`` (SoccerNet layout) from a CSV whose clip paths are
-    relative to ``data_dir``.
-
-    The JSON names a clip by ``action_<n>/clip_<k>`` inside the split folder holding it, so every
-    clip path must be ``<out_split_dir relative to data_dir>/action_<n>/clip_<k>.mp4``; anything
-    else fails in one line. Label fields are written when the CSV has label columns (raw strings,
-    empty ones included) and left out otherwise. Returns (actions, clips, clips missing on disk).
-    """
-    csv_path = Path(csv_path).expanduser()
-    data_dir = Path(data_dir).expanduser()
+    relative to ``data_dir``; label fields when the CSV has label columns. Returns (actions,
+    clips, clips missing on disk)."""
+    csv_path, data_dir = Path(csv_path).expanduser(), Path(data_dir).expanduser()
     out_split_dir = Path(out_split_dir).expanduser()
     rows = parse_csv_rows(csv_path, labelled=None)
     try:
@@ -400,45 +267,26 @@ def csv_to_split(
             f"output split folder {out_split_dir} is the data folder itself; give the split folder "
             f"under it that holds action_<n>/ (e.g. {data_dir}/Train)"
         )
+    # The JSON names a clip only as action_<n>/clip_<k> inside the split folder holding it.
+    layout = re.compile(rf"{re.escape(split_rel.as_posix())}/(action_\d+/clip_\d+)\.mp4")
     actions: dict[str, dict] = {}
-    n_clips = n_missing = 0
     for row in rows:
         urls = []
-        for k, clip in enumerate(row.clips):
-            parts = PurePosixPath(clip).parts
-            if not (
-                len(parts) == len(split_rel.parts) + 2
-                and parts[:-2] == split_rel.parts
-                and _ACTION_DIR.match(parts[-2])
-                and _CLIP_NAME.match(parts[-1])
-            ):
+        for k, clip in enumerate(row.clips, 1):
+            if not (match := layout.fullmatch(clip)):
                 raise DataError(
-                    f"CSV annotations {csv_path}, row {row.row} (line {row.line}), column "
-                    f"'{CLIPS_COLUMN}', clip {k + 1}: {clip!r} is not "
-                    f"'{split_rel.as_posix()}/action_<n>/clip_<k>.mp4'; annotations.json can only "
-                    f"name clips as action_<n>/clip_<k> inside its own split folder "
+                    f"CSV annotations {csv_path}, {row.at}, column 'clips', clip {k}: {clip!r} is "
+                    f"not '{split_rel.as_posix()}/action_<n>/clip_<k>.mp4'; annotations.json can "
+                    f"only name clips as action_<n>/clip_<k> inside its own split folder "
                     f"({out_split_dir}), so this CSV cannot be written as one"
                 )
-            urls.append({"Url": f"Dataset/{parts[-2]}/{parts[-1][: -len('.mp4')]}"})
-            n_missing += not (data_dir / clip).is_file()
-        n_clips += len(urls)
-        entry: dict = {}
-        if row.labels is not None:
-            entry.update(zip(LABEL_FIELDS, row.labels))
-        entry["Clips"] = urls
-        actions[row.action_id] = entry
-    document = {
-        "Set": split_rel.parts[-1].lower(),
-        "Number of actions": len(actions),
-        "Actions": actions,
-    }
-    write_atomically(
-        out_split_dir / ANNOTATIONS_FILE, json.dumps(document, indent=4) + "\n", overwrite
-    )
-    return len(actions), n_clips, n_missing
-
-
-# --- command line --------------------------------------------------------------------------
+            urls.append({"Url": f"Dataset/{match[1]}"})
+        actions[row.action_id] = {**dict(zip(ann.LABEL_FIELDS, row.labels or ())), "Clips": urls}
+    header = {"Set": split_rel.parts[-1].lower(), "Number of actions": len(actions)}
+    text = json.dumps({**header, "Actions": actions}, indent=4) + "\n"
+    write_atomically(out_split_dir / ann.ANNOTATIONS_FILE, text, overwrite)
+    clips = [data_dir / clip for row in rows for clip in row.clips]
+    return len(actions), len(clips), sum(not clip.is_file() for clip in clips)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -451,7 +299,10 @@ class _OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _parser() -> argparse.ArgumentParser:
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mvfoul.data.csv_annotations {to-csv,to-json} ...``; one line out, exit 0 or 2."""
+    from mvfoul.cli import PREFIX
+
     parser = _OneLineParser(
         prog="python -m mvfoul.data.csv_annotations",
         description="Convert SoccerNet-MVFoul annotations between annotations.json and CSV "
@@ -474,23 +325,16 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--force", action="store_true", help="overwrite an existing output file"
         )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mvfoul.data.csv_annotations {to-csv,to-json} ...``; one line out, exit 0 or 2."""
-    from mvfoul.cli import PREFIX
-
-    args = _parser().parse_args(argv)
+    args = parser.parse_args(argv)
     try:
         if args.command == "to-csv":
-            out = Path(args.out_csv)
-            rows, clips, missing = split_to_csv(args.split_dir, out, overwrite=args.force)
-            what = f"{rows} rows to {out} (from {Path(args.split_dir) / ANNOTATIONS_FILE}"
+            rows, clips, missing = split_to_csv(args.split_dir, args.out_csv, args.force)
+            source = Path(args.split_dir) / ann.ANNOTATIONS_FILE
+            what = f"{rows} rows to {Path(args.out_csv)} (from {source}"
         else:
-            out = Path(args.out_split_dir) / ANNOTATIONS_FILE
+            out = Path(args.out_split_dir) / ann.ANNOTATIONS_FILE
             rows, clips, missing = csv_to_split(
-                args.csv_path, args.data_dir, args.out_split_dir, overwrite=args.force
+                args.csv_path, args.data_dir, args.out_split_dir, args.force
             )
             what = f"{rows} actions to {out} (from {args.csv_path}"
     except DataError as exc:

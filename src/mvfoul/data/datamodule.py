@@ -7,9 +7,10 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Sampler
 
 from mvfoul.config import SyntheticConfig
@@ -23,23 +24,13 @@ from mvfoul.data.synthetic import ensure_synthetic_dataset, synthetic_dataset_di
 from mvfoul.data.transforms import ClipTransformConfig, build_clip_transform
 from mvfoul.data.video import resolve_decoder
 from mvfoul.errors import DataError
+from mvfoul.labels import HEADS
+from mvfoul.validate import Problems, cross_key_rule
 
 log = logging.getLogger(__name__)
 
-
 # Split -> the dataset key of its CSV annotations.
 SPLIT_CSV_KEYS = {"train": "train_csv", "valid": "val_csv", "test": "test_csv"}
-
-
-def synthetic_spec(dataset: DictConfig) -> SyntheticConfig:
-    return SyntheticConfig(**dataset.synthetic)
-
-
-def resolve_data_dir(dataset: DictConfig) -> Path:
-    """The folder holding Train/ Valid/ Test/ for this dataset config."""
-    if dataset.name == "synthetic":
-        return synthetic_dataset_dir(synthetic_spec(dataset), dataset.data_dir)
-    return Path(dataset.data_dir).expanduser()
 
 
 class MultiViewDataModule(L.LightningDataModule):
@@ -60,7 +51,12 @@ class MultiViewDataModule(L.LightningDataModule):
         # epoch, so the sampler must start at the right one.
         self.first_epoch = first_epoch
         self.frame_indices = tuple(frame_indices)
-        self.data_dir = resolve_data_dir(dataset)
+        # The folder holding Train/ Valid/ Test/.
+        self.data_dir = (
+            synthetic_dataset_dir(SyntheticConfig(**dataset.synthetic), dataset.data_dir)
+            if dataset.name == "synthetic"
+            else Path(dataset.data_dir).expanduser()
+        )
         self.datasets: dict[str, MultiViewClipDataset] = {}
         self.train_sampler: ClassBalancedSampler | EpochShuffleSampler | None = None
         # Which split trainer.predict reads: the unlabelled challenge split unless told otherwise.
@@ -70,7 +66,9 @@ class MultiViewDataModule(L.LightningDataModule):
         # Runs once per node before setup: the only place that writes the built-in dataset.
         if self.cfg.name == "synthetic":
             ensure_synthetic_dataset(
-                synthetic_spec(self.cfg), self.cfg.data_dir, workers=min(2, os.cpu_count() or 1)
+                SyntheticConfig(**self.cfg.synthetic),
+                self.cfg.data_dir,
+                workers=min(2, os.cpu_count() or 1),
             )
 
     def clip_loader(self) -> ClipLoader:
@@ -87,24 +85,21 @@ class MultiViewDataModule(L.LightningDataModule):
         d = self.cfg
         # train_hydra.py and evaluate_hydra.py fill mean/std with the backbone's own (or the
         # checkpoint's record); bare configs fall back to the R3D statistics.
-        normalisation = {key: tuple(d[key]) for key in ("mean", "std") if d.get(key) is not None}
-        return ClipTransformConfig(
-            **normalisation,
-            frame_size=d.frame_size,
-            resize_size=d.resize_size,
-            augment=d.augment,
-            hflip_prob=d.hflip_prob,
-            crop_scale_min=d.crop_scale_min,
-            color_jitter=d.color_jitter,
-        )
+        normalisation: dict[str, Any] = {
+            key: tuple(d[key]) for key in ("mean", "std") if d.get(key) is not None
+        }
+        keys = "frame_size resize_size augment hflip_prob crop_scale_min color_jitter".split()
+        return ClipTransformConfig(**normalisation, **{key: d[key] for key in keys})
+
+    def _csv_path(self, split: str) -> Path | None:
+        """The split's CSV annotations when ``dataset.<split>_csv`` is set."""
+        csv_key = SPLIT_CSV_KEYS.get(split)
+        csv_path = self.cfg.get(csv_key) if csv_key else None
+        return self.data_dir / Path(csv_path).expanduser() if csv_path else None
 
     def annotations_path(self, split: str) -> Path:
         """The file holding the split's ground truth: its CSV, or its annotations.json."""
-        csv_key = SPLIT_CSV_KEYS.get(split)
-        csv_path = self.cfg.get(csv_key) if csv_key else None
-        if csv_path:
-            return self.data_dir / Path(csv_path).expanduser()
-        return find_split_dir(self.data_dir, split) / ANNOTATIONS_FILE
+        return self._csv_path(split) or find_split_dir(self.data_dir, split) / ANNOTATIONS_FILE
 
     def has_split(self, split: str) -> bool:
         try:
@@ -113,16 +108,11 @@ class MultiViewDataModule(L.LightningDataModule):
             return False
 
     def read_split(self, split: str) -> list[Action]:
-        """The split's actions, from its CSV when ``dataset.<split>_csv`` is set, else from
-        ``<data_dir>/<Split>/annotations.json``."""
-        csv_key = SPLIT_CSV_KEYS.get(split)
-        csv_path = self.cfg.get(csv_key) if csv_key else None
-        # The challenge split has no labels: it is read for prediction only.
-        labelled = split != "chall"
+        """The split's actions, from :meth:`annotations_path`."""
+        csv_path = self._csv_path(split)
+        labelled = split != "chall"  # the challenge split is read for prediction only
         if csv_path:
-            actions, report = read_csv_annotations(
-                self.data_dir / Path(csv_path).expanduser(), self.data_dir, labelled
-            )
+            actions, report = read_csv_annotations(csv_path, self.data_dir, labelled)
         else:
             actions, report = read_soccernet_split(find_split_dir(self.data_dir, split), labelled)
         log.info("%s: %s", split, report.summary())
@@ -133,11 +123,10 @@ class MultiViewDataModule(L.LightningDataModule):
         return actions
 
     def _build(self, split: str, train: bool) -> MultiViewClipDataset:
-        transform = build_clip_transform(self._transform_config(), train=train)
         return MultiViewClipDataset(
             self.read_split(split),
             self.clip_loader(),
-            transform,
+            build_clip_transform(self._transform_config(), train=train),
             views_per_sample=self.cfg.train_views if train else None,
             on_decode_error=self.cfg.on_decode_error,
         )
@@ -156,9 +145,8 @@ class MultiViewDataModule(L.LightningDataModule):
             self.datasets[self.predict_split] = self._build(self.predict_split, train=False)
 
     def _build_sampler(self) -> ClassBalancedSampler | EpochShuffleSampler:
-        """The training split's sampler: class-balanced when sampling asks for it, else a uniform
-        shuffle. Both draw each epoch from ``(seed, epoch)`` alone (see :mod:`mvfoul.data.sampling`),
-        so a resumed run draws exactly what the uninterrupted run would have."""
+        """Class-balanced or a uniform shuffle, both drawn from ``(seed, epoch)`` alone, so a
+        resumed run draws exactly what the uninterrupted run would have."""
         s = self.sampling
         if s is None or not s.use_class_balanced_sampler:
             return EpochShuffleSampler(len(self.datasets["train"]), seed=self.seed)
@@ -180,63 +168,40 @@ class MultiViewDataModule(L.LightningDataModule):
     def train_labels(self) -> dict[str, list[int]]:
         """Each training action's labels per task (for class weights and balanced sampling)."""
         labels = [a.labels for a in self.datasets["train"].actions]
-        known = [label for label in labels if label is not None]
-        if len(known) != len(labels):
+        if None in labels:
             raise DataError(
                 "the training split has actions without labels; it cannot be trained on"
             )
-        return {
-            "offence_severity": [label.offence_severity for label in known],
-            "action": [label.action for label in known],
-        }
-
-    def _world(self) -> tuple[int, int]:
-        """(rank, world size) of the run this DataModule feeds; (0, 1) outside a trainer."""
-        trainer = getattr(self, "trainer", None)
-        if trainer is None or trainer.world_size <= 1:
-            return 0, 1
-        return trainer.global_rank, trainer.world_size
+        return {head: [getattr(label, head) for label in labels] for head in HEADS}
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         d = self.cfg
         batch_size = d.batch_size if train or d.eval_batch_size is None else d.eval_batch_size
-        rank, world_size = self._world()
-        sampler: Sampler | None
+        trainer = self.trainer
+        rank, world_size = (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+        sampler: Sampler | None = None
         if train:
             assert self.train_sampler is not None, "setup('fit') builds the training sampler"
-            sampler = (
-                self.train_sampler
-                if world_size == 1
-                else RankShare(self.train_sampler, rank, world_size)
-            )
-        else:
-            sampler = (
-                None
-                if world_size == 1
-                else EvaluationShare(len(self.datasets[split]), rank, world_size)
-            )
+            sampler = self.train_sampler
+            if world_size > 1:
+                sampler = RankShare(sampler, rank, world_size)
+        elif world_size > 1:
+            sampler = EvaluationShare(len(self.datasets[split]), rank, world_size)
+        # Pin only for a CUDA trainer: a CPU run on a GPU machine gains nothing from it.
+        on_gpu = trainer is not None and trainer.strategy.root_device.type == "cuda"
         workers = d.num_workers
         return DataLoader(
             self.datasets[split],
             batch_size=batch_size,
-            # Training order comes from the sampler (seeded by epoch); evaluation keeps file order.
-            shuffle=False,
             sampler=sampler,
             num_workers=workers,
             collate_fn=collate_views,
-            pin_memory=self._feeds_a_gpu() if d.pin_memory is None else d.pin_memory,
+            pin_memory=on_gpu if d.pin_memory is None else d.pin_memory,
             persistent_workers=d.persistent_workers and workers > 0,
             prefetch_factor=d.prefetch_factor if workers > 0 else None,
-            # No worker_init_fn: the training samples carry their own seeds (mvfoul.data.sampling.Draw),
+            # No worker_init_fn: training samples carry their own seeds (mvfoul.data.sampling.Draw),
             # and Lightning's own worker seeding (rank-aware) covers anything else.
-            drop_last=False,
         )
-
-    def _feeds_a_gpu(self) -> bool:
-        """Whether the batches go to a CUDA device: the trainer's accelerator, not merely whether
-        this machine has a GPU (a CPU run on a GPU machine gains nothing from pinned memory)."""
-        trainer = getattr(self, "trainer", None)
-        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
@@ -267,3 +232,32 @@ def worker_death_message(err: BaseException, num_workers: int) -> str | None:
         f"a DataLoader worker process (pid {match.group(1).strip()}) died{signal}, most likely killed by the system "
         f"for lack of memory: lower dataset.num_workers (now {num_workers}) or dataset.batch_size, or give the job more memory"
     )
+
+
+@cross_key_rule("dataset")
+def check_data_location(cfg: DictConfig, p: Problems) -> None:
+    """The real dataset's folder, and any CSV annotation files, exist."""
+    d = cfg.dataset
+    if d.name != "mvfouls":
+        return
+    if OmegaConf.is_missing(d, "data_dir") or d.data_dir in (None, ""):
+        p.add(
+            "dataset.data_dir",
+            "missing (the folder with Train/ Valid/ Test/): "
+            "run `python train_hydra.py dataset.data_dir=/path/to/mvfouls`, "
+            "or try the built-in dataset with `python train_hydra.py --config-name quick_test`",
+        )
+        return
+    data_dir = Path(d.data_dir).expanduser()
+    if not data_dir.is_dir():
+        p.add(
+            "dataset.data_dir",
+            f"{d.data_dir!r} is not a folder: point it at the folder holding Train/ Valid/ Test/",
+        )
+        return
+    for key in SPLIT_CSV_KEYS.values():
+        if d[key] is not None and not (data_dir / Path(d[key]).expanduser()).is_file():
+            p.add(
+                f"dataset.{key}",
+                f"{d[key]!r} is not a file (relative paths start at dataset.data_dir)",
+            )

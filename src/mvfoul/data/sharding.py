@@ -1,29 +1,22 @@
-"""Each DDP rank's share of the data; mvfoul shards every split itself (the Trainer runs with
-``use_distributed_sampler=False``).
+"""Each DDP rank's share of the data (the Trainer runs with ``use_distributed_sampler=False``):
+rank ``r`` takes every ``world_size``-th item from position ``r``.
 
-* **Training** (:class:`RankShare`): the epoch's draw is made once, the same on every rank and
-  whatever the world size (:mod:`mvfoul.data.sampling`), and rank ``r`` takes every ``world_size``-th
-  draw from position ``r``. The shares are disjoint; the draw is cut to a multiple of the world
-  size (at most ``world_size - 1`` draws of an epoch go unused) so every rank takes the same
-  number of steps: one rank with an extra step would wait forever for the others' gradients.
-  Cutting rather than padding with repeats also keeps the balanced sampler's cap. Each draw keeps
-  its own seed, so the ranks' augmentations and views differ.
-* **Evaluation** (:class:`EvaluationShare`): rank ``r`` takes every ``world_size``-th action from
-  position ``r``, nothing padded. Lightning's default sampler pads the last shares with repeated
-  actions, which the confusion matrices would count twice; here the shares differ in size by at
-  most one action, which validation can afford (it synchronises only at the epoch's end).
+Training cuts the draw to a multiple of the world size, so every rank takes the same number of
+steps (one with an extra step would wait forever for the others' gradients), and cutting, unlike
+padding with repeats, keeps the balanced sampler's cap. Evaluation pads nothing: Lightning's
+default sampler repeats actions, which the confusion matrices would count twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sized
+from collections.abc import Iterator
 from typing import Any
 
 from torch.utils.data import Sampler
 
 
 class RankShare(Sampler[Any]):
-    """Rank ``rank``'s share of ``sampler``'s draw (see the module docstring)."""
+    """Rank ``rank``'s share of ``sampler``'s draw."""
 
     def __init__(self, sampler: Sampler[Any], rank: int, world_size: int) -> None:
         if not 0 <= rank < world_size:
@@ -41,8 +34,7 @@ class RankShare(Sampler[Any]):
         return iter(draws[self.rank : usable : self.world_size])
 
     def __len__(self) -> int:
-        assert isinstance(self.sampler, Sized)
-        return len(self.sampler) // self.world_size
+        return len(self.sampler) // self.world_size  # type: ignore[arg-type]
 
 
 class EvaluationShare(Sampler[int]):
@@ -51,7 +43,7 @@ class EvaluationShare(Sampler[int]):
     def __init__(self, size: int, rank: int, world_size: int) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, {world_size})")
-        self.indices = list(range(rank, size, world_size))
+        self.indices = range(rank, size, world_size)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)

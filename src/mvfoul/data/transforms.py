@@ -1,17 +1,12 @@
-"""Frames of one view -> a normalised clip tensor, with optional training augmentation.
+"""Frames of one view (uint8 ``[T, H, W, 3]``) -> a normalised float32 clip ``[C, T, S, S]``.
 
-Frames arrive as uint8 ``[T, H, W, 3]`` and leave as float32 ``[C, T, S, S]`` (``S`` =
-``frame_size``), the layout torchvision's video backbones take. The transforms run on a
-``tv_tensors.Video`` (``[T, C, H, W]``): torchvision.transforms.v2 draws its random parameters
-once per call, so every frame of a clip gets the same crop, flip and colour change — a clip
-whose frames jittered independently would show motion that never happened.
+The transforms run on a ``tv_tensors.Video``: torchvision.transforms.v2 draws its random
+parameters once per call, so every frame of a clip gets the same crop, flip and colour change.
 
-Geometry: evaluation resizes the short side to ``resize_size`` and centre-crops a square
-``frame_size`` (the backbones' recipe). Training keeps that field of view: it takes the centre
-square of the resized frame and random-resized-crops inside it. Applying RandomResizedCrop to the
-whole 16:9 frame would not work: a square-ish crop covering >= 80% of a 16:9 frame does not
-exist, so torchvision falls back to one fixed centre crop (no augmentation at all), while a
-16:9-shaped crop squashed into a square distorts the players unlike evaluation.
+Evaluation resizes the short side to ``resize_size`` and centre-crops ``frame_size``. Training
+keeps that field of view, random-resized-cropping inside the centre square: on a whole 16:9
+frame no square-ish crop covers >= 80%, so torchvision would fall back to a fixed centre crop,
+and a 16:9 crop squashed into a square distorts the players unlike evaluation.
 """
 
 from __future__ import annotations
@@ -20,16 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from omegaconf import DictConfig
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+
+from mvfoul.validate import Problems, cross_key_rule
 
 # torchvision's R3D/R(2+1)D/MC3/S3D Kinetics-400 statistics: the default when a caller names none.
 # Each backbone's own come from its weights (mvfoul.models.BACKBONES[name].mean/.std).
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
-# Aspect-ratio range of the random crop, relative to the (square) region it is cut from:
-# torchvision's default, which resizing back to a square turns into a mild stretch.
-_CROP_RATIO = (3 / 4, 4 / 3)
 
 
 @dataclass
@@ -49,15 +44,13 @@ class ClipTransformConfig:
 
 
 def prepare_frames(frames: torch.Tensor, resize_size: int) -> torch.Tensor:
-    """The deterministic first stage: uint8 ``[T, H, W, 3]`` -> uint8 ``[T, R, R, 3]``.
-
-    Resizes the short side to ``R = resize_size`` (antialiased bilinear) and keeps the centre
-    square: every later step (eval's centre crop, training's random resized crop) cuts inside
-    that square, so it is all a clip needs to keep. Clips of any resolution (the dataset also
-    ships 720p) end up the same size here; this is what the frame cache stores. Frames already
-    ``R x R`` are returned as they are.
-    """
-    _check_frames(frames)
+    """uint8 ``[T, H, W, 3]`` -> ``[T, R, R, 3]``: the short side resized to ``R`` and the centre
+    square, which every later crop cuts inside. Clips of any resolution (the dataset also ships
+    720p) end up the same size; this is what the frame cache stores."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
+        raise ValueError(
+            f"expected uint8 frames [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}"
+        )
     if frames.shape[1] == resize_size and frames.shape[2] == resize_size:
         return frames
     video = frames.permute(0, 3, 1, 2)  # [T, C, H, W]
@@ -69,41 +62,51 @@ def prepare_frames(frames: torch.Tensor, resize_size: int) -> torch.Tensor:
 def build_clip_transform(
     cfg: ClipTransformConfig, train: bool
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """uint8 ``[T, H, W, 3]`` -> float32 ``[3, T, frame_size, frame_size]``, normalised.
-
-    Accepts raw frames or frames already through :func:`prepare_frames` (cached ones).
-    ``train=True`` augments only when ``cfg.augment`` is set; otherwise it is the eval path.
-    """
+    """uint8 ``[T, H, W, 3]`` (raw or already prepared) -> float32 ``[3, T, S, S]``, normalised;
+    ``train=True`` augments when ``cfg.augment`` is set, else it is the eval path."""
     resize = cfg.effective_resize_size
     if resize < cfg.frame_size:
         raise ValueError(f"resize_size ({resize}) must be >= frame_size ({cfg.frame_size})")
-    steps: list[v2.Transform] = []
+    steps: list[v2.Transform]
     if train and cfg.augment:
-        steps += [
-            v2.RandomResizedCrop(
-                cfg.frame_size, scale=(cfg.crop_scale_min, 1.0), ratio=_CROP_RATIO, antialias=True
-            ),
+        # torchvision's default aspect ratios (3/4..4/3), relative to the square the crop is
+        # cut from: resizing back to a square makes them a mild stretch.
+        steps = [
+            v2.RandomResizedCrop(cfg.frame_size, scale=(cfg.crop_scale_min, 1.0), antialias=True),
             v2.RandomHorizontalFlip(p=cfg.hflip_prob),
         ]
         if cfg.color_jitter > 0:
             jitter = cfg.color_jitter
             steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
     else:
-        steps.append(v2.CenterCrop(cfg.frame_size))
+        steps = [v2.CenterCrop(cfg.frame_size)]
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=cfg.mean, std=cfg.std)]
     pipeline = v2.Compose(steps)
 
     def transform(frames: torch.Tensor) -> torch.Tensor:
         square = prepare_frames(frames, resize)
-        video = tv_tensors.Video(square.permute(0, 3, 1, 2))  # [T, C, R, R]
-        out = pipeline(video)
+        out = pipeline(tv_tensors.Video(square.permute(0, 3, 1, 2)))  # [T, C, R, R]
         return out.as_subclass(torch.Tensor).permute(1, 0, 2, 3).contiguous()  # [C, T, S, S]
 
     return transform
 
 
-def _check_frames(frames: torch.Tensor) -> None:
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
-        raise ValueError(
-            f"expected uint8 frames [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}"
+@cross_key_rule("dataset")
+def check_input_shape(cfg: DictConfig, p: Problems) -> None:
+    """The crop fits inside the resize, and normalisation has one value per RGB channel."""
+    d = cfg.dataset
+    if d.resize_size is not None:
+        p.check(
+            d.resize_size >= d.frame_size,
+            "dataset.resize_size",
+            d.resize_size,
+            f">= dataset.frame_size ({d.frame_size}) or null",
         )
+    for key in ("mean", "std"):
+        values = d.get(key)
+        if values is not None and (len(values) != 3 or (key == "std" and min(values) <= 0)):
+            p.add(
+                f"dataset.{key}",
+                f"{list(values)} is not allowed: expected null (the backbone's own) or 3 per-channel values (RGB)"
+                + (", each > 0" if key == "std" else ""),
+            )

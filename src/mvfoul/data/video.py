@@ -1,12 +1,10 @@
 """Frame selection and decoding of one view's clip.
 
 The official VARS baseline decodes every frame of a clip to RGB, then keeps a 16-frame window
-around the foul. Here the window's indices come first and only the work they need is done. With
-PyAV, decoding starts at the keyframe before the window instead of frame 0, frames before the
-window that no other frame references are not decoded at all, decoding stops at the window's
-last frame, and only the kept frames are converted to RGB. torchcodec, where it is usable,
-decodes by index on its own. Every path gives the very same pixels as decoding everything
-(``tests/test_video.py`` checks that on real broadcast clips).
+around the foul. Here PyAV starts at the keyframe before the window, drops the packets of frames
+before it that nothing references, stops at the window's last frame and converts only the kept
+frames to RGB; torchcodec, where usable, decodes by index. Every path gives the very same pixels
+as decoding everything (``tests/test_video.py`` checks that on real broadcast clips).
 """
 
 from __future__ import annotations
@@ -16,33 +14,28 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
+from omegaconf import DictConfig
 
 from mvfoul.config import DECODERS
 from mvfoul.errors import ConfigError, DataError
+from mvfoul.validate import Problems, cross_key_rule
 
 # A window starting before this frame is decoded from frame 0: there is too little before it
 # to skip for the seeking path (and its assumptions about timestamps) to pay off.
 SEEK_MIN_FRAME = 8
 
-_TORCHCODEC_FIX = (
-    "apt-get install ffmpeg && pip install -e '.[torchcodec]', or set dataset.decoder=pyav"
-)
-
 
 def window_frame_indices(
     start_frame: int, end_frame: int, fps: float, clip_fps: float = 25.0
 ) -> list[int]:
-    """The absolute frame indices the official baseline keeps from ``frames[start:end]``.
-
-    The baseline keeps window position ``j`` when ``j % factor < 1``. ``factor`` is written
-    exactly as the baseline writes it (not simplified to ``clip_fps / fps``) so that float
-    rounding at the ``< 1`` boundary picks the very same frames.
-    """
+    """The frame indices the official baseline keeps from ``frames[start:end]``. ``factor`` is
+    written as the baseline writes it so that float rounding at ``< 1`` picks the same frames."""
     if end_frame <= start_frame:
         raise ValueError(f"end_frame ({end_frame}) must be > start_frame ({start_frame})")
     if start_frame < 0:
@@ -62,67 +55,42 @@ class DecodedClip:
     padded: int  # requested indices past the end of the clip (filled with the last frame)
 
 
-# --- choosing a decoder ----------------------------------------------------------------------
-
-
 def available_decoders() -> list[str]:
-    """The decoders usable in this environment, the one ``auto`` picks first.
-
-    PyAV comes first although torchcodec is the younger, index-based API: on the real clips
-    (``benchmarks/data_loading.py``) mvfoul's PyAV path, which skips the frames the window does
-    not depend on, decodes the window faster than torchcodec, which decodes every frame from the
-    keyframe on. torchcodec stays one key away (``dataset.decoder=torchcodec``).
-    """
+    """The decoders usable here, the one ``auto`` picks first: PyAV, which skips the frames the
+    window does not need, beats torchcodec on the real clips (``benchmarks/data_loading.py``)."""
     return ["pyav"] if _torchcodec_problem() else ["pyav", "torchcodec"]
 
 
 def resolve_decoder(name: str) -> str:
-    """``dataset.decoder`` -> the decoder to use (``pyav`` or ``torchcodec``).
-
-    ``auto`` quietly falls back to PyAV; an explicit ``torchcodec`` that cannot run here is a
-    configuration error, raised at startup rather than in the first data-loader worker.
-    """
+    """``dataset.decoder`` -> ``pyav`` or ``torchcodec``. ``auto`` quietly falls back to PyAV; an
+    explicit ``torchcodec`` that cannot run is a config error at startup, not in a worker."""
     if name == "auto":
         return available_decoders()[0]
-    if name == "pyav":
-        return name
-    if name == "torchcodec":
-        problem = _torchcodec_problem()
-        if problem:
-            raise ConfigError(
-                f"dataset.decoder: torchcodec is not usable here ({problem}): {_TORCHCODEC_FIX}"
-            )
-        return name
-    raise ConfigError(f"dataset.decoder: {name!r} is not one of {', '.join(DECODERS)}")
+    if name == "torchcodec" and (problem := _torchcodec_problem()):
+        raise ConfigError(
+            f"dataset.decoder: torchcodec is not usable here ({problem}): "
+            "apt-get install ffmpeg && pip install -e '.[torchcodec]', or set dataset.decoder=pyav"
+        )
+    if name not in DECODERS:
+        raise ConfigError(f"dataset.decoder: {name!r} is not one of {', '.join(DECODERS)}")
+    return name
 
 
 @functools.cache
 def _torchcodec_problem() -> str | None:
-    """Why torchcodec cannot decode here, or None when it can.
-
-    Importing its decoders loads the FFmpeg libraries it links against, so a successful import
-    is the check: without system FFmpeg it raises (RuntimeError or OSError, not ImportError).
-    """
+    """Why torchcodec cannot decode here, or None. Importing its decoders loads the FFmpeg
+    libraries, so the import is the check; without them it raises RuntimeError or OSError."""
     try:
         from torchcodec.decoders import VideoDecoder  # noqa: F401
     except Exception as err:  # noqa: BLE001 - any failure means "not usable", with its reason
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        return first_line[:200]
+        return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
     return None
 
 
-# --- decoding --------------------------------------------------------------------------------
-
-
 def decode_frames(path: str | Path, indices: Sequence[int], backend: str = "auto") -> DecodedClip:
-    """Decode the frames at ``indices`` (presentation order, from 0) of a clip.
-
-    Indices may repeat and come in any order; frames come back in request order. A clip that
-    ends before the largest index is padded with its last frame, and ``padded`` says how many
-    requested indices were filled that way, so the caller can count and report it. ``backend``
-    is a ``dataset.decoder`` value (see :func:`resolve_decoder`). A missing, empty, truncated or
-    unreadable file raises :class:`DataError` naming it, whatever the backend.
-    """
+    """The frames at ``indices`` (presentation order, from 0, any order, repeats allowed) of a
+    clip, in request order; indices past its end get its last frame, counted in ``padded``. An
+    unusable file raises :class:`DataError` naming it, whatever the backend."""
     path = Path(path)
     wanted = [int(i) for i in indices]
     if not wanted:
@@ -146,9 +114,7 @@ def decode_all_frames(path: str | Path) -> torch.Tensor:
         try:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
         except av.FFmpegError as err:
-            raise _damaged(path, err) from None
-        if not frames:
-            raise DataError(f"video {path} holds no decodable frame; the file is damaged")
+            raise _ffmpeg_error(path, err) from None
         _check_complete(path, stream.frames, len(frames))
     return torch.from_numpy(np.stack(frames))
 
@@ -158,14 +124,11 @@ def _decode_window_seeking(
 ) -> dict[int, np.ndarray] | None:
     """The window's frames by index, decoded from the keyframe before it; None to fall back.
 
-    Frame indices come from timestamps here (there is no counting from frame 0 after a seek),
-    so every assumption that makes them equal to the counted indices of a full decode is
-    checked, and any doubt returns None for :func:`_decode_from_start`: no usable timestamps
-    or rate, a seek that lands after the window, indices that repeat, go back or skip inside
-    the window, a clip that ends before the window does (padding and truncation are the plain
-    path's business), or a decoding error (the plain path reports it, if it is real). What
-    is not checked (it would take decoding from frame 0): that frame 0 of a full decode is the
-    frame at the stream's start time; it is on every real clip the tests decode.
+    Indices come from timestamps here, so any doubt that they equal a full decode's counted
+    indices falls back to :func:`_decode_from_start`: no timestamps or rate, a seek landing after
+    the window, indices that repeat, go back or skip inside it, a clip ending before it, a
+    decoding error. Unchecked (it would take a full decode): that frame 0 is the frame at the
+    stream's start time; it is on every real clip the tests decode.
     """
     rate, time_base, start = stream.average_rate, stream.time_base, stream.start_time
     if not rate or not time_base or start is None:
@@ -175,8 +138,8 @@ def _decode_window_seeking(
     def index_of(pts: int) -> int:
         return round((pts - start) * time_base * rate)
 
-    # frame.to_ndarray(format="rgb24") sets up a new conversion context for every frame; one
-    # for the clip gives the same pixels and the whole decode ~10% faster (measured).
+    # frame.to_ndarray(format="rgb24") sets up a conversion context per frame; one per clip
+    # gives the same pixels and the whole decode ~10% faster (measured).
     to_rgb = VideoReformatter()
     kept: dict[int, np.ndarray] = {}
     previous = -1
@@ -218,15 +181,13 @@ def _decode_from_start(path: Path, wanted: list[int]) -> DecodedClip:
                     break
                 last_frame = frame
         except av.FFmpegError as err:
-            raise _damaged(path, err) from None
-        if count == 0:
-            raise DataError(f"video {path} holds no decodable frame; the file is damaged")
+            raise _ffmpeg_error(path, err) from None
         if count <= last_needed:
             _check_complete(path, stream.frames, count)
         padded = sum(1 for i in wanted if i >= count)
         if padded and count - 1 not in kept:
             # last_frame is the clip's final frame here (the loop never reached last_needed).
-            assert last_frame is not None  # count > 0 frames were decoded
+            assert last_frame is not None
             kept[count - 1] = to_rgb.reformat(last_frame, format="rgb24").to_ndarray()
         frames = [kept[min(i, count - 1)] for i in wanted]
     return DecodedClip(frames=torch.from_numpy(np.stack(frames)), padded=padded)
@@ -238,13 +199,10 @@ def _decode_stream(
     index_of: Callable[[int], int] | None = None,
     skip_nonref_before: int | None = None,
 ) -> Iterator[av.VideoFrame]:
-    """Decode ``stream`` from where the container stands; frames in presentation order.
-
-    With ``skip_nonref_before``, the packets of frames shown before that index and referenced
-    by no other frame (most B-frames) are dropped by the decoder instead of decoded: nothing
-    needs them. The switch is made per packet, before it is sent, so the frames of the window
-    are decoded normally even though packets arrive in decoding order.
-    """
+    """Decode ``stream`` from where the container stands. With ``skip_nonref_before``, frames
+    shown before that index that nothing references (most B-frames) are not decoded; set per
+    packet before it is sent, so the window decodes normally although packets come in decode
+    order."""
     codec = stream.codec_context
     for packet in container.demux(stream):
         if skip_nonref_before is not None and index_of is not None and packet.pts is not None:
@@ -254,38 +212,28 @@ def _decode_stream(
 
 
 def _decode_torchcodec(path: Path, wanted: list[int]) -> DecodedClip:
-    """torchcodec decodes by index (it scans the file for keyframes and seeks by itself).
-
-    Its failures are mapped to the same messages as PyAV's. Its frame count comes from the
-    packets in the file, so a clip cut short shows up as fewer frames than its header lists.
-    """
+    """torchcodec seeks by index itself; its count comes from the packets, so a cut-short clip
+    has fewer frames than its header lists."""
     _check_file(path)
     from torchcodec.decoders import VideoDecoder
 
     try:
         decoder = VideoDecoder(str(path), dimension_order="NHWC")
     except (RuntimeError, ValueError) as err:
-        raise DataError(
-            f"cannot open video {path}: {_reason(err, path)}; the file is damaged or not a video"
-        ) from None
+        raise _ffmpeg_error(path, err, opening=True) from None
     count = len(decoder)
-    if count == 0:
-        raise DataError(f"video {path} holds no decodable frame; the file is damaged")
     if max(wanted) >= count:
         _check_complete(path, decoder.metadata.num_frames_from_header or 0, count)
     try:
         frames = decoder.get_frames_at([min(i, count - 1) for i in wanted]).data
     except (RuntimeError, ValueError, IndexError) as err:
-        raise _damaged(path, err) from None
+        raise _ffmpeg_error(path, err) from None
     return DecodedClip(frames=frames, padded=sum(1 for i in wanted if i >= count))
 
 
-# --- opening files and reporting faults -------------------------------------------------------
-
-
 def _check_file(path: Path) -> None:
-    """Missing and empty files are checked first because FFmpeg's message for both ("Invalid
-    data found") would send the user looking in the wrong place."""
+    # Checked first because FFmpeg's message for both ("Invalid data found") would send the
+    # user looking in the wrong place.
     if not path.is_file():
         raise DataError(f"video {path} not found; check the dataset download")
     if path.stat().st_size == 0:
@@ -294,14 +242,11 @@ def _check_file(path: Path) -> None:
 
 @contextmanager
 def _open_video(path: Path) -> Iterator[tuple[av.container.InputContainer, av.VideoStream]]:
-    """Open ``path`` with PyAV and yield its first video stream; always closes the container."""
     _check_file(path)
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as err:
-        raise DataError(
-            f"cannot open video {path}: {_reason(err, path)}; the file is damaged or not a video"
-        ) from None
+        raise _ffmpeg_error(path, err, opening=True) from None
     try:
         if not container.streams.video:
             raise DataError(f"{path} has no video stream; expected an mp4 clip")
@@ -313,29 +258,65 @@ def _open_video(path: Path) -> Iterator[tuple[av.container.InputContainer, av.Vi
         container.close()
 
 
-def _reason(err: Exception, path: Path) -> str:
-    """FFmpeg's own words, without what the message says already (the file name) and without
-    torchcodec's source location prefix."""
-    text = getattr(err, "strerror", None) or (str(err).strip().splitlines() or [""])[0]
-    if str(path) in text:
-        text = text.split(str(path), 1)[1].strip(" :,")
-    return text or type(err).__name__
+def _ffmpeg_error(path: Path, err: Exception, opening: bool = False) -> DataError:
+    """FFmpeg's own words, without the file name and torchcodec's source location prefix."""
+    reason = getattr(err, "strerror", None) or (str(err).strip().splitlines() or [""])[0]
+    if str(path) in reason:
+        reason = reason.split(str(path), 1)[1].strip(" :,")
+    reason = reason or type(err).__name__
+    if opening:
+        return DataError(f"cannot open video {path}: {reason}; the file is damaged or not a video")
+    return DataError(f"cannot decode video {path}: {reason}; the file is damaged")
 
 
 def _check_complete(path: Path, listed: int, decoded: int) -> None:
-    """Refuse a clip whose decoding ended before the frame count its header lists.
-
-    With frame threading (``thread_type="AUTO"``) FFmpeg does not report a packet cut short by
-    a truncated download: decoding just ends early. Without this check such a clip would be
-    padded with its last frame and pass as a short clip. ``listed`` is 0 when the container
-    does not say, and then a short clip is taken at its word.
-    """
-    if 0 < decoded < listed:
+    """Refuse a clip with no frame, or fewer than its header lists (``listed``, 0 if unknown).
+    With frame threading FFmpeg does not report a truncated packet: decoding just ends early,
+    and the clip would pass as a short one, padded."""
+    if decoded == 0:
+        raise DataError(f"video {path} holds no decodable frame; the file is damaged")
+    if decoded < listed:
         raise DataError(
             f"video {path} ends after {decoded} of the {listed} frames its header lists; "
             f"the file is truncated or damaged, re-download it"
         )
 
 
-def _damaged(path: Path, err: Exception) -> DataError:
-    return DataError(f"cannot decode video {path}: {_reason(err, path)}; the file is damaged")
+def configured_window(dataset: DictConfig) -> tuple[int, ...] | None:
+    """The frame indices ``dataset``'s window reads, or None while the window is invalid."""
+    d = dataset
+    if not (d.end_frame > d.start_frame and 0 < d.fps <= d.clip_fps):
+        return None
+    return tuple(window_frame_indices(d.start_frame, d.end_frame, d.fps, d.clip_fps))
+
+
+@cross_key_rule("dataset")
+def check_clip_window(cfg: DictConfig, p: Problems) -> dict[str, Any] | None:
+    """The decoder is installed, and the window (start, end, fps) reads at least one frame;
+    derives the frame indices every clip is read at."""
+    d = cfg.dataset
+    if d.decoder == "torchcodec":
+        try:
+            resolve_decoder(d.decoder)
+        except ConfigError as err:
+            p.items.extend(err.problems)
+    if d.end_frame <= d.start_frame:
+        p.add(
+            "dataset.end_frame",
+            f"{d.end_frame} must be greater than dataset.start_frame ({d.start_frame})",
+        )
+    if not 0 < d.fps <= d.clip_fps:
+        p.add(
+            "dataset.fps",
+            f"{d.fps!r} is out of range: expected in (0, dataset.clip_fps={d.clip_fps}]",
+        )
+    indices = configured_window(d)
+    if indices is None:
+        return None
+    if d.num_frames is not None and d.num_frames != len(indices):
+        p.add(
+            "dataset.num_frames",
+            f"{d.num_frames} disagrees with the window (start_frame={d.start_frame}, end_frame={d.end_frame}, "
+            f"fps={d.fps} give {len(indices)} frames): set dataset.num_frames=null to derive it, or change the window",
+        )
+    return {"frame_indices": indices}
