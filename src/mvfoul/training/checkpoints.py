@@ -1,34 +1,16 @@
-"""A run's checkpoints: written atomically, named so they can be pasted, and kept so a killed run
-can continue exactly.
+"""A run's checkpoints in ``<run>/checkpoints/``: the ``experiment.save_top_k`` best epochs,
+``best.ckpt`` (a link to the best of them) and ``last.ckpt`` (what ``experiment.resume`` continues).
 
-``<run>/checkpoints/`` holds:
+All are written through :class:`AtomicCheckpointIO`: Lightning's writer streams into the final
+name, so a kill or a full disk mid-write would leave a truncated checkpoint under a valid name.
 
-* ``epoch003-val_sev_acc-80.0000.ckpt`` ...: the ``experiment.save_top_k`` best epochs by
-  ``experiment.monitor`` (:class:`RankedCheckpoint`). No ``=`` in the name: Hydra would read a
-  ``ckpt_path=.../epoch=3.ckpt`` override as a second ``=`` and refuse the command line;
-* ``best.ckpt``: a link to the current best of those, refreshed whenever the ranking changes;
-* ``last.ckpt``: the state at the latest epoch boundary (:class:`LastCheckpoint`), what
-  ``experiment.resume`` continues from.
+``last.ckpt`` is written at the start of the next epoch: everything epoch ``e`` does is done then
+(its training and validation metrics logged, per-epoch schedulers stepped) and nothing of ``e + 1``
+has begun, so with the RNG states saved beside it a resumed run computes the same numbers.
 
-Every write goes through :class:`AtomicCheckpointIO` (a temporary file beside the target, then a
-rename), so a SIGKILL or a full disk mid-write never leaves a truncated checkpoint under a valid
-name. Lightning's own writer streams into the final name (or, through fsspec, into ``/tmp`` and
-then a cross-device copy), which is not atomic.
-
-**Why last.ckpt is written at the start of the next epoch.** At that point everything epoch ``e``
-does is done: its training and validation metrics are reduced and logged, the per-epoch LR
-schedulers have stepped, and no callback has started epoch ``e + 1`` yet. Lightning resumes such a
-checkpoint "on epoch start", so the resumed run replays epoch ``e + 1`` from exactly the state the
-uninterrupted run had; with the RNG states saved beside it (:func:`capture_rng_state`) and samplers
-drawn from ``(seed, epoch)`` only, it computes the same numbers. A checkpoint saved at validation
-end (Lightning's default) would miss the epoch's training metrics and the epoch-interval
-scheduler step. The final epoch's state is written at the end of training.
-
-**Why removals of evicted top-k files wait.** ``last.ckpt`` records the ranking (which files are
-the best k). A file evicted from the ranking is deleted only once a newer ``last.ckpt`` no longer
-lists it, so resuming from ``last.ckpt`` never refers to a deleted file; files written after the
-``last.ckpt`` being resumed (by the run that was killed) are removed at resume, so the folder
-holds exactly the ranking the resumed run knows.
+Evicted top-k files are deleted only once a newer ``last.ckpt`` no longer lists them, so the
+ranking a resumed run restores never names a deleted file; files the killed run wrote after the
+``last.ckpt`` being resumed are removed at resume.
 """
 
 from __future__ import annotations
@@ -61,34 +43,22 @@ log = logging.getLogger(__name__)
 CHECKPOINTS_DIR = "checkpoints"
 LAST_NAME = "last.ckpt"
 BEST_LINK = "best.ckpt"
-RNG_KEY = "mvfoul_rng"  # where every checkpoint keeps the random states (see capture_rng_state)
-
-
-def checkpoint_filename(monitor: str) -> str:
-    """Lightning's filename template for the ranked checkpoints, e.g. ``epoch003-val_sev_acc-80.0000``.
-
-    The metric name holds a slash, which Lightning would turn into a sub-folder, and Lightning's
-    default ``name=value`` style holds an ``=``, which a Hydra override cannot carry unquoted:
-    neither appears in the name.
-    """
-    label = monitor.replace("/", "_")
-    return f"epoch{{epoch:03d}}-{label}-{{{monitor}:.4f}}"
-
-
+RNG_KEY = "mvfoul_rng"
 _TOP_K_FILE = re.compile(r"^epoch\d+-.+\.ckpt$")
 
 
-def evaluate_command(ckpt_path: str | Path, split: str | None = None) -> str:
-    """The shell command that evaluates ``ckpt_path``, ready to paste."""
+def checkpoint_filename(monitor: str) -> str:
+    """``epoch003-val_sev_acc-80.0000``: a slash would make a sub-folder, an ``=`` a bad override."""
+    return f"epoch{{epoch:03d}}-{monitor.replace('/', '_')}-{{{monitor}:.4f}}"
+
+
+def evaluate_command(ckpt_path: str | Path) -> str:
     words = ["python", "evaluate_hydra.py", f"ckpt_path={hydra_quoted(str(ckpt_path))}"]
-    if split:
-        words.append(f"split={split}")
     return " ".join(shlex.quote(w) for w in words)
 
 
 class _RecordingWriter:
-    """A file for ``torch.save`` that keeps the ``OSError`` of a failed write: torch's archive
-    writer reports a full disk only as "unexpected pos" in a RuntimeError."""
+    """Keeps the ``OSError`` of a failed write: torch reports a full disk as "unexpected pos"."""
 
     def __init__(self, fh: Any) -> None:
         self.fh = fh
@@ -106,41 +76,28 @@ class _RecordingWriter:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` into a temporary file in the checkpoint's own folder, flushed to disk, then
-    renamed over the target (:func:`mvfoul.atomic.atomic_path`); a full disk is one line naming
-    the checkpoint, and the previous file under its name stays whole."""
+    """``torch.save`` through :func:`mvfoul.atomic.atomic_path`: a full disk is one line naming the
+    checkpoint, and the previous file under its name stays whole."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO.save_checkpoint takes no storage_options")
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic.atomic_path(target) as tmp:
-            with open(tmp, "wb") as fh:
-                writer = _RecordingWriter(fh)
-                try:
-                    torch.save(checkpoint, writer)  # type: ignore[arg-type]
-                except RuntimeError:
-                    if writer.error is not None:
-                        raise writer.error from None
-                    raise
-
-
-# --- reading ------------------------------------------------------------------------------------
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0][:160]}" if lines else type(exc).__name__
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic.atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            writer = _RecordingWriter(fh)
+            try:
+                torch.save(checkpoint, writer)  # type: ignore[arg-type]
+            except RuntimeError:
+                if writer.error is not None:
+                    raise writer.error from None
+                raise
 
 
 def read_checkpoint(path: str | Path, key: str = "ckpt_path", mmap: bool = False) -> dict[str, Any]:
-    """A checkpoint's content, loaded with ``weights_only=True``, or one line naming ``key``, the
-    file and what is wrong with it: missing, empty, truncated or damaged, not a checkpoint, or a
-    pickle holding more than tensors and plain values (which mvfoul never unpickles: loading it
-    could run arbitrary code). ``mmap`` reads tensors lazily (cheap for metadata)."""
+    """A checkpoint loaded with ``weights_only=True`` (never unpickling code), or one line naming
+    ``key``, the file and what is wrong with it. ``mmap`` reads tensors lazily."""
     path = Path(path).expanduser()
     if not path.is_file():
         what = "a folder" if path.is_dir() else "not a file"
@@ -150,9 +107,9 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path", mmap: bool = False
         raise MvfoulError(
             f"{key}: {path} is empty (0 bytes): the file was cut short; use another checkpoint, e.g. the run's checkpoints/last.ckpt"
         )
-    with open(path, "rb") as fh:
-        head = fh.read(4)
     if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            head = fh.read(4)
         if head.startswith(b"PK"):
             reason = "is truncated or damaged (a zip archive without its end)"
         elif head[:1] == b"\x80":
@@ -164,16 +121,18 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path", mmap: bool = False
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower():
+    except Exception as err:  # noqa: BLE001 - any unreadable archive is the same user-facing problem
+        unpickling = isinstance(err, pickle.UnpicklingError)
+        if unpickling and "weights only" in str(err).lower():
             raise MvfoulError(
                 f"{key}: {path} holds Python objects besides tensors and plain values; mvfoul loads "
                 "checkpoints as data only and will not unpickle it (unsafe: unpickling can run code). "
                 "Use a checkpoint written by mvfoul"
             ) from None
-        raise MvfoulError(f"{key}: {path} is damaged ({_first_line(err)})") from None
-    except Exception as err:  # noqa: BLE001 - any unreadable archive is the same user-facing problem
-        raise MvfoulError(f"{key}: {path} is damaged or truncated ({_first_line(err)})") from None
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        first = f"{type(err).__name__}: {lines[0][:160]}" if lines else type(err).__name__
+        damage = "damaged" if unpickling else "damaged or truncated"
+        raise MvfoulError(f"{key}: {path} is {damage} ({first})") from None
     if not isinstance(loaded, dict):
         raise MvfoulError(
             f"{key}: {path} holds a {type(loaded).__name__}, not a checkpoint (a dict)"
@@ -196,15 +155,13 @@ def require_keys(
             node = node[part]
 
 
-# --- random state --------------------------------------------------------------------------------
-
-
 def capture_rng_state() -> dict[str, Any]:
     """The process's random states, in types ``torch.load(weights_only=True)`` accepts."""
-    np_state: tuple[Any, ...] = tuple(np.random.get_state())
+    numpy_state: Any = np.random.get_state()  # legacy: a tuple, typed as if it were a dict
+    kind, keys, *rest = numpy_state
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), *rest],
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -222,12 +179,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# --- the ranked checkpoints ----------------------------------------------------------------------
-
-
 def _link_or_copy(source: Path, target: Path) -> None:
-    """Make ``target`` the same file as ``source`` without a second copy where the filesystem
-    allows it (hard link), else copy it; atomically either way."""
+    """A hard link where the filesystem allows it, else a copy; atomically either way."""
     with atomic.atomic_path(target, durable=False) as tmp:
         try:
             os.link(source, tmp)
@@ -248,8 +201,6 @@ class RankedCheckpoint(ModelCheckpoint):
         self._pending_removals: list[str] = []
         self._restored = False
 
-    # Removals ------------------------------------------------------------------------------
-
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         if self.defer_removals:
             self._pending_removals.append(filepath)
@@ -257,25 +208,21 @@ class RankedCheckpoint(ModelCheckpoint):
             super()._remove_checkpoint(trainer, filepath)
 
     def flush_removals(self, trainer: L.Trainer) -> None:
-        """Delete the files evicted from the ranking (called once ``last.ckpt`` no longer lists them)."""
+        """Delete the evicted files (called once ``last.ckpt`` no longer lists them)."""
         pending, self._pending_removals = self._pending_removals, []
         for filepath in pending:
             if filepath not in self.best_k_models:
                 super()._remove_checkpoint(trainer, filepath)
-
-    # best.ckpt ------------------------------------------------------------------------------
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         self.update_best_link(trainer)
 
     def update_best_link(self, trainer: L.Trainer) -> None:
-        """Point ``checkpoints/best.ckpt`` at the current best (a relative symlink, replaced
-        atomically; a hard link or a copy where symlinks are not allowed)."""
+        """``best.ckpt``: a relative symlink to the best, or a hard link or copy without symlinks."""
         if not trainer.is_global_zero or not self.best_model_path or self.dirpath is None:
             return
-        best = Path(self.best_model_path)
-        link = Path(self.dirpath) / BEST_LINK
+        best, link = Path(self.best_model_path), Path(self.dirpath) / BEST_LINK
         if not best.is_file():
             return
         try:
@@ -284,12 +231,9 @@ class RankedCheckpoint(ModelCheckpoint):
         except OutputError:  # no symlinks here (some filesystems, Windows without rights)
             _link_or_copy(best, link)
 
-    # Resuming -------------------------------------------------------------------------------
-
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the ranking. A checkpoint from another run folder (``experiment.resume=<path>``)
-        brings its ranked files along (hard-linked, or copied), so the new folder's top-k still
-        covers every epoch."""
+        # A checkpoint from another run folder (experiment.resume=<path>) brings its ranked files
+        # along, so the new folder's top-k still covers every epoch.
         source = state_dict.get("dirpath")
         if source and self.dirpath and Path(source).resolve() != Path(self.dirpath).resolve():
             state_dict = self._adopt_files(state_dict, Path(source), Path(self.dirpath))
@@ -300,24 +244,17 @@ class RankedCheckpoint(ModelCheckpoint):
         target.mkdir(parents=True, exist_ok=True)
         moved: dict[str, str] = {}
         for old in state.get("best_k_models", {}):
-            old_path = Path(old)
-            if not old_path.is_file():
-                log.warning(
-                    "resume: the ranked checkpoint %s is gone; it leaves the top-k", old_path
-                )
+            if not Path(old).is_file():
+                log.warning("resume: the ranked checkpoint %s is gone; it leaves the top-k", old)
                 continue
-            new_path = target / old_path.name
-            if not new_path.exists():
-                _link_or_copy(old_path, new_path)
-            moved[old] = str(new_path)
-        state = dict(state)
-        state["best_k_models"] = {
-            moved[k]: v for k, v in state.get("best_k_models", {}).items() if k in moved
-        }
+            if not (new := target / Path(old).name).exists():
+                _link_or_copy(Path(old), new)
+            moved[old] = str(new)
+        best_k = {moved[k]: v for k, v in state.get("best_k_models", {}).items() if k in moved}
+        state = {**state, "dirpath": str(target), "best_k_models": best_k}
         for key in ("best_model_path", "kth_best_model_path"):
             if state.get(key):
                 state[key] = moved.get(state[key], "")
-        state["dirpath"] = str(target)
         if moved:
             log.info(
                 "resume: %d ranked checkpoint(s) of %s linked into %s", len(moved), source, target
@@ -327,48 +264,26 @@ class RankedCheckpoint(ModelCheckpoint):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         if self._restored and trainer.is_global_zero and self.dirpath is not None:
-            self._remove_orphans(Path(self.dirpath))
+            # Ranked files the resumed state does not know were written by the killed run after
+            # the checkpoint being resumed; the resumed run recomputes those epochs.
+            known = {Path(p).name for p in self.best_k_models}
+            orphans = [p for p in Path(self.dirpath).iterdir() if _TOP_K_FILE.match(p.name)]
+            orphans = sorted(p for p in orphans if p.name not in known)
+            for path in orphans:
+                path.unlink(missing_ok=True)
+            if orphans:
+                names = ", ".join(p.name for p in orphans)
+                log.info(
+                    "resume: removed %d checkpoint(s) written after the resumed state (%s); their epochs run again",
+                    len(orphans),
+                    names,
+                )
             self.update_best_link(trainer)
-
-    def _remove_orphans(self, folder: Path) -> None:
-        """Ranked files the resumed state does not know: written by the killed run after the
-        checkpoint being resumed. The resumed run recomputes those epochs."""
-        known = {Path(p).name for p in self.best_k_models}
-        orphans = [p for p in folder.iterdir() if _TOP_K_FILE.match(p.name) and p.name not in known]
-        for path in orphans:
-            path.unlink(missing_ok=True)
-        if orphans:
-            log.info(
-                "resume: removed %d checkpoint(s) written after the resumed state (%s); their epochs run again",
-                len(orphans),
-                ", ".join(sorted(p.name for p in orphans)),
-            )
-
-
-# --- last.ckpt -----------------------------------------------------------------------------------
-
-
-def _mark_epoch_boundary(checkpoint: dict[str, Any]) -> None:
-    """Record the fit loop as "between epochs", which it is when ``last.ckpt`` is written.
-
-    Lightning counts an epoch as *ready* just before ``on_train_epoch_start``; a checkpoint written
-    in that hook would be read back as an epoch already under way and resumed with its batches
-    counted as done (the whole epoch skipped). Undoing that one count makes the resumed run start
-    the epoch from its beginning, exactly as the uninterrupted run did. (At the end of training
-    every count is equal already.)
-    """
-    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress")
-    if not progress:
-        return
-    for scope in ("total", "current"):
-        counts = progress.get(scope, {})
-        if "ready" in counts and "started" in counts:
-            counts["ready"] = counts["started"]
 
 
 class LastCheckpoint(Callback):
     """``checkpoints/last.ckpt`` at every epoch boundary and at the end of training, with the
-    random states; restores those states when a run resumes (see the module docstring).
+    random states, which it restores when a run resumes.
 
     Place it before the callbacks that act at an epoch start (unfreezing, sampling), so the state
     it saves is that of the end of the previous epoch; Lightning keeps plain callbacks in order.
@@ -382,14 +297,19 @@ class LastCheckpoint(Callback):
         self.save = save
         self._rng_to_restore: dict[str, Any] | None = None
         self._saved_at_step: int | None = None
-        self._writing_boundary = False
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         checkpoint[RNG_KEY] = capture_rng_state()
-        if self._writing_boundary:
-            _mark_epoch_boundary(checkpoint)
+        # Lightning counts an epoch as "ready" just before on_train_epoch_start, where last.ckpt
+        # is written; saved as is, the epoch would resume as under way with its batches done
+        # (skipped whole). Undoing that count resumes it from its beginning. (Anywhere else,
+        # ranked checkpoints included, the two counts agree already.)
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress") or {}
+        for counts in (progress.get("total", {}), progress.get("current", {})):
+            if "ready" in counts and "started" in counts:
+                counts["ready"] = counts["started"]
 
     def on_load_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
@@ -413,21 +333,13 @@ class LastCheckpoint(Callback):
         self._write(trainer)
 
     def _write(self, trainer: L.Trainer) -> None:
-        if (
-            not self.save
-            or trainer.sanity_checking
-            or getattr(trainer, "fast_dev_run", False)
-            or self._saved_at_step == trainer.global_step
-        ):
+        skip = not self.save or trainer.sanity_checking or getattr(trainer, "fast_dev_run", False)
+        if skip or self._saved_at_step == trainer.global_step:
             return
         # The logs first: a resumed run keeps the metrics.csv rows up to this checkpoint.
         if trainer.is_global_zero:
             flush_loggers(trainer)
-        self._writing_boundary = True
-        try:
-            trainer.save_checkpoint(self.path, weights_only=False)
-        finally:
-            self._writing_boundary = False
+        trainer.save_checkpoint(self.path, weights_only=False)
         self._saved_at_step = trainer.global_step
         if self.ranked is not None:
             self.ranked.flush_removals(trainer)

@@ -8,18 +8,14 @@ from typing import Any
 
 @dataclass
 class DataFaultTally:
-    """Per-epoch tally of unreadable views skipped, actions dropped and frames padded.
-
-    The counts come with each batch (see :func:`mvfoul.data.dataset.collate_views`), so they
-    reach the main process from every DataLoader worker.
-    """
+    """Per-epoch tally. The counts come with each batch (see
+    :func:`mvfoul.data.dataset.collate_views`), so they reach the main process from every
+    DataLoader worker."""
 
     skipped_views: list[str] = field(default_factory=list)  # one message per unreadable view
     dropped_actions: list[str] = field(default_factory=list)  # action ids with no readable view
     padded_frames: int = 0  # window frames past a clip's end, filled with its last frame
-    cache_repairs: list[str] = field(
-        default_factory=list
-    )  # damaged frame-cache entries decoded again
+    cache_repairs: list[str] = field(default_factory=list)  # damaged cache entries decoded again
 
     def add(self, batch: dict[str, Any]) -> None:
         self.skipped_views += batch.get("faults", [])
@@ -42,13 +38,9 @@ class DataFaultTally:
         parts = []
         if self.skipped_views:
             parts.append(f"{len(self.skipped_views)} unreadable view(s) skipped")
-        if self.dropped_actions:
-            ids = ", ".join(self.dropped_actions[:5]) + (
-                " ..." if len(self.dropped_actions) > 5 else ""
-            )
-            parts.append(
-                f"{len(self.dropped_actions)} action(s) dropped with no readable view (ids {ids})"
-            )
+        if dropped := self.dropped_actions:
+            ids = ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else "")
+            parts.append(f"{len(dropped)} action(s) dropped with no readable view (ids {ids})")
         if self.padded_frames:
             parts.append(f"{self.padded_frames} frame(s) padded past the end of short clips")
         if self.cache_repairs:

@@ -1,17 +1,10 @@
-"""What config reaches of Lightning beyond mvfoul's own keys.
+"""What config reaches of Lightning beyond mvfoul's own keys, both checked at startup.
 
-- ``experiment.trainer``: Lightning ``Trainer`` options the schema does not name, passed through
-  as they are (``+experiment.trainer.val_check_interval=0.5``,
-  ``+experiment.trainer.num_sanity_val_steps=0``, ``+experiment.trainer.profiler=simple``). An
-  option mvfoul sets from one of its keys is refused with that key's name, so a run has one
-  source for each setting.
+- ``experiment.trainer``: ``Trainer`` options the schema does not name, passed through
+  (``+experiment.trainer.profiler=simple``). An option mvfoul sets from one of its keys is refused
+  with that key's name, so a run has one source for each setting.
 - ``experiment.callbacks``: extra callbacks, each ``name: {_target_: <class>, <arguments>}``,
   built with Hydra's ``instantiate`` (EarlyStopping, for example).
-- ``experiment.loggers``: which loggers record the run (:func:`mvfoul.training.trainer.build_loggers`).
-
-Both are checked at startup with the rest of the config (:mod:`mvfoul.validate`): a key Lightning's
-``Trainer`` does not take, a class that does not import or is not a callback, or arguments the class
-refuses, each get a line naming the key.
 """
 
 from __future__ import annotations
@@ -23,6 +16,9 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from mvfoul.errors import ConfigError
+from mvfoul.validate import Problems, cross_key_rule
 
 # Trainer options mvfoul sets itself -> the key that sets them.
 OWNED_TRAINER_OPTIONS = {
@@ -49,14 +45,10 @@ OWNED_TRAINER_OPTIONS = {
 }
 
 
-def _trainer_parameters() -> list[str]:
-    return [name for name in inspect.signature(L.Trainer.__init__).parameters if name != "self"]
-
-
 def trainer_option_problems(options: DictConfig | dict[str, Any]) -> list[tuple[str, str]]:
     """(key, message) for each ``experiment.trainer`` option that cannot be passed through."""
     problems = []
-    known = _trainer_parameters()
+    known = [name for name in inspect.signature(L.Trainer.__init__).parameters if name != "self"]
     for name in map(str, options):
         key = f"experiment.trainer.{name}"
         if name in OWNED_TRAINER_OPTIONS:
@@ -82,18 +74,12 @@ def build_extra_callbacks(experiment: DictConfig) -> list[Callback]:
     """The callbacks ``experiment.callbacks`` names, in its order."""
     callbacks, problems = _instantiate(experiment.get("callbacks") or {})
     if problems:
-        from mvfoul.errors import ConfigError
-
         raise ConfigError("; ".join(f"{key}: {message}" for key, message in problems))
     return callbacks
 
 
-def callback_problems(spec: DictConfig | dict[str, Any]) -> list[tuple[str, str]]:
-    """(key, message) for each ``experiment.callbacks`` entry that cannot be built."""
-    return _instantiate(spec)[1]
-
-
 def _instantiate(spec: DictConfig | dict[str, Any]) -> tuple[list[Callback], list[tuple[str, str]]]:
+    """The callbacks of ``experiment.callbacks``, and (key, message) for each that cannot be built."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
@@ -115,8 +101,18 @@ def _instantiate(spec: DictConfig | dict[str, Any]) -> tuple[list[Callback], lis
             # Hydra's message says what failed: the import, or the arguments the class refused.
             problems.append((key, " ".join(str(err).split(" full_key:")[0].split())))
             continue
-        if not isinstance(callback, Callback):
+        if isinstance(callback, Callback):
+            callbacks.append(callback)
+        else:
             problems.append((key, f"{entry['_target_']} is not a Lightning Callback"))
-            continue
-        callbacks.append(callback)
     return callbacks, problems
+
+
+@cross_key_rule("experiment")
+def check_extensions(cfg: DictConfig, p: Problems) -> None:
+    """experiment.trainer and experiment.callbacks."""
+    e = cfg.experiment
+    for key, message in trainer_option_problems(e.get("trainer") or {}):
+        p.add(key, message)
+    for key, message in _instantiate(e.get("callbacks") or {})[1]:
+        p.add(key, message)

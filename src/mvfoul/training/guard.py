@@ -1,19 +1,9 @@
-"""The divergence guard (``training.stop_on_divergence``, on by default).
-
-A diverged run used to train on in NaN, keep NaN-weight checkpoints, rank one of them "best",
-test it and exit 0. The guard stops it instead:
-
-* the first non-finite training loss stops the run (checked after every step; under DDP the
-  ranks agree first, so they all stop at the same step and none waits forever for the others);
-* the weights are checked before every validation and before every ``last.ckpt`` (the optimiser
-  step after the last finite loss of an epoch can still break them), so no checkpoint with
-  non-finite weights is ever written, ranked or tested.
-
-The stop is a :class:`~mvfoul.errors.DivergenceError`: one line naming the epoch and step, the
-value and the keys to look at; the run's ``summary.json`` records it and the exit code is
-non-zero. Under 16-bit mixed precision, non-finite *gradients* are normal (the gradient scaler
-skips those steps); only the loss and the weights are checked.
-"""
+"""The divergence guard (``training.stop_on_divergence``): rather than train on in NaN and keep,
+rank and test NaN-weight checkpoints, the run stops with a one-line
+:class:`~mvfoul.errors.DivergenceError` at the first non-finite training loss, or at non-finite
+weights, checked before every validation and every ``last.ckpt`` (the optimiser step after an
+epoch's last finite loss can still break them). Non-finite *gradients* are normal under 16-bit
+mixed precision (the gradient scaler skips those steps): only the loss and weights are checked."""
 
 from __future__ import annotations
 
@@ -28,19 +18,6 @@ from omegaconf import DictConfig
 from mvfoul.errors import DivergenceError
 
 
-def _loss_of(outputs: Any) -> torch.Tensor | None:
-    if isinstance(outputs, torch.Tensor):
-        return outputs
-    if isinstance(outputs, dict) and isinstance(outputs.get("loss"), torch.Tensor):
-        return outputs["loss"]
-    return None
-
-
-def nonfinite_parameters(module: torch.nn.Module) -> list[str]:
-    """Names of the parameters holding a NaN or an infinity."""
-    return [name for name, p in module.named_parameters() if not torch.isfinite(p).all()]
-
-
 class DivergenceGuard(Callback):
     """Stops training at the first non-finite loss or weights (see the module docstring)."""
 
@@ -48,9 +25,8 @@ class DivergenceGuard(Callback):
         self.learning_rate = training.learning_rate
         self.gradient_clip_val = training.gradient_clip_val
         self.precision = precision
-        self.stop: dict[str, Any] | None = None  # what stopped the run (for summary.json)
 
-    def _hint(self) -> str:
+    def _raise(self, trainer: L.Trainer, what: str, value: str) -> None:
         clip = (
             f"lower training.gradient_clip_val (now {self.gradient_clip_val:g})"
             if self.gradient_clip_val
@@ -59,22 +35,11 @@ class DivergenceGuard(Callback):
         fixes = [f"lower training.learning_rate (now {self.learning_rate:g})", clip]
         if not str(self.precision).startswith(("32", "64")):
             fixes.append(f"train in system.precision=32-true (now {self.precision})")
-        return f"{', '.join(fixes[:-1])} or {fixes[-1]}; training.stop_on_divergence=false trains on regardless"
-
-    def _raise(self, trainer: L.Trainer, what: str, value: str) -> None:
-        epoch, step = trainer.current_epoch, trainer.global_step
-        message = (
-            f"training diverged at epoch {epoch}, step {step}: {what} is {value}; {self._hint()}"
+        raise DivergenceError(
+            f"training diverged at epoch {trainer.current_epoch}, step {trainer.global_step}: "
+            f"{what} is {value}; {', '.join(fixes[:-1])} or {fixes[-1]}; "
+            "training.stop_on_divergence=false trains on regardless"
         )
-        self.stop = {
-            "reason": "diverged",
-            "epoch": epoch,
-            "step": step,
-            "what": what,
-            "value": value,
-            "message": message,
-        }
-        raise DivergenceError(message)
 
     def on_train_batch_end(
         self,
@@ -84,8 +49,8 @@ class DivergenceGuard(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        loss = _loss_of(outputs)
-        if loss is None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, torch.Tensor):
             return
         finite = bool(torch.isfinite(loss.detach()).all())
         # Every rank must reach the same decision at the same step, or the others would wait in
@@ -97,14 +62,11 @@ class DivergenceGuard(Callback):
             self._raise(trainer, "the training loss", str(value))
 
     def _check_weights(self, trainer: L.Trainer, pl_module: L.LightningModule, when: str) -> None:
-        broken = nonfinite_parameters(pl_module)
+        broken = [n for n, p in pl_module.named_parameters() if not torch.isfinite(p).all()]
         if not trainer.strategy.reduce_boolean_decision(not broken, all=True):
             shown = ", ".join(broken[:3]) + (" ..." if len(broken) > 3 else "")
-            self._raise(
-                trainer,
-                f"the weights {when} ({len(broken)} parameter tensor(s), e.g. {shown})",
-                "non-finite",
-            )
+            what = f"the weights {when} ({len(broken)} parameter tensor(s), e.g. {shown})"
+            self._raise(trainer, what, "non-finite")
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:

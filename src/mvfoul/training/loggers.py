@@ -1,9 +1,8 @@
 """How often the loggers write their files.
 
-Lightning calls every logger's ``save()`` after each logging step (``experiment.log_every_n_steps``).
-mvfoul's ``metrics.csv`` is rewritten whole and atomically, and TensorBoard flushes its event
-file: on a fast step (the tiny model on a CPU) that was 4% of the training time
-(``benchmarks/train_step.py``). The loggers here write at most every ``SAVE_INTERVAL_S`` seconds,
+Lightning calls every logger's ``save()`` after each logging step; rewriting ``metrics.csv`` and
+flushing TensorBoard's event file then cost 4% of a fast step's time (the tiny model on a CPU,
+``benchmarks/train_step.py``). The loggers here write at most every ``SAVE_INTERVAL_S`` seconds,
 and in full whenever mvfoul needs the files current: before every ``last.ckpt`` (a resumed run
 takes the rows up to its checkpoint), before a SLURM requeue, and at the end of the run. A run
 killed outright loses at most the last few seconds of step rows, which it logs again when resumed.
@@ -11,11 +10,14 @@ killed outright loses at most the last few seconds of step rows, which it logs a
 
 from __future__ import annotations
 
+import importlib.util
 import time
-from typing import Any
 
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig
+
+from mvfoul.validate import Problems, cross_key_rule
 
 SAVE_INTERVAL_S = 5.0
 
@@ -27,8 +29,7 @@ class ThrottledSave:
     _last_save = 0.0
 
     def save(self) -> None:
-        now = time.monotonic()
-        if now - self._last_save >= SAVE_INTERVAL_S:
+        if time.monotonic() - self._last_save >= SAVE_INTERVAL_S:
             self.flush()
 
     def flush(self) -> None:
@@ -47,5 +48,24 @@ class RunTensorBoardLogger(ThrottledSave, TensorBoardLogger):
 def flush_loggers(trainer: L.Trainer) -> None:
     """Write every logger's files now (rank zero does the writing)."""
     for logger in trainer.loggers:
-        flush: Any = getattr(logger, "flush", logger.save)
-        flush()
+        getattr(logger, "flush", logger.save)()
+
+
+@cross_key_rule("experiment")
+def check_loggers(cfg: DictConfig, p: Problems) -> None:
+    """Each logger named once, and its package installed, before the run starts."""
+    e = cfg.experiment
+    if e.use_wandb and importlib.util.find_spec("wandb") is None:
+        p.add(
+            "experiment.use_wandb",
+            "true needs the wandb package: pip install -e '.[wandb]', or set experiment.use_wandb=false",
+        )
+    loggers = list(e.get("loggers", []))
+    if len(set(loggers)) != len(loggers):
+        p.add("experiment.loggers", f"{loggers} names a logger twice")
+    for name, package in (
+        ("wandb", "wandb (pip install -e '.[wandb]')"),
+        ("mlflow", "mlflow (pip install mlflow)"),
+    ):
+        if name in loggers and importlib.util.find_spec(name) is None:
+            p.add("experiment.loggers", f"{name} needs the {package} package, or leave it out")

@@ -1,40 +1,27 @@
-"""Per-task accuracy and balanced accuracy, and the leaderboard value, exactly as official.
-
-Each epoch accumulates, per task and class, how many ground-truth actions there were and how
-many of them the official evaluator would count correct — for offence+severity that is a
-prediction equal to :attr:`OfficialLabels.severity_match`, which reproduces the evaluator's
-string-comparison quirks. The scores come from :func:`mvfoul.evaluation.official.scores_from_counts`,
-the one place the official formula lives, so the logged validation metrics equal what the
-official evaluator gives on the same predictions (NaN balanced accuracy included, when a class
-is absent from the ground truth). Everything is in percent.
-"""
+"""Per-task accuracy and balanced accuracy, and the leaderboard value, exactly as official: per
+task and class, the ground-truth actions and those the evaluator counts correct (offence+severity:
+a prediction equal to ``severity_match``, its string-comparison quirks included), scored by
+:func:`mvfoul.official_metric.scores_from_counts`, the one place the official formula lives (NaN
+balanced accuracy included, when a class is absent from the ground truth). In percent."""
 
 from __future__ import annotations
 
+import difflib
 import logging
 
 import torch
 from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig
 from torchmetrics import Metric
 
-from mvfoul.labels import (
-    ACTION_CLASSES,
-    HEAD_CLASSES,
-    HEAD_METRIC_PREFIX,
-    HEADS,
-    OFFENCE_SEVERITY_CLASSES,
-)
+from mvfoul.config import MONITOR_MODES
+from mvfoul.labels import HEAD_CLASSES, HEAD_METRIC_PREFIX, HEADS
 from mvfoul.official_metric import scores_from_counts
+from mvfoul.validate import Problems, cross_key_rule
 
 log = logging.getLogger(__name__)
 
-# Head -> (metric prefix, number of classes).
-TASKS: dict[str, tuple[str, int]] = {
-    head: (HEAD_METRIC_PREFIX[head], len(HEAD_CLASSES[head])) for head in HEADS
-}
-STAGES = ("train", "val")
 LOWER_IS_BETTER = ("loss", "sev_loss", "action_loss")
-_SCORES = ("acc", "bacc")
 # Official result key -> mvfoul metric name (without the stage).
 _NAMES = {
     "accuracy_offence_severity": "sev_acc",
@@ -48,9 +35,9 @@ _NAMES = {
 def logged_metric_names() -> list[str]:
     """Every metric name a training run logs (what experiment.monitor may name)."""
     names = []
-    for stage in STAGES:
+    for stage in ("train", "val"):
         names += [f"{stage}/{n}" for n in LOWER_IS_BETTER]
-        names += [f"{stage}/{prefix}_{score}" for prefix, _ in TASKS.values() for score in _SCORES]
+        names += [f"{stage}/{HEAD_METRIC_PREFIX[h]}_{s}" for h in HEADS for s in ("acc", "bacc")]
         names.append(f"{stage}/leaderboard")
     return names
 
@@ -73,17 +60,13 @@ class MultiTaskScores(Metric):
 
     def __init__(self) -> None:
         super().__init__()
-        for head, (_, n) in TASKS.items():
-            self.add_state(f"{head}_total", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
-            self.add_state(
-                f"{head}_correct", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum"
-            )
+        for head in HEADS:
+            for count in ("total", "correct"):
+                zeros = torch.zeros(len(HEAD_CLASSES[head]), dtype=torch.long)
+                self.add_state(f"{head}_{count}", zeros, dist_reduce_fx="sum")
         # Sums of loss x batch size for LOWER_IS_BETTER's three losses, and the batch sizes.
-        self.add_state(
-            "loss_sums",
-            torch.zeros(len(LOWER_IS_BETTER), dtype=torch.float64),
-            dist_reduce_fx="sum",
-        )
+        zeros = torch.zeros(len(LOWER_IS_BETTER), dtype=torch.float64)
+        self.add_state("loss_sums", zeros, dist_reduce_fx="sum")
         self.add_state("samples", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self._warned_absent = False
 
@@ -101,21 +84,16 @@ class MultiTaskScores(Metric):
             self.loss_sums.add_(losses.detach().to(self.loss_sums.dtype) * size)
             self.samples.add_(size)
         accepted = {"offence_severity": batch["severity_match"], "action": batch["action"]}
-        for head, (_, n) in TASKS.items():
-            truth = batch[head]
+        for head in HEADS:
+            n = len(HEAD_CLASSES[head])
             right = logits[head].detach().argmax(dim=1) == accepted[head]
             # One count per (class, right or wrong): a single bincount per head and step.
-            outcomes = torch.bincount(truth * 2 + right, minlength=2 * n).view(n, 2)
+            outcomes = torch.bincount(batch[head] * 2 + right, minlength=2 * n).view(n, 2)
             getattr(self, f"{head}_total").add_(outcomes.sum(dim=1))
             getattr(self, f"{head}_correct").add_(outcomes[:, 1])
 
     def compute(self) -> dict[str, torch.Tensor]:
-        counts = {
-            name: getattr(self, name)
-            for head in TASKS
-            for name in (f"{head}_total", f"{head}_correct")
-        }
-        return {**counts, "loss_sums": self.loss_sums, "samples": self.samples}
+        return self.metric_state  # type: ignore[return-value]  # every state is a tensor
 
     def scores(self, stage: str) -> dict[str, float]:
         """``{stage}/sev_acc``, ``sev_bacc``, ``action_acc``, ``action_bacc``, ``leaderboard``, and
@@ -132,20 +110,15 @@ class MultiTaskScores(Metric):
         scores = {f"{stage}/{_NAMES[key]}": value for key, value in results.items()}
         if float(counts["samples"]) > 0:
             means = (counts["loss_sums"] / counts["samples"]).tolist()
-            scores.update(
-                {f"{stage}/{name}": float(value) for name, value in zip(LOWER_IS_BETTER, means)}
-            )
+            scores.update({f"{stage}/{n}": float(v) for n, v in zip(LOWER_IS_BETTER, means)})
         return scores
 
     def _warn_absent_once(self, stage: str, counts: dict[str, torch.Tensor]) -> None:
         if self._warned_absent or int(counts["offence_severity_total"].sum()) == 0:
             return
         absent = [
-            names[c]
-            for head, names in (
-                ("offence_severity", OFFENCE_SEVERITY_CLASSES),
-                ("action", ACTION_CLASSES),
-            )
+            HEAD_CLASSES[head][c]
+            for head in HEADS
             for c in torch.nonzero(counts[f"{head}_total"] == 0).flatten().tolist()
         ]
         if absent:
@@ -157,4 +130,25 @@ class MultiTaskScores(Metric):
                 stage,
                 stage,
                 ", ".join(absent),
+            )
+
+
+@cross_key_rule("experiment")
+def check_monitor(cfg: DictConfig, p: Problems) -> None:
+    """The monitored metric is one this run logs, watched in the direction that means better."""
+    e = cfg.experiment
+    names = logged_metric_names()
+    if e.monitor not in names:
+        close = difflib.get_close_matches(e.monitor, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        p.add(
+            "experiment.monitor",
+            f"{e.monitor!r} is not a metric this run logs{hint}; logged: {', '.join(names)}",
+        )
+    elif e.mode in MONITOR_MODES:
+        expected = "min" if e.monitor.split("/")[-1] in LOWER_IS_BETTER else "max"
+        if e.mode != expected:
+            p.add(
+                "experiment.mode",
+                f"{e.mode!r} would keep the worst checkpoints of {e.monitor}: use mode={expected}",
             )

@@ -11,7 +11,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from mvfoul.labels import ACTION_CLASSES, OFFENCE_SEVERITY_CLASSES
+from mvfoul.errors import MvfoulError
+from mvfoul.labels import HEAD_CLASSES
 from mvfoul.losses import (
     HEADS,
     MultiTaskLoss,
@@ -27,14 +28,6 @@ from mvfoul.training.metrics import MultiTaskScores
 from mvfoul.training.optim import configure_optimization
 
 log = logging.getLogger(__name__)
-
-
-@rank_zero_only
-def _warn_rank_zero(message: str) -> None:
-    log.warning(message)
-
-
-CLASS_NAMES = {"offence_severity": OFFENCE_SEVERITY_CLASSES, "action": ACTION_CLASSES}
 
 # The few numbers worth watching while an epoch runs; everything goes to the loggers.
 PROGRESS_BAR_METRICS = ("val/loss", "val/sev_acc", "val/leaderboard")
@@ -54,7 +47,7 @@ class MultiViewFoulModule(L.LightningModule):
         self.save_hyperparameters({"config": config})
         cfg = OmegaConf.create(config)
         self.cfg: DictConfig = cfg
-        m = cfg.model
+        m, lo = cfg.model, cfg.loss
         self.net = MultiViewNet(
             backbone=m.backbone,
             pretrained=m.pretrained,
@@ -68,7 +61,6 @@ class MultiViewFoulModule(L.LightningModule):
             # In place (nn.Module.compile), so the state dict keeps its keys and checkpoints load
             # with or without it. Compiled at the first forward pass.
             self.net.backbone.compile()
-        lo = cfg.loss
         self.criterion = MultiTaskLoss(
             function=lo.function,
             focal_gamma=lo.focal_gamma,
@@ -84,32 +76,22 @@ class MultiViewFoulModule(L.LightningModule):
         self.data_faults = {"train": DataFaultTally(), "val": DataFaultTally()}
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and uses_class_weights(self.cfg.loss):
-            datamodule: Any = getattr(self.trainer, "datamodule", None)
-            self._set_class_weights(datamodule.train_labels())
-
-    def _set_class_weights(self, labels: dict[str, list[int]]) -> None:
-        """Class weights from the training split's label counts, per task."""
         lo = self.cfg.loss
-        counts = {head: class_counts(labels[head], len(CLASS_NAMES[head])) for head in HEADS}
+        if stage != "fit" or not uses_class_weights(lo):
+            return
+        # Class weights from the training split's label counts, per task.
+        labels = self.trainer.datamodule.train_labels()  # type: ignore[attr-defined]
+        counts = {head: class_counts(labels[head], len(HEAD_CLASSES[head])) for head in HEADS}
         weights = {
             head: class_weights(counts[head], lo.class_weight_method, lo.effective_num_beta)
             for head in HEADS
         }
         self.criterion.set_class_weights(weights)
-        self._print_class_weights(counts, weights)
-
-    @rank_zero_only
-    def _print_class_weights(self, counts: dict, weights: dict) -> None:
-        log.info(
-            "%s (%s)\n%s",
-            "class weights",
-            self.cfg.loss.class_weight_method,
-            format_class_weight_table(counts, weights, CLASS_NAMES),
+        rank_zero_only(log.info)(
+            "class weights (%s)\n%s",
+            lo.class_weight_method,
+            format_class_weight_table(counts, weights, HEAD_CLASSES),
         )
-
-    def _scores(self, stage: str) -> MultiTaskScores:
-        return self.train_scores if stage == "train" else self.val_scores
 
     def forward(self, video: torch.Tensor, view_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.net(video, view_mask)
@@ -120,11 +102,10 @@ class MultiViewFoulModule(L.LightningModule):
             # Every action of this batch was dropped (dataset.on_decode_error=skip).
             return self._empty_batch_loss() if stage == "train" else None
         logits = self(batch["video"], batch["view_mask"])
-        targets = {head: batch[head] for head in HEADS}
-        loss, parts = self.criterion(logits, targets)
+        loss, parts = self.criterion(logits, {head: batch[head] for head in HEADS})
         # Epoch means of the losses are kept with the scores (synchronised at the epoch's end);
         # each step logs only its own loss, on this rank, with no collective.
-        self._scores(stage).update(
+        getattr(self, f"{stage}_scores").update(
             logits, batch, torch.stack([loss, parts["offence_severity"], parts["action"]])
         )
         every = getattr(self.trainer, "log_every_n_steps", 1)
@@ -141,20 +122,13 @@ class MultiViewFoulModule(L.LightningModule):
         return loss
 
     def _empty_batch_loss(self) -> torch.Tensor | None:
-        """What a training step with nothing to learn from returns. Alone, None: Lightning skips
-        the step. Under DDP the other ranks still run their backward and wait in its gradient
-        all-reduce, so this rank must join it: a zero loss over every parameter gives zero
-        gradients (the batch counts for nothing; the optimiser still steps, with the others'
-        averaged gradients)."""
+        """Alone, None: Lightning skips the step. Under DDP the other ranks still run their
+        backward and wait in its gradient all-reduce, so this rank must join it: a zero loss over
+        every parameter gives zero gradients (the optimiser steps with the others' gradients)."""
         if self.trainer.world_size <= 1:
             return None
-        return (
-            sum(
-                (p.sum() for p in self.parameters() if p.requires_grad),
-                torch.zeros((), device=self.device),
-            )
-            * 0.0
-        )
+        trainable = (p.sum() for p in self.parameters() if p.requires_grad)
+        return sum(trainable, torch.zeros((), device=self.device)) * 0.0
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         return self._shared_step(batch, "train")
@@ -178,7 +152,7 @@ class MultiViewFoulModule(L.LightningModule):
         }
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> MultiViewFoulModule:
+    def from_checkpoint(cls, path: str | Path) -> MultiViewFoulModule:
         """Load a trained module. Its weights all come from the checkpoint, so the backbone is
         built without fetching pretrained weights (no download, no weights_path needed). Every
         problem (unreadable file, older schema, weights that do not fit the config) is one
@@ -201,29 +175,26 @@ class MultiViewFoulModule(L.LightningModule):
         )
         return module.eval()
 
-    def _log_scores(self, stage: str) -> None:
-        scores = self._scores(stage).scores(stage)
-        self._scores(stage).reset()
+    def _log_epoch(self, stage: str) -> None:
+        scores = getattr(self, f"{stage}_scores")
         # Already reduced over ranks by the confusion matrices: no second sync.
-        for name, value in scores.items():
+        for name, value in scores.scores(stage).items():
             self.log(name, value, prog_bar=name in PROGRESS_BAR_METRICS, sync_dist=False)
-        self._report_data_faults(stage)
-
-    def _report_data_faults(self, stage: str) -> None:
+        scores.reset()
         tally = self.data_faults[stage]
         if not self.trainer.sanity_checking:
             for name, value in tally.metrics(stage).items():
                 self.log(name, value, reduce_fx="sum", sync_dist=True)
             line = tally.summary(stage, self.current_epoch)
             if line:
-                _warn_rank_zero(line)
+                rank_zero_only(log.warning)(line)
         tally.reset()
 
     def on_train_epoch_end(self) -> None:
-        self._log_scores("train")
+        self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
-        self._log_scores("val")
+        self._log_epoch("val")
 
     def configure_optimizers(self) -> Any:
         return configure_optimization(
@@ -236,25 +207,22 @@ def load_trained_weights(
 ) -> None:
     """``module.load_state_dict(state)``, with a mismatch reported as one line (torch's own message
     lists every key, over many lines)."""
-    from mvfoul.errors import MvfoulError
-
     expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k} {list(state[k].shape)} vs {list(v.shape)}"
-        for k, v in expected.items()
-        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)
+    problems = {
+        "missing": [k for k in expected if k not in state],
+        "unexpected": [k for k in state if k not in expected],
+        "of another shape": [
+            f"{k} {list(state[k].shape)} vs {list(v.shape)}"
+            for k, v in expected.items()
+            if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)
+        ],
+    }
+    parts = [
+        f"{len(keys)} weight(s) {label} (e.g. {keys[0]})"
+        for label, keys in problems.items()
+        if keys
     ]
-    if missing or unexpected or mismatched:
-        parts = []
-        for label, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("of another shape", mismatched),
-        ):
-            if keys:
-                parts.append(f"{len(keys)} weight(s) {label} (e.g. {keys[0]})")
+    if parts:
         raise MvfoulError(
             f"ckpt_path: {path}: its weights do not fit the model its config describes (model.backbone={backbone}): "
             f"{'; '.join(parts)}; the file was changed or written by another program"

@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from mvfoul.models.net import MultiViewNet
+from mvfoul.validate import Problems, cross_key_rule
 
 
 def group_learning_rates(training: DictConfig) -> dict[str, float]:
@@ -26,15 +27,13 @@ def build_optimizer(training: DictConfig, net: MultiViewNet) -> torch.optim.Opti
         {"name": "head", "params": net.head_parameters(), "lr": rates["head"]},
         {"name": "backbone", "params": net.backbone_parameters(), "lr": rates["backbone"]},
     ]
-    name = training.optimizer
+    name, decay = training.optimizer, training.weight_decay
     if name == "adamw":
-        return torch.optim.AdamW(groups, weight_decay=training.weight_decay)
+        return torch.optim.AdamW(groups, weight_decay=decay)
     if name == "adam":
-        return torch.optim.Adam(groups, weight_decay=training.weight_decay)
+        return torch.optim.Adam(groups, weight_decay=decay)
     if name == "sgd":
-        return torch.optim.SGD(
-            groups, momentum=training.momentum, weight_decay=training.weight_decay
-        )
+        return torch.optim.SGD(groups, momentum=training.momentum, weight_decay=decay)
     raise ValueError(f"training.optimizer {name!r} is not one of adamw, adam, sgd")
 
 
@@ -77,36 +76,47 @@ def build_scheduler(
     name = training.scheduler
     if name == "none":
         return None
-    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
     if name == "cosine":
         steps_per_epoch = max(1, total_steps // max(1, training.max_epochs))
         warmup_steps = int(round(training.warmup_epochs * steps_per_epoch))
-        scheduler = WarmupCosineLR(optimizer, warmup_steps, total_steps, training.min_lr)
-        return {"scheduler": scheduler, "interval": "step", "name": "lr"}
+        cosine = WarmupCosineLR(optimizer, warmup_steps, total_steps, training.min_lr)
+        return {"scheduler": cosine, "interval": "step", "name": "lr"}
     if name == "step":
-        scheduler = torch.optim.lr_scheduler.StepLR(
+        step = torch.optim.lr_scheduler.StepLR(
             optimizer, step_size=training.step_size, gamma=training.gamma
         )
-        return {"scheduler": scheduler, "interval": "epoch", "name": "lr"}
+        return {"scheduler": step, "interval": "epoch", "name": "lr"}
     if name == "plateau":
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer,
             mode="min" if mode == "min" else "max",
             factor=training.plateau_factor,
             patience=training.plateau_patience,
         )
-        return {"scheduler": scheduler, "interval": "epoch", "monitor": monitor, "name": "lr"}
+        return {"scheduler": plateau, "interval": "epoch", "monitor": monitor, "name": "lr"}
     raise ValueError(f"training.scheduler {name!r} is not one of cosine, step, plateau, none")
 
 
 def configure_optimization(cfg: DictConfig, net: MultiViewNet, total_steps: int) -> Any:
     """What ``LightningModule.configure_optimizers`` returns for the composed config ``cfg``."""
     optimizer = build_optimizer(cfg.training, net)
-    scheduler = build_scheduler(
-        cfg.training,
-        optimizer,
-        total_steps=total_steps,
-        monitor=cfg.experiment.monitor,
-        mode=cfg.experiment.mode,
-    )
+    e = cfg.experiment
+    scheduler = build_scheduler(cfg.training, optimizer, total_steps, e.monitor, e.mode)
     return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+@cross_key_rule("training")
+def check_schedule(cfg: DictConfig, p: Problems) -> None:
+    """Cosine decay ends below every rate, and warmup ends before training does."""
+    t = cfg.training
+    rates = [r for r in (t.learning_rate, t.head_lr, t.backbone_lr) if r is not None and r > 0]
+    if t.scheduler == "cosine" and rates and t.min_lr >= min(rates):
+        p.add(
+            "training.min_lr",
+            f"{t.min_lr!r} must be below every learning rate (smallest: {min(rates)!r})",
+        )
+    if t.warmup_epochs >= t.max_epochs >= 1:
+        p.add(
+            "training.warmup_epochs",
+            f"{t.warmup_epochs!r} must be shorter than training.max_epochs ({t.max_epochs})",
+        )

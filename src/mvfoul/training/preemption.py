@@ -1,20 +1,12 @@
-"""SLURM: preemption and time limits.
+"""SLURM preemption and time limits.
 
-A SLURM job gets a signal some time before it is killed — ``--signal=USR1@120`` asks for SIGUSR1
-two minutes ahead (``hydra/launcher=slurm`` sets it; submitit's default, SIGUSR2, is handled
-too). :class:`SlurmRequeue` then, at the end of the current step (every rank agreeing, so DDP
-stops in step), flushes the logs, requeues the job with ``scontrol requeue`` and stops the
-process. The requeued job is the same job (same id, same command): it finds its run folder again
-(under SLURM a run folder is named by the job id, :func:`mvfoul.slurm.run_stamp`) and resumes
-from its ``last.ckpt`` as if ``experiment.resume=auto`` had been given
-(:func:`mvfoul.slurm.requeued_slurm_job`).
-
-``last.ckpt`` is written at every epoch boundary, so the steps of the interrupted epoch run again
-after the requeue; in exchange the resumed run continues exactly (see
-:mod:`mvfoul.training.checkpoints`). An epoch of MViT on SoccerNet-MVFoul is minutes on a GPU.
-
-Lightning's own SLURM auto-requeue (which saves a mid-step ``hpc_ckpt`` from inside the signal
-handler) is switched off in favour of this (:func:`slurm_plugins`).
+SLURM signals a job before killing it (``hydra/launcher=slurm`` asks for SIGUSR1 two minutes
+ahead; submitit's default, SIGUSR2, works too). At the end of that step, every rank agreeing,
+:class:`SlurmRequeue` flushes the logs, runs ``scontrol requeue`` and stops. The requeued job
+(same id) finds its run folder again and resumes from ``last.ckpt`` as with
+``experiment.resume=auto`` (:func:`mvfoul.slurm.requeued_slurm_job`): the interrupted epoch runs
+again, and the run continues exactly. Lightning's own auto-requeue, which saves a mid-step
+checkpoint from inside the signal handler, is switched off in favour of this.
 """
 
 from __future__ import annotations
@@ -32,8 +24,6 @@ from mvfoul.slurm import on_slurm, slurm_job_id
 from mvfoul.training.loggers import flush_loggers
 
 log = logging.getLogger(__name__)
-
-REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 
 
 def slurm_plugins() -> list[Any]:
@@ -57,7 +47,7 @@ class SlurmRequeue(Callback):
         self._signalled = signum
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for sig in REQUEUE_SIGNALS:
+        for sig in (signal.SIGUSR1, signal.SIGUSR2):
             self._previous[sig] = signal.signal(sig, self._note)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -74,13 +64,13 @@ class SlurmRequeue(Callback):
     ) -> None:
         if not trainer.strategy.reduce_boolean_decision(self._signalled is not None, all=False):
             return
-        name = (
-            signal.Signals(self._signalled).name
-            if self._signalled
-            else "a requeue signal on another rank"
-        )
         if trainer.is_global_zero:
             flush_loggers(trainer)
+            name = (
+                signal.Signals(self._signalled).name
+                if self._signalled
+                else "a requeue signal on another rank"
+            )
             job = slurm_job_id()
             command = ["scontrol", "requeue", str(job)]
             if shutil.which("scontrol") is None or job is None:
@@ -89,25 +79,25 @@ class SlurmRequeue(Callback):
                     name,
                     job,
                 )
+            elif (
+                run := subprocess.run(command, capture_output=True, text=True, timeout=60)
+            ).returncode:
+                log.error(
+                    "SLURM sent %s: `%s` failed (%s); the job stops here",
+                    name,
+                    " ".join(command),
+                    (run.stderr or run.stdout).strip()[:300],
+                )
             else:
-                result = subprocess.run(command, capture_output=True, text=True, timeout=60)
-                if result.returncode == 0:
-                    log.warning(
-                        "SLURM sent %s at epoch %d, step %d: requeued job %s; it resumes from the last epoch boundary "
-                        "(checkpoints/last.ckpt, %d epoch(s) done) in this run folder",
-                        name,
-                        trainer.current_epoch,
-                        trainer.global_step,
-                        job,
-                        trainer.current_epoch,
-                    )
-                else:
-                    log.error(
-                        "SLURM sent %s: `%s` failed (%s); the job stops here",
-                        name,
-                        " ".join(command),
-                        (result.stderr or result.stdout).strip()[:300],
-                    )
+                log.warning(
+                    "SLURM sent %s at epoch %d, step %d: requeued job %s; it resumes from the last epoch boundary "
+                    "(checkpoints/last.ckpt, %d epoch(s) done) in this run folder",
+                    name,
+                    trainer.current_epoch,
+                    trainer.global_step,
+                    job,
+                    trainer.current_epoch,
+                )
         trainer.strategy.barrier("mvfoul.requeue")
         # Not a failure: the job was requeued (submitit reads no result from this process, and
         # SLURM ends the job step anyway).

@@ -19,8 +19,8 @@ class EpochHistory(Callback):
 
     Lightning reduces epoch metrics after the epoch-end hooks have run, so each is read in the
     first hook that sees it: validation metrics in ``on_validation_end``, an epoch's training
-    metrics when the next epoch starts or training ends. The history is part of every checkpoint
-    (``state_dict``), so a resumed run's summary and curves cover the epochs before the resume.
+    metrics when the next epoch starts or training ends. The history is part of every checkpoint,
+    so a resumed run's summary and curves cover the epochs before the resume.
     """
 
     def __init__(self) -> None:
@@ -37,19 +37,15 @@ class EpochHistory(Callback):
         if not trainer.sanity_checking:
             self._record(trainer, trainer.current_epoch, "val/")
 
-    def _flush_train(self, trainer: L.Trainer) -> None:
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._pending_train_epoch is not None:
             self._record(trainer, self._pending_train_epoch, "train/")
             self._pending_train_epoch = None
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._flush_train(trainer)
+    on_train_end = on_train_epoch_start
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._pending_train_epoch = trainer.current_epoch
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._flush_train(trainer)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epochs": {int(e): dict(m) for e, m in self.epochs.items()}}
@@ -60,39 +56,25 @@ class EpochHistory(Callback):
 
     def best(self, monitor: str, mode: str) -> tuple[int | None, float | None]:
         """(epoch, value) of the best monitored value; NaN epochs never win."""
-        scored = [
-            (e, m[monitor])
-            for e, m in self.epochs.items()
-            if monitor in m and not math.isnan(m[monitor])
-        ]
+        values = {e: m.get(monitor, math.nan) for e, m in self.epochs.items()}
+        scored = [(value, e) for e, value in values.items() if not math.isnan(value)]
         if not scored:
             return None, None
-        pick = max if mode == "max" else min
-        return pick(scored, key=lambda item: item[1])
+        value, epoch = (max if mode == "max" else min)(scored, key=lambda item: item[0])
+        return epoch, value
 
 
 def git_commit() -> dict[str, Any]:
     """The project's commit and whether the tree had local changes (None outside a checkout)."""
+    options: dict[str, Any] = dict(cwd=PROJECT_ROOT, text=True, timeout=5, stderr=subprocess.PIPE)
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        return {"git_commit": commit, "git_dirty": bool(dirty)}
+        commit = subprocess.check_output(["git", "rev-parse", "HEAD"], **options).strip()
+        dirty = subprocess.check_output(
+            ["git", "status", "--porcelain", "--untracked-files=no"], **options
+        )
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": None, "git_dirty": None}
+    return {"git_commit": commit, "git_dirty": bool(dirty.strip())}
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
@@ -120,18 +102,16 @@ def plot_training_curves(
     matplotlib.use("Agg")  # files only; no display needed (servers, CI)
     import matplotlib.pyplot as plt
 
-    epochs = sorted(history)
     fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(4.2 * len(CURVE_PANELS), 3.6))
     for ax, (panel, names) in zip(axes, CURVE_PANELS.items()):
         for colour, name in zip(("tab:blue", "tab:orange"), names):
             # One colour per metric: dashed for training, solid for validation.
             for stage, style in (("train", "--"), ("val", "-")):
                 key = f"{stage}/{name}"
-                points = [(e, history[e][key]) for e in epochs if key in history[e]]
+                points = [(e, history[e][key]) for e in sorted(history) if key in history[e]]
                 if points:
                     ax.plot(*zip(*points), style, color=colour, marker="o", markersize=3, label=key)
-        ax.set_title(panel)
-        ax.set_xlabel("epoch")
+        ax.set(title=panel, xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     if title:

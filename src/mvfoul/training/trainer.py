@@ -30,6 +30,7 @@ from mvfoul.training.extensions import build_extra_callbacks, trainer_options
 from mvfoul.training.guard import DivergenceGuard
 from mvfoul.training.loggers import RunTensorBoardLogger
 from mvfoul.training.preemption import SlurmRequeue, slurm_plugins
+from mvfoul.validate import Problems, cross_key_rule
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,9 @@ class Hardware:
 def resolve_hardware(
     system: DictConfig, cuda_available: bool | None = None, gpu_count: int | None = None
 ) -> Hardware:
-    """Map ``system`` onto this machine.
-
-    ``system.gpus`` counts devices per node: GPUs, or with ``accelerator=cpu`` processes (more
-    than one runs DDP over gloo). Without CUDA, a GPU config falls back to one CPU process in
-    fp32, with one warning line.
-    """
+    """Map ``system`` onto this machine. ``system.gpus`` counts devices per node: GPUs, or with
+    ``accelerator=cpu`` processes (more than one runs DDP over gloo). Without CUDA, a GPU config
+    falls back to one fp32 CPU process, with one warning line."""
     if cuda_available is None:
         cuda_available = torch.cuda.is_available()
     wants_gpu = system.accelerator == "gpu" or (system.accelerator == "auto" and system.gpus > 0)
@@ -67,7 +65,6 @@ def resolve_hardware(
         return Hardware(
             "gpu", max(1, system.gpus), system.precision, system.strategy, system.num_nodes
         )
-    precision = system.precision
     if wants_gpu:
         log.warning(
             "no CUDA device: running on CPU in fp32 instead of system.accelerator=%s, system.precision=%s "
@@ -76,6 +73,7 @@ def resolve_hardware(
             system.precision,
         )
         return Hardware("cpu", 1, "32-true", "auto", 1)
+    precision = system.precision
     if precision in ("16-mixed", "16"):
         # Lightning has no fp16 autocast on CPU.
         log.warning("system.precision=%s is not available on CPU: using 32-true", precision)
@@ -88,27 +86,14 @@ def resolve_hardware(
 
 
 class EpochMetricsOnEveryRank(Callback):
-    """Computes the epoch's DDP-synchronised metrics on every rank at the start of the training
-    epoch's end.
-
-    Lightning computes a ``sync_dist`` metric (an all-reduce) the first time anything reads the
-    metrics. At a training epoch's end the first reader is the progress bar, which runs on rank
-    zero alone: rank zero would enter the all-reduce while the other ranks go on to the module's
-    own collectives, and the run would hang. Reading them here first, on every rank and in the
-    same order, leaves the progress bar cached values.
-    """
+    """Lightning computes a ``sync_dist`` metric (an all-reduce) the first time anything reads the
+    metrics. At a training epoch's end the first reader is the progress bar, on rank zero alone,
+    while the other ranks go on to the module's own collectives: the run would hang. Reading them
+    here first, on every rank in the same order, leaves the progress bar cached values."""
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.world_size > 1:
             trainer.callback_metrics  # noqa: B018 - the read is the point
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, as a cluster job sees it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS has no affinity
-        return os.cpu_count() or 1
 
 
 def apply_cpu_threads(system: DictConfig, hw: Hardware, num_workers: int) -> int | None:
@@ -118,7 +103,11 @@ def apply_cpu_threads(system: DictConfig, hw: Hardware, num_workers: int) -> int
     cores. GPU runs keep torch's default. Returns the count set (None when unchanged)."""
     if hw.accelerator != "cpu":
         return None
-    cores = usable_cores()
+    # The cores this process may run on, as a cluster job sees them (macOS has no affinity).
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:  # pragma: no cover
+        cores = os.cpu_count() or 1
     if system.num_threads is not None:
         threads = int(system.num_threads)
     else:
@@ -179,34 +168,13 @@ class ThrottledProgressBar(RichProgressBar):
             )
 
 
-def build_callbacks(
-    experiment: DictConfig, run_dir: Path
-) -> tuple[RankedCheckpoint, LastCheckpoint]:
-    """The ranked top-k checkpoints and ``last.ckpt`` (see :mod:`mvfoul.training.checkpoints`)."""
-    dirpath = run_dir / CHECKPOINTS_DIR
-    ranked = RankedCheckpoint(
-        dirpath=dirpath,
-        filename=checkpoint_filename(experiment.monitor),
-        monitor=experiment.monitor,
-        mode=experiment.mode,
-        save_top_k=experiment.save_top_k,
-        # Training metrics are logged after validation: rank them at the end of the epoch.
-        save_on_train_epoch_end=experiment.monitor.startswith("train/"),
-        # Without last.ckpt nothing refers to evicted files: delete them at once.
-        defer_removals=experiment.save_last,
-    )
-    return ranked, LastCheckpoint(dirpath, ranked=ranked, save=experiment.save_last)
-
-
-def selected_loggers(experiment: DictConfig) -> list[str]:
+def build_loggers(experiment: DictConfig, run_dir: Path, config: dict[str, Any]) -> list[Logger]:
     """``experiment.loggers``, plus wandb when ``experiment.use_wandb`` is true."""
     names = list(experiment.get("loggers", ["csv", "tensorboard"]))
-    return names + ["wandb"] if experiment.use_wandb and "wandb" not in names else names
-
-
-def build_loggers(experiment: DictConfig, run_dir: Path, config: dict[str, Any]) -> list[Logger]:
+    if experiment.use_wandb and "wandb" not in names:
+        names.append("wandb")
     loggers: list[Logger] = []
-    for name in selected_loggers(experiment):
+    for name in names:
         if name == "csv":
             loggers.append(RunCSVLogger(run_dir))
         elif name == "tensorboard":
@@ -267,6 +235,7 @@ def build_trainer(
     from mvfoul.training.balancing import build_sampling_callback
     from mvfoul.training.freezing import build_freezing_callback
 
+    e, t = cfg.experiment, cfg.training
     hw = resolve_hardware(cfg.system)
     world_size = hw.devices * hw.num_nodes
     log.info(
@@ -280,29 +249,60 @@ def build_trainer(
         else "",
     )
     apply_cpu_threads(cfg.system, hw, cfg.dataset.num_workers)
-    ranked, last = build_callbacks(cfg.experiment, run_dir)
+    ranked = RankedCheckpoint(
+        dirpath=run_dir / CHECKPOINTS_DIR,
+        filename=checkpoint_filename(e.monitor),
+        monitor=e.monitor,
+        mode=e.mode,
+        save_top_k=e.save_top_k,
+        # Training metrics are logged after validation: rank them at the end of the epoch.
+        save_on_train_epoch_end=e.monitor.startswith("train/"),
+        # Without last.ckpt nothing refers to evicted files: delete them at once.
+        defer_removals=e.save_last,
+    )
     callbacks: list[Callback] = [EpochMetricsOnEveryRank()]
-    if cfg.training.stop_on_divergence:
-        callbacks.append(DivergenceGuard(cfg.training, hw.precision))
+    if t.stop_on_divergence:
+        callbacks.append(DivergenceGuard(t, hw.precision))
     if history is not None:
         callbacks.append(history)
-    callbacks.append(last)
+    callbacks.append(LastCheckpoint(run_dir / CHECKPOINTS_DIR, ranked=ranked, save=e.save_last))
     callbacks += [
         c for c in (build_freezing_callback(cfg), build_sampling_callback(cfg)) if c is not None
     ]
     if on_slurm():
         callbacks.append(SlurmRequeue())
-    e, t = cfg.experiment, cfg.training
-    callbacks += build_extra_callbacks(e)
-    callbacks.append(ranked)
+    callbacks += [*build_extra_callbacks(e), ranked]
     logger = loggers if loggers is not None else build_loggers(e, run_dir, config)
     if logger:  # the learning-rate monitor writes to the loggers, and refuses to run without one
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     callbacks.append(ThrottledProgressBar())
-    clip = t.gradient_clip_val if t.gradient_clip_val else None
     extra = trainer_options(e)
     try:
-        return _trainer(cfg, hw, callbacks, logger, run_dir, clip, extra)
+        return L.Trainer(
+            accelerator=hw.accelerator,
+            devices=hw.devices,
+            num_nodes=hw.num_nodes,
+            strategy=hw.strategy,
+            precision=cast(Any, hw.precision),  # one of config.PRECISIONS, checked at startup
+            max_epochs=t.max_epochs,
+            gradient_clip_val=t.gradient_clip_val or None,
+            accumulate_grad_batches=t.accumulate_grad_batches,
+            deterministic=cfg.system.deterministic,
+            sync_batchnorm=cfg.system.sync_batchnorm and world_size > 1,
+            # mvfoul's DataModule shards every split itself (mvfoul.data.sharding): each rank gets a
+            # disjoint share of the training draw, and evaluation has no padded duplicates.
+            use_distributed_sampler=False,
+            callbacks=callbacks,
+            logger=logger,
+            plugins=[AtomicCheckpointIO(), *slurm_plugins()],
+            log_every_n_steps=e.log_every_n_steps,
+            fast_dev_run=e.fast_dev_run,
+            limit_train_batches=_batch_limit(e.limit_train_batches),
+            limit_val_batches=_batch_limit(e.limit_val_batches),
+            detect_anomaly=e.debug,
+            default_root_dir=str(run_dir),
+            **{"enable_model_summary": True, **extra},
+        )
     except (TypeError, ValueError, MisconfigurationException) as err:
         if not extra:
             raise
@@ -311,38 +311,26 @@ def build_trainer(
         ) from err
 
 
-def _trainer(
-    cfg: DictConfig,
-    hw: Hardware,
-    callbacks: list[Callback],
-    logger: list[Logger],
-    run_dir: Path,
-    clip: float | None,
-    extra: dict[str, Any],
-) -> L.Trainer:
-    e, t = cfg.experiment, cfg.training
-    return L.Trainer(
-        accelerator=hw.accelerator,
-        devices=hw.devices,
-        num_nodes=hw.num_nodes,
-        strategy=hw.strategy,
-        precision=cast(Any, hw.precision),  # one of config.PRECISIONS, checked at startup
-        max_epochs=t.max_epochs,
-        gradient_clip_val=clip,
-        accumulate_grad_batches=t.accumulate_grad_batches,
-        deterministic=cfg.system.deterministic,
-        sync_batchnorm=cfg.system.sync_batchnorm and hw.devices * hw.num_nodes > 1,
-        # mvfoul's DataModule shards every split itself (mvfoul.data.sharding): each rank gets a
-        # disjoint share of the training draw, and evaluation has no padded duplicates.
-        use_distributed_sampler=False,
-        callbacks=callbacks,
-        logger=logger,
-        plugins=[AtomicCheckpointIO(), *slurm_plugins()],
-        log_every_n_steps=e.log_every_n_steps,
-        fast_dev_run=e.fast_dev_run,
-        limit_train_batches=_batch_limit(e.limit_train_batches),
-        limit_val_batches=_batch_limit(e.limit_val_batches),
-        detect_anomaly=e.debug,
-        default_root_dir=str(run_dir),
-        **{"enable_model_summary": True, **extra},
-    )
+@cross_key_rule("system")
+def check_gpu_count(cfg: DictConfig, p: Problems) -> None:
+    s = cfg.system
+    if s.accelerator == "gpu" and s.gpus == 0:
+        p.add("system.gpus", "0 with system.accelerator=gpu: set system.gpus>=1, or use system=cpu")
+
+
+def _limit_ok(value: Any) -> bool:
+    # Lightning's convention: an int is a number of batches, a float a fraction of the epoch.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value >= 0
+    return isinstance(value, float) and 0.0 <= value <= 1.0
+
+
+@cross_key_rule("experiment")
+def check_batch_limits(cfg: DictConfig, p: Problems) -> None:
+    e = cfg.experiment
+    for key in ("limit_train_batches", "limit_val_batches"):
+        if not _limit_ok(e[key]):
+            p.add(
+                f"experiment.{key}",
+                f"{e[key]!r} is out of range: expected a fraction in [0.0, 1.0] or a batch count >= 0",
+            )
