@@ -1,15 +1,13 @@
 """Every file mvfoul writes is written atomically: a temporary file in the same folder, flushed
 to disk, then renamed over the target.
 
-A rename within one folder is atomic on POSIX filesystems, so a reader (or a resumed run) sees
-either the previous complete file or the new complete one, never a truncated one: not after a
-SIGKILL mid-write, not when the disk fills up half-way through a checkpoint. The temporary file
-sits in the target's own folder because a rename across filesystems is a copy, which is not
-atomic (and ``/tmp`` is often a different, smaller disk than a cluster's run folders).
+A rename within one folder is atomic on POSIX, so a reader (or a resumed run) sees the previous
+complete file or the new one, never a truncated one: not after a SIGKILL mid-write, not when the
+disk fills up. The temporary file sits beside the target because a rename across filesystems is
+a copy, which is not atomic (and ``/tmp`` is often a different, smaller disk than run folders).
 
-JSON is written strictly (RFC 8259): NaN and infinities, which ``json.dumps`` would write as the
-non-standard ``NaN``/``Infinity`` tokens, become ``null``. The official evaluator yields NaN for a
-class absent from the ground truth; readers of mvfoul's JSON files get ``null`` there.
+JSON is strict (RFC 8259): NaN and infinities, which ``json.dumps`` writes as non-standard
+tokens, become ``null`` (the official evaluator yields NaN for a class absent from ground truth).
 """
 
 from __future__ import annotations
@@ -19,37 +17,11 @@ import math
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from mvfoul.errors import OutputError
-
-
-def _temporary_sibling(target: Path) -> Path:
-    # Hidden, unique per writer: concurrent writers (DataLoader workers filling the frame cache)
-    # never share a temporary file, and a leftover one never matches a glob like *.ckpt.
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - some filesystems do not open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - nor fsync them
-        pass
-    finally:
-        os.close(fd)
-
-
-def _remove(path: Path) -> None:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:  # its folder is gone or not a folder: there is nothing to remove
-        pass
 
 
 @contextmanager
@@ -59,7 +31,9 @@ def atomic_path(target: str | Path, durable: bool = True) -> Iterator[Path]:
     ``target`` is left as it was. An ``OSError`` (full disk, read-only folder...) becomes one
     :class:`~mvfoul.errors.OutputError` line naming the file."""
     target = Path(target)
-    tmp = _temporary_sibling(target)
+    # Hidden, unique per writer: concurrent writers (DataLoader workers filling the frame cache)
+    # never share a temporary file, and a leftover one never matches a glob like *.ckpt.
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         yield tmp
         if durable:
@@ -67,14 +41,20 @@ def atomic_path(target: str | Path, durable: bool = True) -> Iterator[Path]:
                 os.fsync(fh.fileno())
         os.replace(tmp, target)
         if durable:
-            _fsync_folder(target.parent)
-    except OSError as err:
-        _remove(tmp)
-        raise OutputError(
-            f"cannot write {target}: {err.strerror or err}; the previous version, if any, is intact"
-        ) from err
-    except BaseException:
-        _remove(tmp)
+            # Some filesystems neither open nor fsync folders.
+            with suppress(OSError):
+                fd = os.open(target.parent, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+    except BaseException as err:
+        with suppress(OSError):  # its folder is gone or not a folder: nothing to remove
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise OutputError(
+                f"cannot write {target}: {err.strerror or err}; the previous version, if any, is intact"
+            ) from err
         raise
 
 
@@ -85,8 +65,7 @@ def write_bytes(target: str | Path, data: bytes, durable: bool = True) -> None:
 
 def write_text(target: str | Path, text: str, durable: bool = True) -> None:
     with atomic_path(target, durable) as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
+        tmp.write_text(text, encoding="utf-8", newline="")
 
 
 def strict_json_value(value: Any) -> Any:
@@ -101,7 +80,6 @@ def strict_json_value(value: Any) -> Any:
 
 
 def dumps_json(value: Any, indent: int | None = 2) -> str:
-    """Strict JSON text (NaN and infinities as null)."""
     return json.dumps(strict_json_value(value), indent=indent, allow_nan=False) + "\n"
 
 

@@ -1,10 +1,9 @@
 """Error reporting for the Hydra entry points: one line a user can act on, no traceback.
 
-Hydra reports composition errors itself, over several lines and with its own wording. mvfoul
-takes reporting over: it asks Hydra to re-raise (``HYDRA_FULL_ERROR=1`` in-process) and turns
-what it catches into a single line naming the key, what was expected and the fix. A user who
-wants the traceback sets ``HYDRA_FULL_ERROR=1`` themselves. Errors that are not a user's
-(bugs) keep their full traceback.
+Hydra reports composition errors over several lines, in its own wording; mvfoul asks it to
+re-raise (``HYDRA_FULL_ERROR=1`` in-process) and turns what it catches into one line naming the
+key, what was expected and the fix. Bugs, and every error when the user sets
+``HYDRA_FULL_ERROR=1``, keep their traceback.
 """
 
 from __future__ import annotations
@@ -17,7 +16,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from hydra.types import RunMode
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -27,6 +28,8 @@ from omegaconf.errors import (
 
 from mvfoul.errors import MvfoulError
 from mvfoul.help import GROUPS
+from mvfoul.paths import PRESETS_DIR
+from mvfoul.run_folder import RunFolderAbort
 
 PREFIX = "mvfoul: error: "
 
@@ -34,32 +37,28 @@ PREFIX = "mvfoul: error: "
 _VALUE_WITH_EQUALS = re.compile(r"^([+~]{0,2}[\w./@\-]+)=([^'\"].*=.*)$")
 
 
-def _unknown_key_message(full_key: str, schema: Any) -> str:
-    """'<key>: unknown key ...' with the closest existing key of the node it was looked up in."""
-    parent, _, leaf = full_key.rpartition(".")
-    candidates = (
-        [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
-    )
-    close = difflib.get_close_matches(leaf, candidates, n=1)
-    where = f"'{parent}'" if parent else "the root config"
-    prefix = f"{parent}." if parent else ""
+def _omegaconf_message(exc: BaseException) -> str | None:
+    """One line for a bad value, or for an unknown key with the closest existing key of the node
+    it was looked up in; None for any other error."""
+    if isinstance(exc, ValidationError):
+        detail = str(exc.msg if getattr(exc, "msg", None) else exc).splitlines()[0]
+        return f"{exc.full_key or '?'}: {detail} (fix the value on the command line or in the YAML that sets it)"
+    if not isinstance(exc, (ConfigKeyError, ConfigAttributeError)) or not exc.full_key:
+        return None
+    parent, _, leaf = exc.full_key.rpartition(".")
+    schema = exc.object_type
+    keys = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
+    close = difflib.get_close_matches(leaf, keys, n=1)
     if close:
-        hint = f"; did you mean {prefix}{close[0]}?"
-    elif candidates:
-        hint = f"; keys there: {', '.join(candidates)}"
+        hint = f"; did you mean {parent + '.' if parent else ''}{close[0]}?"
     else:
-        hint = ""
-    return f"{full_key}: unknown key in {where}{hint}"
+        hint = f"; keys there: {', '.join(keys)}" if keys else ""
+    where = f"'{parent}'" if parent else "the root config"
+    return f"{exc.full_key}: unknown key in {where}{hint}"
 
 
-def _validation_message(cause: ValidationError) -> str:
-    key = cause.full_key or "?"
-    detail = (
-        str(cause.msg).splitlines()[0]
-        if getattr(cause, "msg", None)
-        else str(cause).splitlines()[0]
-    )
-    return f"{key}: {detail} (fix the value on the command line or in the YAML that sets it)"
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _strip_worker_traceback(message: str) -> str:
@@ -82,37 +81,27 @@ def explain(exc: BaseException) -> str | None:
         return _override_parse_message(exc)
     if isinstance(exc, ConfigCompositionException):
         cause = exc.__cause__
-        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and cause.full_key:
-            return _unknown_key_message(cause.full_key, cause.object_type)
-        if isinstance(cause, ValidationError):
-            return _validation_message(cause)
+        if cause is not None and (line := _omegaconf_message(cause)):
+            return line
         if isinstance(cause, OmegaConfBaseException):
             return f"{str(exc).splitlines()[0]} {str(cause).splitlines()[0]}"
-        return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    if isinstance(exc, ValidationError):
-        return _validation_message(exc)
-    if isinstance(exc, (ConfigKeyError, ConfigAttributeError)) and exc.full_key:
-        return _unknown_key_message(exc.full_key, exc.object_type)
-    return None
+        return _one_line(str(exc))
+    return _omegaconf_message(exc)
 
 
 def _override_parse_message(exc: OverrideParseException) -> str:
-    for word in sys.argv[1:]:
-        match = _VALUE_WITH_EQUALS.match(word)
-        if match:
-            key, value = match.groups()
-            return (
-                f"{key}: the value {value!r} holds '=', which Hydra cannot read unquoted; quote it: "
-                f"\"{key}='{value}'\" (the double quotes keep the single ones from the shell)"
-            )
+    for match in filter(None, map(_VALUE_WITH_EQUALS.match, sys.argv[1:])):
+        key, value = match.groups()
+        return (
+            f"{key}: the value {value!r} holds '=', which Hydra cannot read unquoted; quote it: "
+            f"\"{key}='{value}'\" (the double quotes keep the single ones from the shell)"
+        )
     return f"cannot parse the override: {str(exc).splitlines()[0]}"
 
 
 def _missing_config_message(exc: MissingConfigException) -> str:
     text = str(exc)
     if "primary config" in text:
-        from mvfoul.paths import PRESETS_DIR
-
         presets = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
         return f"{text.splitlines()[0]} Presets: {presets}; your own configs go in conf/user/."
     missing = exc.missing_cfg_file or ""
@@ -125,7 +114,7 @@ def _missing_config_message(exc: MissingConfigException) -> str:
         # The schemas live in each group too (for the YAML defaults lists); they are not options.
         options = [o for o in exc.options if not o.endswith("_schema")]
         return f"{group}={option}: no such option; available: {', '.join(options)}"
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return _one_line(text)
 
 
 def _report_and_exit(exc: BaseException, wants_traceback: bool) -> None:
@@ -149,9 +138,6 @@ def run_task(task: Callable[[Any], Any], cfg: Any) -> Any:
     try:
         return task(cfg)
     except Exception as exc:  # noqa: BLE001 - a bug or a multirun job re-raises below
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         single_run = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN
         if not single_run or explain(exc) is None:
             raise
@@ -161,8 +147,6 @@ def run_task(task: Callable[[Any], Any], cfg: Any) -> Any:
 
 def run_hydra_app(main: Callable[[], Any]) -> None:
     """Call a ``@hydra.main`` function with mvfoul's error reporting."""
-    from mvfoul.run_folder import RunFolderAbort
-
     wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:

@@ -1,9 +1,8 @@
-"""The ``--help`` text, generated from the config files.
+"""The ``--help`` text and ``docs/configuration.md``, generated from the config files and schemas.
 
-Each option's description is the first comment line of its YAML file, so documenting an option
-where it lives is enough for ``--help`` to show it, and the list can never drift from what
-exists. Hydra renders the result as its help template (``conf/hydra/help/mvfoul.yaml``), so
-``$FLAGS_HELP`` below is filled in by Hydra.
+An option's description is the first comment line of its YAML file, so documenting it there is
+enough and the list never drifts from what exists. Hydra renders the help as its template
+(``conf/hydra/help/mvfoul.yaml``) and fills in ``$FLAGS_HELP``.
 """
 
 from __future__ import annotations
@@ -43,12 +42,10 @@ Print the composed config with --cfg job (add --resolve to resolve interpolation
 def describe(path: Path) -> str:
     """First comment line of a YAML file, skipping Hydra's ``# @package`` directive."""
     for line in path.read_text(encoding="utf-8").splitlines():
-        stripped = line.strip()
-        if not stripped:
-            continue
-        if not stripped.startswith("#"):
+        text = line.strip()
+        if text and not text.startswith("#"):
             break
-        text = stripped.lstrip("#").strip()
+        text = text.lstrip("#").strip()
         if text and not text.startswith("@package"):
             return text
     return "(no description: add a first comment line to this file)"
@@ -57,49 +54,33 @@ def describe(path: Path) -> str:
 def default_options(conf_dir: Path) -> dict[str, str]:
     """group -> option chosen by the root config's defaults list."""
     root = yaml.safe_load((conf_dir / "config.yaml").read_text(encoding="utf-8"))
-    chosen: dict[str, str] = {}
-    for entry in root.get("defaults", []):
-        if isinstance(entry, dict):
-            for key, value in entry.items():
-                if not key.startswith("override "):
-                    chosen[key] = value
-    return chosen
+    entries = [e for e in root.get("defaults", []) if isinstance(e, dict)]
+    return {k: v for e in entries for k, v in e.items() if not k.startswith("override ")}
 
 
 def _option_lines(folder: Path, default: str | None) -> list[str]:
-    options = sorted(p for p in folder.glob("*.yaml"))
+    options = sorted(folder.glob("*.yaml"))
     width = max((len(p.stem) for p in options), default=0) + 2
-    lines = []
-    for path in options:
-        mark = "*" if path.stem == default else " "
-        lines.append(f"    {path.stem:<{width}}{mark} {describe(path)}")
-    return lines
+    return [
+        f"    {p.stem:<{width}}{'*' if p.stem == default else ' '} {describe(p)}" for p in options
+    ]
 
 
 def render_help(conf_dir: Path) -> str:
     conf_dir = Path(conf_dir)
     defaults = default_options(conf_dir)
     parts = [USAGE, "Presets (--config-name NAME)"]
-    for folder in PRESET_FOLDERS:
-        if (conf_dir / folder).is_dir():
-            parts.extend(_option_lines(conf_dir / folder, None))
-    parts.append("")
-    parts.append("Config groups (group=option; * marks the default)")
+    parts += [line for f in PRESET_FOLDERS for line in _option_lines(conf_dir / f, None)]
+    parts += ["", "Config groups (group=option; * marks the default)"]
     for group in GROUPS:
-        parts.append(f"  {group}")
-        parts.extend(_option_lines(conf_dir / group, defaults.get(group)))
+        parts += [f"  {group}", *_option_lines(conf_dir / group, defaults.get(group))]
     for group in SEARCH_GROUPS:
         if (conf_dir / group).is_dir():
-            parts.append("")
-            parts.append(f"Hyperparameter search (--multirun {group}=NAME; off by default)")
-            parts.extend(_option_lines(conf_dir / group, None))
-    parts.append("")
-    parts.append(FOOTER)
-    parts.append("Hydra flags\n$FLAGS_HELP")
+            parts += ["", f"Hyperparameter search (--multirun {group}=NAME; off by default)"]
+            parts += _option_lines(conf_dir / group, None)
+    parts += ["", FOOTER, "Hydra flags\n$FLAGS_HELP"]
     return "\n".join(parts)
 
-
-# --- docs/configuration.md ------------------------------------------------------------------------
 
 REFERENCE_COMMAND = "python -m mvfoul.help --reference > docs/configuration.md"
 
@@ -118,36 +99,29 @@ def _type_text(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
-def _value_text(value: Any) -> str:
-    if value == "???":
-        return "required"
-    if dataclasses.is_dataclass(value):
-        return "(below)"
-    return "`" + json.dumps(value, ensure_ascii=False).replace('"', "") + "`"
+_TABLE_HEAD = ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
 
 
-def _key_rows(schema: type, prefix: str) -> list[str]:
+def _key_rows(schema: type, prefix: str, skip: frozenset[str] = frozenset()) -> list[str]:
     hints = typing.get_type_hints(schema)
     rows = []
     for f in dataclasses.fields(schema):
-        if f.default is not dataclasses.MISSING:
-            default = f.default
+        if f.name in skip:
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        if default == "???":
+            value = "required"
+        elif dataclasses.is_dataclass(default):
+            value = "(below)"
         else:
-            default = f.default_factory()  # type: ignore[misc]
+            value = "`" + json.dumps(default, ensure_ascii=False).replace('"', "") + "`"
         doc = f.metadata.get("doc", "").replace("|", "\\|")
         choices, bounds = f.metadata.get("choices"), f.metadata.get("bounds")
         allowed = " \\| ".join(f"`{c}`" for c in choices) if choices else (bounds or "")
         rows.append(
-            f"| `{prefix}.{f.name}` | {_type_text(hints[f.name])} | {_value_text(default)} "
-            f"| {allowed} | {doc} |"
+            f"| `{prefix}{f.name}` | {_type_text(hints[f.name])} | {value} | {allowed} | {doc} |"
         )
     return rows
-
-
-def _option_values(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    data.pop("defaults", None)
-    return data
 
 
 def _flat(values: dict[str, Any], prefix: str) -> list[str]:
@@ -179,24 +153,17 @@ def render_reference(conf_dir: Path) -> str:
         lines += ["", f"## `{group}`", ""]
         for path in sorted((conf_dir / group).glob("*.yaml")):
             mark = " (default)" if path.stem == defaults.get(group) else ""
-            sets = _flat(_option_values(path), f"{group}.")
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            sets = _flat({k: v for k, v in values.items() if k != "defaults"}, f"{group}.")
             what = f" Sets {', '.join(sets)}." if sets else ""
             lines.append(f"- `{group}={path.stem}`{mark}: {describe(path)}{what}")
-        lines += ["", "| key | type | default | allowed | description |", "|---|---|---|---|---|"]
-        lines += _key_rows(C.GROUP_SCHEMAS[group], group)
+        lines += ["", *_TABLE_HEAD, *_key_rows(C.GROUP_SCHEMAS[group], f"{group}.")]
         if group == "dataset":
             lines += ["", "With `dataset=synthetic`, the built-in dataset's generation:", ""]
-            lines += ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
-            lines += _key_rows(C.SyntheticConfig, "dataset.synthetic")
-    lines += ["", "## `evaluate_hydra.py`", "", "Every key above, plus:", ""]
-    lines += ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
-    own = {f.name for f in dataclasses.fields(C.MvfoulConfig)}
-    rows = _key_rows(C.EvaluateConfig, "")
-    lines += [
-        r.replace("| `.", "| `", 1)
-        for r, f in zip(rows, dataclasses.fields(C.EvaluateConfig))
-        if f.name not in own
-    ]
+            lines += [*_TABLE_HEAD, *_key_rows(C.SyntheticConfig, "dataset.synthetic.")]
+    lines += ["", "## `evaluate_hydra.py`", "", "Every key above, plus:", "", *_TABLE_HEAD]
+    own = frozenset(f.name for f in dataclasses.fields(C.MvfoulConfig))
+    lines += _key_rows(C.EvaluateConfig, "", skip=own)
     return "\n".join(lines) + "\n"
 
 

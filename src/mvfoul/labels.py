@@ -1,23 +1,11 @@
 """Class vocabularies and the official SoccerNet-MVFoul label rules.
 
-The rules here reproduce what the SoccerNet evaluator and the official VARS baseline do, quirks
-included, so that the actions mvfoul trains and scores on are exactly the official ones:
-
-* an action is dropped when its action class is empty or ``Dont know``;
-* ... when its offence is empty or ``Between`` and it is not a ``Dive``;
-* ... when its severity is empty, ``2.0`` or ``4.0`` and it is neither a ``Dive`` nor
-  ``No offence``;
-* then an empty/``Between`` offence becomes ``Offence`` and an empty/``2.0``/``4.0`` severity
-  becomes ``1.0``;
-* offence + severity class: ``No offence`` (either capitalisation) -> 0, ``Offence`` with
-  ``1.0`` -> 1, ``3.0`` -> 2, ``5.0`` -> 3.
-
-What the evaluator then counts as a correct prediction has quirks of its own (see
-:func:`evaluator_view` and :attr:`OfficialLabels.severity_match`): it compares the predicted
-``Offence`` with the *raw* ground-truth string, so an action labelled ``No Offence``, ``Between``
-or (a Dive) empty can never be matched; and it expects severity ``1.0`` from every Dive judged an
-offence, so a Dive with a card is matched by the ``Offence + No card`` prediction. mvfoul trims
-surrounding whitespace from the raw strings; the evaluator does not.
+The rules (:func:`_apply_rules`) reproduce the SoccerNet evaluator and the VARS baseline, quirks
+included, so mvfoul trains and scores on exactly the official actions. The evaluator compares the
+predicted ``Offence`` with the *raw* ground-truth string, so an action labelled ``No Offence``,
+``Between`` or (a Dive) empty can never be matched; and it expects severity ``1.0`` from every
+Dive judged an offence, so a Dive with a card is matched by the ``Offence + No card``
+prediction. mvfoul trims surrounding whitespace; the evaluator does not.
 """
 
 from __future__ import annotations
@@ -60,7 +48,6 @@ ACTION_CLASS_VALUES: tuple[str, ...] = (*ACTION_CLASSES, "Dont know", "")
 OFFENCE_VALUES: tuple[str, ...] = ("Offence", "No offence", "No Offence", "Between", "")
 SEVERITY_VALUES: tuple[str, ...] = ("", "1.0", "2.0", "3.0", "4.0", "5.0")
 
-_NO_OFFENCE_SPELLINGS = ("No offence", "No Offence")
 _UNSURE_OFFENCE = ("", "Between")
 _UNSURE_SEVERITY = ("", "2.0", "4.0")
 # Severity string -> offence+severity class, for actions judged an offence.
@@ -84,11 +71,9 @@ class OfficialLabels:
     severity: str  # normalised: "1.0", "3.0" or "5.0" (or the raw value for No offence)
     offence_severity: int  # index into OFFENCE_SEVERITY_CLASSES
     action: int  # index into ACTION_CLASSES
-    # The offence+severity class whose prediction strings (:func:`prediction_strings`) the official
-    # evaluator counts as correct for this action: normally ``offence_severity``; 1 for a Dive
-    # judged an offence (the evaluator expects severity "1.0" whatever its card); -1 when no
-    # prediction file can match (raw offence "No Offence", "Between" or empty, or strings the
-    # evaluator itself skips). Left out, it defaults to ``offence_severity``.
+    # The class whose prediction strings the evaluator counts as correct: by default
+    # ``offence_severity``; 1 for a Dive judged an offence (whatever its card); -1 when none can
+    # match (raw offence "No Offence", "Between" or empty, or strings the evaluator skips).
     severity_match: int = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -98,13 +83,9 @@ class OfficialLabels:
 
 @dataclass(frozen=True)
 class EvaluatorView:
-    """One ground-truth action as the SoccerNet evaluator itself sees it.
-
-    ``offence_severity`` and ``action`` are the classes it is counted under; a prediction is
-    counted correct for the offence+severity task when its ``Offence`` equals :attr:`offence` and
-    its ``Severity`` equals :attr:`severity`, and for the action task when its ``Action class``
-    equals :attr:`action_class`.
-    """
+    """One ground-truth action as the SoccerNet evaluator sees it: a prediction is correct when
+    its ``Offence``/``Severity`` equal :attr:`offence`/:attr:`severity` (offence+severity task)
+    and its ``Action class`` equals :attr:`action_class` (action task)."""
 
     offence_severity: int  # ground-truth class (index into OFFENCE_SEVERITY_CLASSES)
     action: int  # ground-truth class (index into ACTION_CLASSES)
@@ -119,13 +100,10 @@ class EvaluatorView:
 
 
 def _apply_rules(action_class: str, offence: str, severity: str) -> tuple[str, str, int] | str:
-    """The official filtering and mapping on the strings exactly as given.
-
-    Returns the mapped (offence, severity) and the offence+severity class, or why the action is
-    dropped. Whether the action class is a known one is the caller's business.
-    """
+    """The official filtering and mapping on the strings exactly as given: the mapped (offence,
+    severity) and offence+severity class, or why the action is dropped."""
     is_dive = action_class == "Dive"
-    is_no_offence = offence in _NO_OFFENCE_SPELLINGS
+    is_no_offence = offence in ("No offence", "No Offence")
 
     if action_class in ("", "Dont know"):
         return f"action class {action_class!r} is not a class"
@@ -147,13 +125,9 @@ def _apply_rules(action_class: str, offence: str, severity: str) -> tuple[str, s
 
 
 def evaluator_view(action_class: str, offence: str, severity: str) -> EvaluatorView | str:
-    """What ``SoccerNet.Evaluation.MV_FoulRecognition.evaluate`` makes of one ground-truth action.
-
-    The same rules as :func:`official_labels`, on the raw strings exactly as given (the evaluator
-    trims no whitespace). Returns the view, or the reason the evaluator skips the action. Raises
-    ValueError where the evaluator itself fails: an action class outside its vocabulary that
-    survives the rules.
-    """
+    """What ``SoccerNet.Evaluation.MV_FoulRecognition.evaluate`` makes of one ground-truth action
+    (untrimmed strings): the view, or why it skips the action. Raises ValueError where the
+    evaluator itself fails: an unknown action class that survives the rules."""
     verdict = _apply_rules(action_class, offence, severity)
     if isinstance(verdict, str):
         return verdict
@@ -167,27 +141,18 @@ def evaluator_view(action_class: str, offence: str, severity: str) -> EvaluatorV
     if offence_severity == 0:
         mapped_severity = ""
     return EvaluatorView(
-        offence_severity=offence_severity,
-        action=ACTION_INDEX[action_class],
-        action_class=action_class,
-        offence=offence,
-        severity=mapped_severity,
+        offence_severity, ACTION_INDEX[action_class], action_class, offence, mapped_severity
     )
 
 
 def official_labels(action_class: str, offence: str, severity: str) -> OfficialLabels | str:
-    """Apply the official rules to one action's raw annotation strings.
-
-    Returns the labels, or a short reason (a string) why the official evaluator drops the action.
-    ``severity_match`` is computed from the raw strings exactly as the evaluator compares them
-    (see :func:`evaluator_view`).
-    """
+    """The official rules on one action's trimmed raw strings: its labels, or a short reason why
+    the evaluator drops it. ``severity_match`` comes from the untrimmed strings, as the evaluator
+    compares them."""
     raw = (action_class or "", offence or "", severity or "")
     action_class, offence, severity = (s.strip() for s in raw)
 
-    if action_class in ("", "Dont know"):
-        return f"action class {action_class!r} is not a class"
-    if action_class not in ACTION_INDEX:
+    if action_class not in ACTION_CLASS_VALUES:  # "" and "Dont know" are the rules' to drop
         return f"unknown action class {action_class!r}"
     verdict = _apply_rules(action_class, offence, severity)
     if isinstance(verdict, str):
@@ -196,16 +161,11 @@ def official_labels(action_class: str, offence: str, severity: str) -> OfficialL
 
     try:
         view = evaluator_view(*raw)
+        match = view.severity_match if isinstance(view, EvaluatorView) else -1
     except ValueError:  # the evaluator fails on the untrimmed class: nothing can match
-        view = None
-    return OfficialLabels(
-        action_class=action_class,
-        offence=offence,
-        severity=severity,
-        offence_severity=offence_severity,
-        action=ACTION_INDEX[action_class],
-        severity_match=view.severity_match if isinstance(view, EvaluatorView) else -1,
-    )
+        match = -1
+    action = ACTION_INDEX[action_class]
+    return OfficialLabels(action_class, offence, severity, offence_severity, action, match)
 
 
 def vocabulary_problem(action_class: str, offence: str, severity: str) -> str | None:

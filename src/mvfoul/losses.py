@@ -15,11 +15,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch import nn
 
 from mvfoul.labels import HEAD_CLASSES, HEADS
+from mvfoul.validate import Problems, cross_key_rule
 
-NUM_CLASSES = {head: len(HEAD_CLASSES[head]) for head in HEADS}
 # loss.focal_alpha may name the class weights instead of a number.
 ALPHA_CLASS_WEIGHTS = "class_weights"
 
@@ -34,14 +35,11 @@ def class_counts(labels: Sequence[int], num_classes: int) -> torch.Tensor:
 def class_weights(counts: torch.Tensor, method: str, beta: float = 0.99) -> torch.Tensor:
     """Per-class loss weights from training counts, normalised to mean 1 over present classes.
 
-    * ``effective_num`` (Cui et al. 2019): w_c ∝ (1 - beta) / (1 - beta ** n_c) — the inverse of
-      the "effective number" of samples, which saturates for large classes;
-    * ``inverse_freq``: w_c ∝ 1 / n_c;
-    * ``balanced``: scikit-learn's N / (K * n_c). After the mean-1 normalisation it equals
-      ``inverse_freq``; both names exist because configs from the earlier trainer use them.
-
-    A class with no training sample gets weight 1: it never is a target, and leaving it out of
-    the normalisation keeps the weights of the classes that are present comparable.
+    ``effective_num`` (Cui et al. 2019): (1 - beta) / (1 - beta ** n_c), the inverse "effective
+    number" of samples, which saturates for large classes; ``inverse_freq``: 1 / n_c;
+    ``balanced``: scikit-learn's N / (K * n_c), equal to ``inverse_freq`` once normalised (both
+    names exist because configs from the earlier trainer use them). A class with no training
+    sample is never a target: it gets weight 1 and stays out of the normalisation.
     """
     counts = counts.to(torch.float64)
     present = counts > 0
@@ -65,14 +63,6 @@ def class_weights(counts: torch.Tensor, method: str, beta: float = 0.99) -> torc
     return weights.to(torch.float32)
 
 
-def smoothed_targets(
-    target: torch.Tensor, num_classes: int, label_smoothing: float
-) -> torch.Tensor:
-    """One-hot targets mixed with the uniform distribution, as ``F.cross_entropy`` does."""
-    one_hot = F.one_hot(target, num_classes).to(torch.float32)
-    return one_hot * (1.0 - label_smoothing) + label_smoothing / num_classes
-
-
 def focal_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -81,15 +71,14 @@ def focal_loss(
     label_smoothing: float = 0.0,
     weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean multi-class focal loss (Lin et al. 2017) over the batch.
-
-    Each class's log-likelihood term is scaled by ``(1 - p_c) ** gamma``, so confident, easy
-    examples contribute little. Written over the (smoothed) target distribution and per-class
-    ``weight``, it equals ``F.cross_entropy(..., weight, label_smoothing, reduction="none").mean()``
-    exactly when ``gamma == 0``. ``alpha`` is a constant factor.
-    """
+    """Mean multi-class focal loss (Lin et al. 2017): each class's log-likelihood term is scaled
+    by ``(1 - p_c) ** gamma``, so easy examples contribute little. Over the smoothed targets (as
+    ``F.cross_entropy`` smooths) and per-class ``weight``, it equals ``F.cross_entropy(...,
+    reduction="none").mean()`` at ``gamma == 0``. ``alpha`` is a constant factor."""
+    num_classes = logits.shape[1]
     log_probs = F.log_softmax(logits.float(), dim=1)
-    targets = smoothed_targets(target, logits.shape[1], label_smoothing)
+    one_hot = F.one_hot(target, num_classes).to(torch.float32)
+    targets = one_hot * (1.0 - label_smoothing) + label_smoothing / num_classes
     if weight is not None:
         targets = targets * weight.to(targets.device)
     modulating = (1.0 - log_probs.exp()).clamp(min=0.0).pow(gamma) if gamma else 1.0
@@ -100,11 +89,8 @@ def focal_loss(
 
 
 class MultiTaskLoss(nn.Module):
-    """Weighted sum of the offence+severity and action losses.
-
-    Class weights live in buffers (ones until :meth:`set_class_weights`), so a checkpoint
-    carries the weights it was trained with.
-    """
+    """Weighted sum of the offence+severity and action losses. Class weights live in buffers
+    (ones until :meth:`set_class_weights`), so a checkpoint carries the weights it trained with."""
 
     def __init__(
         self,
@@ -125,19 +111,17 @@ class MultiTaskLoss(nn.Module):
         self.task_weights = {"offence_severity": severity_weight, "action": action_weight}
         self.use_class_weights = False
         for head in HEADS:
-            self.register_buffer(f"{head}_class_weights", torch.ones(NUM_CLASSES[head]))
+            self.register_buffer(f"{head}_class_weights", torch.ones(len(HEAD_CLASSES[head])))
 
     def set_class_weights(self, weights: dict[str, torch.Tensor]) -> None:
         for head in HEADS:
             getattr(self, f"{head}_class_weights").copy_(weights[head])
         self.use_class_weights = True
 
-    def class_weights(self, head: str) -> torch.Tensor | None:
-        return getattr(self, f"{head}_class_weights") if self.use_class_weights else None
-
     def head_loss(self, head: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        weight = self.class_weights(head)
+        weight = getattr(self, f"{head}_class_weights") if self.use_class_weights else None
         if self.function == "ce":
+            # Mean over samples, not PyTorch's division by the batch's summed weights.
             return F.cross_entropy(
                 logits.float(),
                 target,
@@ -185,12 +169,8 @@ def resolve_label_smoothing(loss: Any, sampling: Any) -> LabelSmoothingDecision:
     false`` keeps it."""
     configured = float(loss.label_smoothing)
     oversampling = bool(sampling.use_class_balanced_sampler) and sampling.oversample_factor > 1
-    if (
-        configured > 0
-        and loss.auto_disable_label_smoothing
-        and oversampling
-        and uses_class_weights(loss)
-    ):
+    switch_off = configured > 0 and loss.auto_disable_label_smoothing and oversampling
+    if switch_off and uses_class_weights(loss):
         reason = (
             f"loss.label_smoothing={configured:g} switched off: class-balanced oversampling "
             f"(sampling.oversample_factor={sampling.oversample_factor:g}) and class weights are both on and would "
@@ -215,5 +195,18 @@ def format_class_weight_table(
     return "\n".join(lines)
 
 
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+@cross_key_rule("loss")
+def check_loss(cfg: DictConfig, p: Problems) -> None:
+    """focal_alpha is a number or the class weights, and at least one head is trained."""
+    lo = cfg.loss
+    alpha = lo.focal_alpha
+    is_number = (
+        isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and math.isfinite(alpha)
+    )
+    if not (alpha is None or alpha == ALPHA_CLASS_WEIGHTS or (is_number and 0.0 < alpha <= 1.0)):
+        p.add(
+            "loss.focal_alpha",
+            f"{alpha!r} is not allowed: expected null, a number in (0, 1], or {ALPHA_CLASS_WEIGHTS}",
+        )
+    if lo.severity_weight == 0 and lo.action_weight == 0:
+        p.add("loss.severity_weight", "and loss.action_weight are both 0: nothing would be trained")

@@ -19,19 +19,13 @@ def hydra_run_dir() -> Path:
     return path
 
 
-class _DropAdverts(logging.Filter):
+def _drop_adverts(record: logging.LogRecord) -> bool:
     """Lightning logs a product tip at INFO on every Trainer; nothing a user can act on."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
+    return not str(record.msg).startswith("💡 Tip")
 
 
 def quiet_library_noise() -> None:
-    """One clean console log: each library message once, in Hydra's format, no known noise.
-
-    The ``lightning`` package adds its own console handler on import and still propagates to
-    the root logger, which Hydra has given a console handler too: every line would print twice.
-    """
+    """One clean console log: each library message once, in Hydra's format, no known noise."""
     # Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # mvfoul's epoch scores are reduced across DDP ranks by their own metric (confusion
@@ -40,14 +34,16 @@ def quiet_library_noise() -> None:
     # A resumed run writes into its own checkpoints/ folder on purpose (mvfoul refuses any other
     # run's folder before Lightning starts).
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # The lightning package adds its own console handler on import and still propagates to the
+    # root logger, which Hydra has given a console handler too: every line would print twice.
     if logging.getLogger().handlers:
         lightning_logger = logging.getLogger("lightning")
         for handler in list(lightning_logger.handlers):
             if isinstance(handler, logging.StreamHandler):
                 lightning_logger.removeHandler(handler)
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropAdverts) for f in rank_zero.filters):
-        rank_zero.addFilter(_DropAdverts())
+    if _drop_adverts not in rank_zero.filters:
+        rank_zero.addFilter(_drop_adverts)
 
 
 def hydra_quoted(path: str, key: str = "ckpt_path") -> str:

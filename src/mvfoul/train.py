@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from mvfoul.data.datamodule import worker_death_message
 from mvfoul.errors import DataError, DivergenceError
 from mvfoul.losses import resolve_label_smoothing
+from mvfoul.rules import ResolvedRun, validate_config, with_schema
 from mvfoul.runtime import hydra_run_dir, quiet_library_noise
-from mvfoul.validate import ResolvedRun, validate_config, with_schema
 
 log = logging.getLogger(__name__)
 

@@ -6,27 +6,31 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import lightning as L
-import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from mvfoul import atomic
 from mvfoul.config import EVALUATION_SPLITS
-from mvfoul.data.datamodule import MultiViewDataModule
+from mvfoul.data.datamodule import MultiViewDataModule, worker_death_message
+from mvfoul.data.transforms import KINETICS_MEAN, KINETICS_STD
 from mvfoul.errors import ConfigError, DataError, MvfoulError
 from mvfoul.evaluation.official import evaluate_files, write_predictions
 from mvfoul.evaluation.report import write_reports
+from mvfoul.help import GROUPS
 from mvfoul.labels import HEADS
+from mvfoul.rules import validate_config, with_schema
+from mvfoul.runtime import hydra_run_dir, quiet_library_noise
+from mvfoul.training.checkpoints import read_checkpoint, require_keys
 from mvfoul.training.module import MultiViewFoulModule
 from mvfoul.training.trainer import apply_cpu_threads, resolve_hardware
-from mvfoul.validate import validate_config, with_schema
 
 log = logging.getLogger(__name__)
 
@@ -38,46 +42,32 @@ class EvaluationResult:
     predictions_path: Path
     metrics: dict[str, float] | None = None  # None for an unlabelled split
     files: list[Path] = field(default_factory=list)
-    seconds: float = 0.0
 
     def summary(self) -> str:
         head = f"{self.split}: {self.num_actions} actions predicted -> {self.predictions_path}"
         if self.metrics is None:
             return head + " (no labels: no metrics)"
-        m = self.metrics
+        m = {
+            k: "n/a (class absent)" if math.isnan(v) else f"{v:.2f}"
+            for k, v in self.metrics.items()
+        }
         return (
-            f"{head}; leaderboard {_pct(m['leaderboard_value'])} (offence+severity: acc {_pct(m['accuracy_offence_severity'])}, "
-            f"balanced {_pct(m['balanced_accuracy_offence_severity'])}; action: acc {_pct(m['accuracy_action'])}, "
-            f"balanced {_pct(m['balanced_accuracy_action'])})"
+            f"{head}; leaderboard {m['leaderboard_value']} (offence+severity: acc {m['accuracy_offence_severity']}, "
+            f"balanced {m['balanced_accuracy_offence_severity']}; action: acc {m['accuracy_action']}, "
+            f"balanced {m['balanced_accuracy_action']})"
         )
-
-
-def _pct(value: float) -> str:
-    return "n/a (class absent)" if math.isnan(value) else f"{value:.2f}"
 
 
 # Keys a checkpoint's config must hold: they decide the network and the input it was trained on,
 # so a default in their place would build another model or feed another input.
 REQUIRED_CONFIG_KEYS = (
-    "model.backbone",
-    "model.pooling",
-    "model.shared_dim",
-    "dataset.start_frame",
-    "dataset.end_frame",
-    "dataset.fps",
-    "dataset.frame_size",
+    *("model.backbone", "model.pooling", "model.shared_dim"),
+    *("dataset.start_frame", "dataset.end_frame", "dataset.fps", "dataset.frame_size"),
 )
 # Overrides that change the input the network sees: allowed (a user may know better), warned about.
 INPUT_KEYS = (
-    "dataset.frame_size",
-    "dataset.resize_size",
-    "dataset.start_frame",
-    "dataset.end_frame",
-    "dataset.fps",
-    "dataset.clip_fps",
-    "dataset.num_frames",
-    "dataset.mean",
-    "dataset.std",
+    *("dataset.frame_size", "dataset.resize_size", "dataset.start_frame", "dataset.end_frame"),
+    *("dataset.fps", "dataset.clip_fps", "dataset.num_frames", "dataset.mean", "dataset.std"),
 )
 
 
@@ -86,15 +76,13 @@ def checkpoint_config(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
     and the checkpoint that keep it from being one."""
     config = OmegaConf.create(checkpoint["hyper_parameters"]["config"])
     for key in REQUIRED_CONFIG_KEYS:
-        if OmegaConf.select(config, key, default=None) is None and not key.endswith("resize_size"):
+        if OmegaConf.select(config, key, default=None) is None:
             raise MvfoulError(
                 f"ckpt_path: {path}: its config has no {key} (written by an older mvfoul); it cannot say which "
                 "model and input it was trained with, so it cannot be evaluated here"
             )
     if OmegaConf.select(config, "dataset.mean", default=None) is None:
         # Runs before per-backbone normalisation were all fed the R3D statistics.
-        from mvfoul.data.transforms import KINETICS_MEAN, KINETICS_STD
-
         OmegaConf.update(config, "dataset.mean", list(KINETICS_MEAN), force_add=True)
         OmegaConf.update(config, "dataset.std", list(KINETICS_STD), force_add=True)
         log.info(
@@ -116,53 +104,12 @@ def checkpoint_config(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path) -> MultiViewFoulModule:
-    """The trained module of ``path``: any problem is one line naming the file (see
-    :func:`mvfoul.training.checkpoints.read_checkpoint` and :func:`checkpoint_config`)."""
-    from mvfoul.training.checkpoints import read_checkpoint, require_keys
-
+    """The trained module of ``path``: any problem is one line naming the file."""
     path = Path(path).expanduser()
     checkpoint = read_checkpoint(path)
     require_keys(checkpoint, path, ("hyper_parameters.config", "state_dict"))
     checkpoint["hyper_parameters"]["config"] = checkpoint_config(checkpoint, path)
     return MultiViewFoulModule.from_checkpoint_dict(checkpoint, path)
-
-
-def predict(
-    module: MultiViewFoulModule,
-    cfg: DictConfig,
-    frame_indices: tuple[int, ...],
-    split: str,
-    progress: bool = True,
-) -> tuple[MultiViewDataModule, list[dict[str, Any]]]:
-    """Batched predictions for every action of ``split`` (views padded with a mask)."""
-    datamodule = MultiViewDataModule(cfg.dataset, frame_indices, seed=cfg.system.seed)
-    datamodule.prepare_data()
-    datamodule.predict_split = split
-    hw = resolve_hardware(cfg.system)
-    hw = dataclasses.replace(
-        hw, devices=1, strategy="auto", num_nodes=1
-    )  # predictions run in one process
-    apply_cpu_threads(cfg.system, hw, cfg.dataset.num_workers)
-    trainer = L.Trainer(
-        accelerator=hw.accelerator,
-        devices=1,
-        precision=cast(Any, hw.precision),  # one of config.PRECISIONS, checked at startup
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-        callbacks=[RichProgressBar(leave=True)] if progress else [],
-    )
-    try:
-        outputs = trainer.predict(module, datamodule=datamodule)
-    except RuntimeError as err:
-        from mvfoul.data.datamodule import worker_death_message
-
-        message = worker_death_message(err, cfg.dataset.num_workers)
-        if message is None:
-            raise
-        raise DataError(message) from None
-    return datamodule, cast(list[dict[str, Any]], outputs or [])
 
 
 def evaluate_checkpoint(
@@ -171,23 +118,37 @@ def evaluate_checkpoint(
     frame_indices: tuple[int, ...],
     split: str,
     out_dir: Path,
-    progress: bool = True,
 ) -> EvaluationResult:
-    """Predict ``split`` with ``module`` and write every file into ``out_dir``."""
-    started = time.monotonic()
+    """Predict ``split`` with ``module`` (batched, views padded with a mask) and write every file
+    into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    datamodule, outputs = predict(module, cfg, frame_indices, split, progress)
-    ids: list[str] = []
-    probs: dict[str, list[torch.Tensor]] = {head: [] for head in HEADS}
-    dropped: list[str] = []
-    for out in outputs:
-        ids += out["action_id"]
-        dropped += out["dropped_action_ids"]
-        for head in HEADS:
-            if out["action_id"]:
-                probs[head].append(out[head])
+    datamodule = MultiViewDataModule(cfg.dataset, frame_indices, seed=cfg.system.seed)
+    datamodule.prepare_data()
+    datamodule.predict_split = split
+    # Predictions run in one process.
+    hw = dataclasses.replace(resolve_hardware(cfg.system), devices=1, strategy="auto", num_nodes=1)
+    apply_cpu_threads(cfg.system, hw, cfg.dataset.num_workers)
+    trainer = L.Trainer(
+        accelerator=hw.accelerator,
+        devices=1,
+        precision=cast(Any, hw.precision),  # one of config.PRECISIONS, checked at startup
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[RichProgressBar(leave=True)],
+    )
+    try:
+        outputs = cast(list[dict[str, Any]], trainer.predict(module, datamodule=datamodule) or [])
+    except RuntimeError as err:
+        message = worker_death_message(err, cfg.dataset.num_workers)
+        if message is None:
+            raise
+        raise DataError(message) from None
+    ids = [i for out in outputs for i in out["action_id"]]
+    dropped = [i for out in outputs for i in out["dropped_action_ids"]]
     classes = {
-        head: torch.cat(probs[head]).argmax(dim=1).tolist() if probs[head] else [] for head in HEADS
+        head: [c for out in outputs if out["action_id"] for c in out[head].argmax(dim=1).tolist()]
+        for head in HEADS
     }
     if dropped:
         log.warning(
@@ -196,62 +157,36 @@ def evaluate_checkpoint(
             len(dropped),
             ", ".join(dropped[:10]),
         )
-
+    predictions = dict(zip(ids, zip(classes["offence_severity"], classes["action"])))
     predictions_path = out_dir / f"predictions_{split}.json"
-    write_predictions(
-        predictions_path,
-        {i: (s, a) for i, s, a in zip(ids, classes["offence_severity"], classes["action"])},
-        set_name=split,
-    )
+    write_predictions(predictions_path, predictions, split)
     result = EvaluationResult(split, len(ids), predictions_path, files=[predictions_path])
-
     if split != "chall":
         ground_truth = datamodule.annotations_path(split)
         result.metrics = evaluate_files(ground_truth, predictions_path)
         metrics_path = out_dir / f"metrics_{split}.json"
         # Strict JSON: a balanced accuracy that is NaN (a class absent from the split) is null.
-        atomic.write_json(
-            metrics_path,
-            {
-                "split": split,
-                "ground_truth": str(ground_truth),
-                "num_predicted": len(ids),
-                **result.metrics,
-            },
-        )
+        about = {"split": split, "ground_truth": str(ground_truth), "num_predicted": len(ids)}
+        atomic.write_json(metrics_path, {**about, **result.metrics})
         labels = {a.action_id: a.labels for a in datamodule.datasets[split].actions}
         true = {head: [getattr(labels[i], head) for i in ids] for head in HEADS}
         result.files += [metrics_path, *write_reports(true, classes, out_dir, split)]
-    result.seconds = time.monotonic() - started
     return result
-
-
-# Keys of evaluate_hydra.py itself; every other override applies to the checkpoint's config.
-_OWN_KEYS = ("ckpt_path", "split")
 
 
 def config_for_evaluation(
     module: MultiViewFoulModule, cfg: DictConfig, overrides: list[str]
 ) -> DictConfig:
-    """The checkpoint's training config with the command line's key overrides applied.
-
-    Group options (``model=...``) and ``model.*`` keys cannot change a trained model and are
-    refused; keys that change its input (frame size, window, normalisation) are applied with a
-    warning; other keys (``dataset.data_dir=...``) take the value Hydra composed and type-checked
-    for them. A checkpoint trained on the built-in data reads real clips when given a
-    ``dataset.data_dir``: it never generates built-in data into a folder the user named.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from mvfoul.help import GROUPS
-
+    """The checkpoint's training config with the command line's key overrides applied: group
+    options (``model=...``) and ``model.*`` keys cannot change a trained model and are refused;
+    keys that change its input are applied with a warning; others take the value Hydra composed."""
     config = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(module.cfg)))
     changed_input: list[str] = []
     keys: list[str] = []
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.key_or_group
-        if key in _OWN_KEYS or key.startswith("hydra"):
-            continue
+        if key in ("ckpt_path", "split") or key.startswith("hydra"):
+            continue  # evaluate_hydra.py's own keys; the others apply to the checkpoint's config
         if key in GROUPS or key.startswith("model."):
             what = "a group option" if key in GROUPS else "a model key"
             raise ConfigError(
@@ -268,19 +203,15 @@ def config_for_evaluation(
             "evaluating on another input than the model was trained on: %s; its scores may not mean much",
             ", ".join(changed_input),
         )
-    if (
-        config.dataset.name == "synthetic"
-        and "dataset.data_dir" in keys
-        and "dataset.name" not in keys
-    ):
+    given_folder = "dataset.data_dir" in keys and "dataset.name" not in keys
+    if config.dataset.name == "synthetic" and given_folder:
         # On the built-in data, data_dir names where generated datasets are kept; a folder given at
-        # evaluation is where the user's real clips are.
+        # evaluation is where the user's real clips are: never generate built-in data into it.
         log.info(
             "dataset.data_dir given: reading the SoccerNet clips in %s (the model was trained on the built-in data)",
             config.dataset.data_dir,
         )
-        dataset = cast(dict[str, Any], OmegaConf.to_container(config.dataset))
-        config.dataset = {k: v for k, v in dataset.items() if k != "synthetic"}
+        config.dataset.pop("synthetic", None)
         config.dataset.name = "mvfouls"
     # The weights come from the checkpoint: nothing to download or load besides it.
     config.model.pretrained = False
@@ -290,10 +221,6 @@ def config_for_evaluation(
 
 def evaluate_command(cfg: DictConfig) -> EvaluationResult:
     """``python evaluate_hydra.py ckpt_path=... split=...``."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from mvfoul.runtime import hydra_run_dir, quiet_library_noise
-
     quiet_library_noise()
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ConfigError(

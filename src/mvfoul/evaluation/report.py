@@ -4,51 +4,35 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from mvfoul import atomic
-from mvfoul.labels import HEAD_CLASSES, HEADS
-
-# Head -> (short name used in file names, class names).
-TASKS = {head: (head, HEAD_CLASSES[head]) for head in HEADS}
+from mvfoul.labels import HEAD_CLASSES
 
 
 def confusion_matrix(true: Sequence[int], pred: Sequence[int], num_classes: int) -> np.ndarray:
     """Counts ``[true class, predicted class]``."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64)), 1)
-    return matrix
+    cells = np.asarray(true, dtype=np.int64) * num_classes + np.asarray(pred, dtype=np.int64)
+    return np.bincount(cells, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
-def per_class_rows(matrix: np.ndarray, names: Sequence[str]) -> list[dict[str, object]]:
-    """Precision, recall and support per class (NaN where undefined: no prediction / no sample)."""
-    rows = []
+def per_class_rows(matrix: np.ndarray, names: Sequence[str]) -> list[list[object]]:
+    """[class, precision %, recall %, support, predicted] per class, as written (``n/a`` where
+    undefined: no prediction / no sample)."""
+    rows: list[list[object]] = []
     for c, name in enumerate(names):
-        tp = int(matrix[c, c])
-        predicted = int(matrix[:, c].sum())
-        support = int(matrix[c, :].sum())
-        rows.append(
-            {
-                "class": name,
-                "precision": 100.0 * tp / predicted if predicted else math.nan,
-                "recall": 100.0 * tp / support if support else math.nan,
-                "support": support,
-                "predicted": predicted,
-            }
-        )
+        tp, predicted, support = int(matrix[c, c]), int(matrix[:, c].sum()), int(matrix[c].sum())
+        shares = [f"{100.0 * tp / n:.1f}" if n else "n/a" for n in (predicted, support)]
+        rows.append([name, *shares, support, predicted])
     return rows
 
 
-def write_confusion_csv(matrix: np.ndarray, names: Sequence[str], path: Path) -> None:
+def _write_csv(path: Path, rows: Sequence[Sequence[object]]) -> None:
     out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["true \\ predicted", *names])
-    for name, row in zip(names, matrix.tolist()):
-        writer.writerow([name, *row])
+    csv.writer(out).writerows(rows)
     atomic.write_text(path, out.getvalue())
 
 
@@ -67,19 +51,10 @@ def write_confusion_png(matrix: np.ndarray, names: Sequence[str], title: str, pa
     image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     ax.set_xticks(range(len(names)), labels=names, rotation=45, ha="right")
     ax.set_yticks(range(len(names)), labels=names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    for i in range(matrix.shape[0]):
-        for j in range(matrix.shape[1]):
-            ax.text(
-                j,
-                i,
-                str(matrix[i, j]),
-                ha="center",
-                va="center",
-                color="white" if shares[i, j] > 0.5 else "black",
-            )
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    for (i, j), count in np.ndenumerate(matrix):
+        colour = "white" if shares[i, j] > 0.5 else "black"
+        ax.text(j, i, str(count), ha="center", va="center", color=colour)
     fig.colorbar(image, ax=ax, label="share of the true class")
     fig.tight_layout()
     with atomic.atomic_path(path) as tmp:
@@ -87,59 +62,32 @@ def write_confusion_png(matrix: np.ndarray, names: Sequence[str], title: str, pa
     plt.close(fig)
 
 
-def write_per_class_table(
-    rows_by_task: dict[str, list[dict[str, object]]], csv_path: Path, md_path: Path
-) -> None:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["task", "class", "precision", "recall", "support", "predicted"])
-    for task, rows in rows_by_task.items():
-        for r in rows:
-            writer.writerow(
-                [
-                    task,
-                    r["class"],
-                    _num(r["precision"]),
-                    _num(r["recall"]),
-                    r["support"],
-                    r["predicted"],
-                ]
-            )
-    atomic.write_text(csv_path, out.getvalue())
-    lines = []
-    for task, rows in rows_by_task.items():
-        lines += [
-            f"### {task}",
-            "",
-            "| class | precision % | recall % | support | predicted |",
-            "|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {r['class']} | {_num(r['precision'])} | {_num(r['recall'])} | {r['support']} | {r['predicted']} |"
-            for r in rows
-        ]
-        lines.append("")
-    atomic.write_text(md_path, "\n".join(lines))
-
-
-def _num(value: object) -> str:
-    return "n/a" if isinstance(value, float) and math.isnan(value) else f"{value:.1f}"
-
-
 def write_reports(
     true: Mapping[str, Sequence[int]], pred: Mapping[str, Sequence[int]], out_dir: Path, split: str
 ) -> list[Path]:
     """Confusion matrices (PNG + CSV) for both tasks and the per-class table; returns the files."""
     written: list[Path] = []
-    rows_by_task = {}
-    for head, (short, names) in TASKS.items():
+    table: list[list[object]] = [["task", "class", "precision", "recall", "support", "predicted"]]
+    markdown: list[str] = []
+    for head, names in HEAD_CLASSES.items():
         matrix = confusion_matrix(true[head], pred[head], len(names))
-        csv_path = out_dir / f"confusion_{short}_{split}.csv"
-        png_path = out_dir / f"confusion_{short}_{split}.png"
-        write_confusion_csv(matrix, names, csv_path)
-        write_confusion_png(matrix, names, f"{short.replace('_', ' + ')} ({split})", png_path)
-        rows_by_task[short] = per_class_rows(matrix, names)
+        csv_path = out_dir / f"confusion_{head}_{split}.csv"
+        png_path = out_dir / f"confusion_{head}_{split}.png"
+        _write_csv(
+            csv_path,
+            [["true \\ predicted", *names], *([n, *r] for n, r in zip(names, matrix.tolist()))],
+        )
+        write_confusion_png(matrix, names, f"{head.replace('_', ' + ')} ({split})", png_path)
         written += [csv_path, png_path]
+        rows = per_class_rows(matrix, names)
+        table += [[head, *row] for row in rows]
+        markdown += [f"### {head}", "", "| class | precision % | recall % | support | predicted |"]
+        markdown += [
+            "|---|---|---|---|---|",
+            *("| " + " | ".join(map(str, r)) + " |" for r in rows),
+            "",
+        ]
     table_csv, table_md = out_dir / f"per_class_{split}.csv", out_dir / f"per_class_{split}.md"
-    write_per_class_table(rows_by_task, table_csv, table_md)
+    _write_csv(table_csv, table)
+    atomic.write_text(table_md, "\n".join(markdown))
     return written + [table_csv, table_md]

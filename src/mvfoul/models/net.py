@@ -8,10 +8,9 @@
       -> shared: Linear -> LayerNorm -> GELU -> Dropout -> [B, shared_dim]
       -> offence_severity head [B, 4], action head [B, 8]
 
-Padded views never reach the backbone: that saves their compute and, in training mode, keeps
-them out of BatchNorm's batch statistics, so padding cannot change a real view's features.
-LayerNorm rather than BatchNorm1d in the shared layer for the same reason: a sample's output
-must not depend on which other actions share its batch (and batches of one must work).
+Padded views never reach the backbone: that saves their compute and keeps them out of
+BatchNorm's batch statistics. LayerNorm, not BatchNorm1d, in the shared layer for the same
+reason: a sample's output must not depend on its batch (and batches of one must work).
 """
 
 from __future__ import annotations
@@ -38,11 +37,9 @@ class MultiViewNet(nn.Module):
         channels_last: bool = False,
     ) -> None:
         super().__init__()
-        self.backbone: Backbone = build_backbone(
-            backbone, pretrained=pretrained, weights_path=weights_path
-        )
-        # channels_last_3d: the backbone's weights and its input clips in NDHWC memory order, which
-        # cuDNN's 3-D convolutions may run faster (benchmarks/gpu.py measures it; system.channels_last).
+        self.backbone: Backbone = build_backbone(backbone, pretrained, weights_path)
+        # channels_last_3d: weights and input clips in NDHWC order, which cuDNN's 3-D convolutions
+        # may run faster (benchmarks/gpu.py measures it; system.channels_last).
         self.channels_last = channels_last
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last_3d)
@@ -68,12 +65,11 @@ class MultiViewNet(nn.Module):
         if view_mask.dtype != torch.bool:
             raise ValueError(f"view_mask must be bool (True = real view), got {view_mask.dtype}")
 
-        batch, views = view_mask.shape
         clips = video[view_mask]  # the real views only
         if self.channels_last:
             clips = clips.contiguous(memory_format=torch.channels_last_3d)
         real_features = self.backbone(clips)  # [N_real, D], row-major over (b, v)
-        features = real_features.new_zeros(batch, views, real_features.shape[-1])
+        features = real_features.new_zeros(*view_mask.shape, real_features.shape[-1])
         # Out-of-place index_put: same (b, v) order as the boolean selection above.
         features = features.index_put((view_mask,), real_features)
 
@@ -88,6 +84,5 @@ class MultiViewNet(nn.Module):
         modules = (self.pooling, self.shared, self.offence_severity_head, self.action_head)
         return [p for module in modules for p in module.parameters()]
 
-    def backbone_parameters(self) -> list[nn.Parameter]:
-        """The backbone's parameters (pretrained; usually a lower LR, possibly frozen)."""
+    def backbone_parameters(self) -> list[nn.Parameter]:  # pretrained: a lower LR, maybe frozen
         return list(self.backbone.parameters())

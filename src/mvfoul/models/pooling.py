@@ -1,14 +1,10 @@
-"""View pooling: combine the per-view features of an action into one vector (``model.pooling``).
+"""View pooling (``model.pooling``): an action's per-view features ``[B, V, D]`` -> ``[B, D]``.
 
-Actions have 2-4 views, so a batch is padded to its largest view count and carries a boolean
-``view_mask`` ``[B, V]`` (True = a real view). Every pooling here ignores padded views
-completely: whatever their slots hold (zeros, huge values, even NaN or inf) the output and the
-gradients are those of pooling over the real views alone. Padded slots are zeroed first
-(``torch.where``, not multiplication, because ``0 * nan`` is ``nan``), so no garbage can reach an
-output or a parameter's gradient.
-
-A sample with no real view at all cannot come out of the data module; it pools to zeros rather
-than NaN, so a bug upstream shows up as a bad prediction and not as a poisoned model.
+A batch is padded to its largest view count and carries ``view_mask`` bool ``[B, V]`` (True = a
+real view). Padded slots are zeroed first with ``torch.where`` (not multiplication: ``0 * nan``
+is ``nan``), so whatever they hold, output and gradients are those of the real views alone. A
+sample with no real view (a bug upstream) pools to zeros, not NaN: a bad prediction rather than
+a poisoned model.
 """
 
 from __future__ import annotations
@@ -17,6 +13,8 @@ import torch
 from torch import nn
 
 from mvfoul.config import POOLINGS
+
+POOLING_KINDS: tuple[str, ...] = POOLINGS  # declared by the schema (model.pooling)
 
 
 def _check(features: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
@@ -36,10 +34,8 @@ class MaxViewPooling(nn.Module):
 
     def forward(self, features: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
         features = _check(features, view_mask)
-        filled = features.masked_fill(~view_mask.unsqueeze(-1), float("-inf"))
-        pooled = filled.amax(dim=1)
-        has_view = view_mask.any(dim=1, keepdim=True)
-        return torch.where(has_view, pooled, pooled.new_zeros(()))
+        pooled = features.masked_fill(~view_mask.unsqueeze(-1), float("-inf")).amax(dim=1)
+        return torch.where(view_mask.any(dim=1, keepdim=True), pooled, pooled.new_zeros(()))
 
 
 class MeanViewPooling(nn.Module):
@@ -52,11 +48,9 @@ class MeanViewPooling(nn.Module):
 
 
 class AttentionViewPooling(nn.Module):
-    """A learned weighted average: a small MLP scores each view, softmax over the real views.
-
-    Lets the model lean on the camera that shows the contact best instead of treating every
-    view alike; with few views per action a tiny scorer is enough and hard to overfit.
-    """
+    """A learned weighted average: a small MLP scores each view, softmax over the real views, so
+    the model can lean on the camera that shows the contact best (a tiny scorer suffices for a
+    few views and is hard to overfit)."""
 
     def __init__(self, dim: int, hidden: int = 128) -> None:
         super().__init__()
@@ -65,25 +59,17 @@ class AttentionViewPooling(nn.Module):
 
     def forward(self, features: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
         features = _check(features, view_mask)
-        scores = self.scorer(features).squeeze(-1)  # [B, V]
-        scores = scores.masked_fill(~view_mask, float("-inf"))
+        scores = self.scorer(features).squeeze(-1).masked_fill(~view_mask, float("-inf"))
+        # A row with no real view is softmax(all -inf) = NaN; zero it.
         weights = torch.softmax(scores, dim=1)
-        # A row with no real view is softmax(all -inf) = NaN; zero it (see the module docstring).
         weights = torch.where(view_mask, weights, weights.new_zeros(()))
         # Broadcast multiply rather than einsum: under autocast the softmax may run in float32
         # while features are float16, and type promotion handles that where einsum would not.
         return (weights.unsqueeze(-1) * features).sum(dim=1)
 
 
-POOLING_KINDS: tuple[str, ...] = POOLINGS  # declared by the schema (model.pooling)
-
-
 def build_view_pooling(kind: str, dim: int) -> nn.Module:
-    """The pooling named ``kind`` (``max``, ``mean`` or ``attention``) for ``dim``-wide features.
-
-    The module's forward takes ``features [B, V, D]`` and ``view_mask`` bool ``[B, V]`` and
-    returns ``[B, D]``.
-    """
+    """The pooling named ``kind`` (one of :data:`POOLING_KINDS`) for ``dim``-wide features."""
     if kind == "max":
         return MaxViewPooling()
     if kind == "mean":
