@@ -1,10 +1,18 @@
-"""What a user sees from ``python train_hydra.py`` before any training: errors, --cfg, --help."""
+"""What a user sees from ``python train_hydra.py`` before any training: errors, --cfg, --help.
+
+The messages are checked in this process: the config composed as the entry point composes it,
+the error it raises, and the one line :func:`mvfoul.cli.explain` makes of it (what the entry point
+prints). One test runs the real command, for the exit code and the single stderr line."""
 
 from __future__ import annotations
 
 import pytest
+import yaml
+from hydra.errors import HydraException
 
-from conftest import CONF_DIR, run_command, train_command
+from conftest import CONF_DIR, compose_config, run_command, train_command
+from mvfoul.cli import explain
+from mvfoul.errors import MvfoulError
 from mvfoul.help import describe
 
 
@@ -18,42 +26,65 @@ def assert_one_line_error(result, *expected: str) -> str:
     return errors[0]
 
 
-@pytest.fixture
-def run(tmp_path, cache_dir):
-    return lambda *args: run_command(train_command(*args), cwd=tmp_path, cache=cache_dir)
+def composition_error(*overrides: str, config: str = "quick_test") -> str:
+    """The line the entry point prints for a config that does not compose."""
+    with pytest.raises(HydraException) as info:
+        compose_config(config, overrides)
+    line = explain(info.value)
+    assert line is not None and "\n" not in line, info.value
+    return line
 
 
-def test_type_error_fails_at_startup_naming_the_key(run, tmp_path):
-    result = run("--config-name", "quick_test", "training.learning_rate=not_a_number")
+def startup_error(*overrides: str, config: str = "quick_test") -> str:
+    """The line the entry point prints for a config that composes but fails validation."""
+    from mvfoul.train import train
+
+    with pytest.raises(MvfoulError) as info:
+        train(compose_config(config, overrides))
+    line = explain(info.value)
+    assert line is not None
+    return line
+
+
+def test_type_error_fails_at_startup_in_one_line_naming_the_key(tmp_path, cache_dir):
+    """The real command: a non-zero exit, one stderr line, no traceback, nothing run."""
+    result = run_command(
+        train_command("--config-name", "quick_test", "training.learning_rate=not_a_number"),
+        cwd=tmp_path,
+        cache=cache_dir,
+    )
     line = assert_one_line_error(result, "training.learning_rate", "not_a_number")
     assert "Float" in line
     assert not (tmp_path / "outputs").exists()  # nothing ran
 
 
-def test_unknown_key_suggests_the_close_match(run):
-    result = run("--config-name", "quick_test", "training.learnin_rate=0.1")
-    assert_one_line_error(
-        result, "training.learnin_rate: unknown key", "did you mean training.learning_rate?"
-    )
+def test_type_error_names_the_key_the_value_and_the_type():
+    line = composition_error("training.learning_rate=not_a_number")
+    assert line.startswith("training.learning_rate: ") and "not_a_number" in line
+    assert "Float" in line
 
 
-def test_unknown_group_option_lists_the_options(run):
-    result = run("model=resnet50")
-    line = assert_one_line_error(result, "model=resnet50: no such option")
+def test_unknown_key_suggests_the_close_match():
+    line = composition_error("training.learnin_rate=0.1")
+    assert line.startswith("training.learnin_rate: unknown key")
+    assert "did you mean training.learning_rate?" in line
+
+
+def test_unknown_group_option_lists_the_options():
+    line = composition_error("model=resnet50", config="config")
+    assert line.startswith("model=resnet50: no such option")
     assert "resnet3d" in line and "model_schema" not in line
 
 
-def test_bad_values_are_all_listed_in_one_message(run):
-    result = run(
-        "--config-name",
-        "quick_test",
+def test_bad_values_are_all_listed_in_one_message(clean_process):
+    message = startup_error(
         "training.optimizer=adamx",
         "loss.label_smoothing=1.5",
         "training.learning_rate=-0.1",
         "sampling.oversample_factor=0.5",
         "model.pooling=avg",
     )
-    assert_one_line_error(result, "invalid configuration (5 problems)")
+    assert message.startswith("invalid configuration (5 problems)")
     for key in (
         "training.optimizer",
         "loss.label_smoothing",
@@ -61,36 +92,28 @@ def test_bad_values_are_all_listed_in_one_message(run):
         "sampling.oversample_factor",
         "model.pooling",
     ):
-        assert f"  - {key}:" in result.stderr
+        assert f"  - {key}:" in message
 
 
-def test_missing_data_dir_says_how_to_fix_it(run):
-    result = run()
-    line = assert_one_line_error(result)
-    assert "dataset.data_dir: missing" in line
-    assert "python train_hydra.py dataset.data_dir=" in line
-    assert "--config-name quick_test" in line
-
-
-def test_cfg_job_prints_the_composed_config(run):
-    result = run("--config-name", "quick_test", "--cfg", "job")
+def test_cfg_job_prints_the_composed_config(run_in_process):
+    result = run_in_process(train_command("--config-name", "quick_test", "--cfg", "job"))
     assert result.returncode == 0, result.stderr
-    for group in (
-        "dataset:",
-        "model:",
-        "training:",
-        "loss:",
-        "sampling:",
-        "freezing:",
-        "system:",
-        "experiment:",
-    ):
-        assert f"\n{group}" in "\n" + result.stdout
-    assert "backbone: tiny" in result.stdout and "max_epochs: 2" in result.stdout
+    shown = yaml.safe_load(result.stdout)
+    assert list(shown) == [
+        "dataset",
+        "model",
+        "training",
+        "loss",
+        "sampling",
+        "freezing",
+        "system",
+        "experiment",
+    ]
+    assert shown["model"]["backbone"] == "tiny" and shown["training"]["max_epochs"] == 2
 
 
-def test_help_lists_every_group_option_and_preset_with_its_description(run):
-    result = run("--help")
+def test_help_lists_every_group_option_and_preset_with_its_description(run_in_process):
+    result = run_in_process(train_command("--help"))
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for path in sorted(CONF_DIR.glob("*/*.yaml")):
@@ -119,3 +142,40 @@ def test_unreachable_pretrained_weights_fail_fast_in_one_line(tmp_path, cache_di
     line = assert_one_line_error(result, "r3d_18")
     assert str(tmp_path / "torch" / "hub" / "checkpoints") in line
     assert "model.weights_path" in line
+
+
+def test_a_run_in_this_process_leaves_no_state_behind(tmp_path, cache_dir, small_synthetic_built):
+    """What the in-process runs (here and in the end-to-end tests) change is put back."""
+    import logging
+    import os
+    import sys
+
+    import torch
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from conftest import SMALL_SYNTHETIC, clean_process_state, run_here
+
+    def state():
+        return (
+            dict(os.environ),
+            os.getcwd(),
+            list(sys.argv),
+            list(logging.getLogger().handlers),
+            logging.getLogger().level,
+            torch.get_num_threads(),
+            torch.random.get_rng_state().numpy().tobytes(),
+        )
+
+    before = state()
+    with clean_process_state():
+        threads = before[5] + 1
+        run = ["--config-name", "quick_test", *SMALL_SYNTHETIC, "experiment.fast_dev_run=true"]
+        result = run_here(train_command(*run, f"system.num_threads={threads}"), tmp_path, cache_dir)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert torch.get_num_threads() == threads
+        error = run_here(train_command("model=resnet50"), tmp_path, cache_dir)
+        assert error.returncode != 0 and os.environ.get("HYDRA_FULL_ERROR") == "1"
+    assert state() == before
+    assert not GlobalHydra.instance().is_initialized() and not HydraConfig.initialized()
+    compose_config("quick_test")  # Hydra can be initialised again

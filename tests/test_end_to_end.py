@@ -1,4 +1,8 @@
-"""The real commands, run as a user runs them: training, multirun, real video, checkpoints."""
+"""The real commands, run as a user runs them: training, multirun, real video, checkpoints.
+
+The quick_test run (and the offline W&B run, whose environment is the point) start
+``python train_hydra.py``; the others run the same script in this process (``run_in_process``:
+the script as ``__main__``, Hydra, run folders and the one-line errors included)."""
 
 from __future__ import annotations
 
@@ -86,8 +90,8 @@ def test_quick_test_trains_validates_and_checkpoints(tmp_path, cache_dir):
     assert out["offence_severity"].shape == (1, 4) and out["action"].shape == (1, 8)
 
 
-def test_multirun_runs_one_job_per_value_in_its_own_folder(tmp_path, cache_dir):
-    result = run_command(
+def test_multirun_runs_one_job_per_value_in_its_own_folder(tmp_path, run_in_process):
+    result = run_in_process(
         train_command(
             "--multirun",
             *QUICK,
@@ -97,8 +101,6 @@ def test_multirun_runs_one_job_per_value_in_its_own_folder(tmp_path, cache_dir):
             "experiment.limit_train_batches=2",
             "experiment.limit_val_batches=1",
         ),
-        cwd=tmp_path,
-        cache=cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     folders = run_folders(tmp_path / "multirun")
@@ -112,13 +114,11 @@ def test_multirun_runs_one_job_per_value_in_its_own_folder(tmp_path, cache_dir):
         assert (folder / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_single_gpu_preset_falls_back_to_cpu_with_one_warning(tmp_path, cache_dir):
+def test_single_gpu_preset_falls_back_to_cpu_with_one_warning(tmp_path, run_in_process):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: there is nothing to fall back from")
-    result = run_command(
+    result = run_in_process(
         train_command(*QUICK, "system=single_gpu", "experiment.fast_dev_run=true"),
-        cwd=tmp_path,
-        cache=cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
@@ -147,14 +147,12 @@ REAL_TINY_RUN = [
 ]
 
 
-def test_training_on_the_real_clips_in_the_soccernet_layout(tmp_path, cache_dir, real_sample):
+def test_training_on_the_real_clips_in_the_soccernet_layout(tmp_path, run_in_process, real_sample):
     """The real reader and decoder inside a training run: the five real actions serve as both
     Train and Valid; the listed-but-missing clip is reported once per split, not fatal."""
     data = real_layout(tmp_path, real_sample)
-    result = run_command(
+    result = run_in_process(
         train_command(f"dataset.data_dir={data}", *REAL_TINY_RUN, "dataset.num_workers=0"),
-        cwd=tmp_path,
-        cache=cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
@@ -164,17 +162,15 @@ def test_training_on_the_real_clips_in_the_soccernet_layout(tmp_path, cache_dir,
     assert [r for r in read_metrics(run_dir) if r.get("val/sev_acc")]
 
 
-def test_a_broken_clip_stops_the_run_with_one_line_naming_it(tmp_path, cache_dir, real_sample):
+def test_a_broken_clip_stops_the_run_with_one_line_naming_it(tmp_path, run_in_process, real_sample):
     """Decoding happens in a DataLoader worker; its error still reaches the user as one line."""
     data = tmp_path / "mvfouls"
     for split in ("Train", "Valid"):
         copy = data / split
         shutil.copytree(real_sample / "Test", copy)
         (copy / "action_0" / "clip_1.mp4").write_bytes(b"")  # a zero-byte download
-    result = run_command(
+    result = run_in_process(
         train_command(f"dataset.data_dir={data}", *REAL_TINY_RUN, "dataset.num_workers=1"),
-        cwd=tmp_path,
-        cache=cache_dir,
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -182,8 +178,8 @@ def test_a_broken_clip_stops_the_run_with_one_line_naming_it(tmp_path, cache_dir
     assert "action_0/clip_1.mp4" in line and "empty (0 bytes)" in line
 
 
-def test_a_run_with_every_optimisation_on_completes_and_records_them(tmp_path, cache_dir):
-    result = run_command(
+def test_a_run_with_every_optimisation_on_completes_and_records_them(tmp_path, run_in_process):
+    result = run_in_process(
         train_command(
             *QUICK,
             "sampling=progressive",
@@ -197,8 +193,6 @@ def test_a_run_with_every_optimisation_on_completes_and_records_them(tmp_path, c
             "training.max_epochs=3",
             "experiment.name=all_on",
         ),
-        cwd=tmp_path,
-        cache=cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
@@ -227,13 +221,13 @@ def test_a_run_with_every_optimisation_on_completes_and_records_them(tmp_path, c
 
 
 def test_skipping_a_broken_clip_trains_on_and_reports_it_every_epoch(
-    tmp_path, cache_dir, real_sample
+    tmp_path, run_in_process, real_sample
 ):
     data = tmp_path / "mvfouls"
     for split in ("Train", "Valid"):
         shutil.copytree(real_sample / "Test", data / split)
         (data / split / "action_0" / "clip_1.mp4").write_bytes(b"")  # a zero-byte download
-    result = run_command(
+    result = run_in_process(
         train_command(
             f"dataset.data_dir={data}",
             *REAL_TINY_RUN,
@@ -241,8 +235,6 @@ def test_skipping_a_broken_clip_trains_on_and_reports_it_every_epoch(
             "dataset.on_decode_error=skip",
             "training.max_epochs=2",
         ),
-        cwd=tmp_path,
-        cache=cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
@@ -259,7 +251,7 @@ def test_skipping_a_broken_clip_trains_on_and_reports_it_every_epoch(
     assert skipped == [1.0, 1.0]
 
 
-def test_training_from_csv_annotations_with_a_frame_cache(tmp_path, cache_dir, real_sample):
+def test_training_from_csv_annotations_with_a_frame_cache(tmp_path, run_in_process, real_sample):
     from mvfoul.data.csv_annotations import split_to_csv
 
     data = tmp_path / "mvfouls"
@@ -267,7 +259,7 @@ def test_training_from_csv_annotations_with_a_frame_cache(tmp_path, cache_dir, r
     os.symlink(real_sample / "Test", data / "Test")
     split_to_csv(data / "Test", data / "actions.csv")
     frames = tmp_path / "frames"
-    result = run_command(
+    result = run_in_process(
         train_command(
             f"dataset.data_dir={data}",
             *REAL_TINY_RUN,
@@ -276,8 +268,6 @@ def test_training_from_csv_annotations_with_a_frame_cache(tmp_path, cache_dir, r
             f"dataset.cache_dir={frames}",
             "dataset.num_workers=0",
         ),
-        cwd=tmp_path,
-        cache=cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr

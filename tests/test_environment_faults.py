@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SMALL_SYNTHETIC, run_command, train_command
+from conftest import SMALL_SYNTHETIC, train_command
 
 pytestmark = pytest.mark.slow
 
@@ -71,12 +71,10 @@ def error_line(result) -> str:
     return line
 
 
-def test_a_run_folder_under_a_file_fails_at_startup(tmp_path, cache_dir):
+def test_a_run_folder_under_a_file_fails_at_startup(tmp_path, run_in_process):
     (tmp_path / "notes.txt").write_text("not a folder")
-    result = run_command(
-        train_command(*QUICK, f"hydra.run.dir={tmp_path / 'notes.txt' / 'run'}"),
-        cwd=tmp_path,
-        cache=cache_dir,
+    result = run_in_process(
+        train_command(*QUICK, f"hydra.run.dir={tmp_path / 'notes.txt' / 'run'}")
     )
     line = error_line(result)
     assert "hydra.run.dir: cannot use" in line and "a file is in the way" in line

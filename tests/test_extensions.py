@@ -10,10 +10,10 @@ import pytest
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from conftest import SMALL_SYNTHETIC, compose_config, run_command, train_command
+from conftest import SMALL_SYNTHETIC, compose_config, train_command
 from mvfoul.errors import ConfigError
+from mvfoul.rules import validate_config, with_schema
 from mvfoul.training.trainer import build_trainer
-from mvfoul.validate import validate_config, with_schema
 
 EARLY_STOP = (
     "+experiment.callbacks.stop={_target_: lightning.pytorch.callbacks.EarlyStopping, "
@@ -96,13 +96,13 @@ def test_a_value_lightning_refuses_is_a_config_error_naming_the_key(tmp_path):
 
 
 @pytest.mark.slow
-def test_early_stopping_from_the_command_line_stops_the_run(tmp_path, cache_dir):
+def test_early_stopping_from_the_command_line_stops_the_run(tmp_path, run_in_process):
     # Stops as soon as the severity accuracy reaches 0%, so after the first validation.
     stop_at_once = (
         "+experiment.callbacks.stop={_target_: lightning.pytorch.callbacks.EarlyStopping, "
         "monitor: val/sev_acc, mode: max, stopping_threshold: 0.0}"
     )
-    result = run_command(
+    result = run_in_process(
         train_command(
             "--config-name",
             "quick_test",
@@ -113,9 +113,7 @@ def test_early_stopping_from_the_command_line_stops_the_run(tmp_path, cache_dir)
             "+experiment.trainer.num_sanity_val_steps=0",
             stop_at_once,
             "hydra.run.dir=run",
-        ),
-        cwd=tmp_path,
-        cache=cache_dir,
+        )
     )
     assert result.returncode == 0, result.stderr[-3000:]
     run = Path(tmp_path / "run")

@@ -1,5 +1,8 @@
 """Long runs a user can trust, run as a user runs them: killed with SIGKILL and resumed, never
-overwritten, stopped when they diverge, with checkpoint names that paste into a command."""
+overwritten, stopped when they diverge, with checkpoint names that paste into a command.
+
+What needs real processes starts them (a SIGKILL, two runs at once, a lock held by another
+process); the other runs execute the same scripts in this process (``run_in_process``)."""
 
 from __future__ import annotations
 
@@ -207,8 +210,8 @@ def test_resuming_restores_the_ramp_the_unfreezing_and_the_lr_boost(tmp_path, ca
     ]
 
 
-def test_resume_auto_without_a_checkpoint_starts_fresh_and_says_so(tmp_path, cache_dir):
-    result = run_command(
+def test_resume_auto_without_a_checkpoint_starts_fresh_and_says_so(tmp_path, run_in_process):
+    result = run_in_process(
         train_command(
             "--config-name",
             "quick_test",
@@ -217,9 +220,7 @@ def test_resume_auto_without_a_checkpoint_starts_fresh_and_says_so(tmp_path, cac
             "experiment.test_after_fit=false",
             "experiment.resume=auto",
             "hydra.run.dir=fresh",
-        ),
-        cwd=tmp_path,
-        cache=cache_dir,
+        )
     )
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
@@ -247,17 +248,13 @@ QUICK_ONE_EPOCH = [
 ]
 
 
-def test_a_finished_run_is_never_overwritten(tmp_path, cache_dir):
-    first = run_command(
-        train_command(*QUICK_ONE_EPOCH, "hydra.run.dir=run"), cwd=tmp_path, cache=cache_dir
-    )
+def test_a_finished_run_is_never_overwritten(tmp_path, run_in_process):
+    first = run_in_process(train_command(*QUICK_ONE_EPOCH, "hydra.run.dir=run"))
     assert first.returncode == 0, first.stderr[-3000:]
     before = digest(tmp_path / "run")
 
-    again = run_command(
-        train_command(*QUICK_ONE_EPOCH, "hydra.run.dir=run", "training.max_epochs=2"),
-        cwd=tmp_path,
-        cache=cache_dir,
+    again = run_in_process(
+        train_command(*QUICK_ONE_EPOCH, "hydra.run.dir=run", "training.max_epochs=2")
     )
     assert again.returncode != 0 and "Traceback" not in again.stderr
     (line,) = again.stderr.strip().splitlines()
@@ -278,7 +275,7 @@ def test_two_runs_never_share_a_folder(tmp_path, cache_dir):
         assert summary(tmp_path / "outputs" / "same" / name)["epochs_completed"] == 1
 
 
-def test_a_folder_in_use_is_refused_even_to_a_resume(tmp_path, cache_dir):
+def test_a_folder_in_use_is_refused_even_to_a_resume(tmp_path, run_in_process):
     folder = tmp_path / "busy"
     folder.mkdir()
     holder = subprocess.Popen(
@@ -293,10 +290,8 @@ def test_a_folder_in_use_is_refused_even_to_a_resume(tmp_path, cache_dir):
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        result = run_command(
-            train_command(*QUICK_ONE_EPOCH, f"hydra.run.dir={folder}", "experiment.resume=auto"),
-            cwd=tmp_path,
-            cache=cache_dir,
+        result = run_in_process(
+            train_command(*QUICK_ONE_EPOCH, f"hydra.run.dir={folder}", "experiment.resume=auto")
         )
     finally:
         holder.kill()
@@ -328,13 +323,11 @@ def test_lightnings_ddp_processes_join_their_run_folder(tmp_path, monkeypatch):
     assert not (run / ".mvfoul.lock").exists() and config.hydra.run.dir == str(run)
 
 
-def test_keep_refuses_an_existing_name_without_force_and_a_presets_name(tmp_path, cache_dir):
+def test_keep_refuses_an_existing_name_without_force_and_a_presets_name(tmp_path, run_in_process):
     from mvfoul.errors import MvfoulError
     from mvfoul.runs import keep_run
 
-    result = run_command(
-        train_command(*QUICK_ONE_EPOCH, "hydra.run.dir=run"), cwd=tmp_path, cache=cache_dir
-    )
+    result = run_in_process(train_command(*QUICK_ONE_EPOCH, "hydra.run.dir=run"))
     assert result.returncode == 0, result.stderr[-3000:]
     user = tmp_path / "user"
     keep_run(tmp_path / "run", "mine", folder=user)
@@ -357,17 +350,17 @@ def test_keep_refuses_an_existing_name_without_force_and_a_presets_name(tmp_path
 # --- the divergence guard -----------------------------------------------------------------------
 
 
-def test_a_diverging_run_stops_with_one_line_and_keeps_no_broken_checkpoint(tmp_path, cache_dir):
-    result = run_command(
+def test_a_diverging_run_stops_with_one_line_and_keeps_no_broken_checkpoint(
+    tmp_path, run_in_process
+):
+    result = run_in_process(
         train_command(
             "--config-name",
             "quick_test",
             *SMALL_SYNTHETIC,
             "training.learning_rate=1e6",
             "hydra.run.dir=run",
-        ),
-        cwd=tmp_path,
-        cache=cache_dir,
+        )
     )
     assert result.returncode == 3
     assert "Traceback" not in result.stderr and "Validation metrics" not in result.stdout
@@ -428,18 +421,16 @@ def test_the_guard_checks_the_weights_before_anything_is_saved():
 # --- checkpoint names -----------------------------------------------------------------------------
 
 
-def test_the_printed_evaluate_command_works_as_printed(tmp_path, cache_dir):
+def test_the_printed_evaluate_command_works_as_printed(tmp_path, run_in_process):
     run = tmp_path / "my runs" / "first"  # a space in the path, as users' folders have
-    result = run_command(
+    result = run_in_process(
         train_command(
             "--config-name",
             "quick_test",
             *SMALL_SYNTHETIC,
             "training.max_epochs=2",
             f"hydra.run.dir={run}",
-        ),
-        cwd=tmp_path,
-        cache=cache_dir,
+        )
     )
     assert result.returncode == 0, result.stderr[-3000:]
     names = [p.name for p in (run / "checkpoints").iterdir()]
@@ -455,20 +446,14 @@ def test_the_printed_evaluate_command_works_as_printed(tmp_path, cache_dir):
     assert printed == summary(run)["evaluate_command"]
     words = shlex.split(printed)
     assert words[:2] == ["python", "evaluate_hydra.py"]
-    evaluated = run_command(
-        [str(REPO_ROOT / words[1]), *words[2:], "hydra.run.dir=evaluated"],
-        cwd=tmp_path,
-        cache=cache_dir,
-    )
+    evaluated = run_in_process([str(REPO_ROOT / words[1]), *words[2:], "hydra.run.dir=evaluated"])
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert (tmp_path / "evaluated" / "predictions_test.json").is_file()
 
 
-def test_a_path_with_an_equals_sign_gets_told_to_quote_it(tmp_path, cache_dir):
-    result = run_command(
-        [str(REPO_ROOT / "evaluate_hydra.py"), "ckpt_path=/runs/epoch=3-val=80.ckpt"],
-        cwd=tmp_path,
-        cache=cache_dir,
+def test_a_path_with_an_equals_sign_gets_told_to_quote_it(tmp_path, run_in_process):
+    result = run_in_process(
+        [str(REPO_ROOT / "evaluate_hydra.py"), "ckpt_path=/runs/epoch=3-val=80.ckpt"]
     )
     assert result.returncode != 0
     (line,) = result.stderr.strip().splitlines()
@@ -495,15 +480,11 @@ def test_hydra_quoting_round_trips_any_path():
         assert value == path, path
 
 
-def test_a_folder_that_only_saw_a_failed_start_can_be_used_again(tmp_path, cache_dir):
-    bad = run_command(
-        train_command(*QUICK_ONE_EPOCH, "hydra.run.dir=run", "training.optimizer=adamx"),
-        cwd=tmp_path,
-        cache=cache_dir,
+def test_a_folder_that_only_saw_a_failed_start_can_be_used_again(tmp_path, run_in_process):
+    bad = run_in_process(
+        train_command(*QUICK_ONE_EPOCH, "hydra.run.dir=run", "training.optimizer=adamx")
     )
     assert bad.returncode != 0 and (tmp_path / "run" / ".hydra" / "config.yaml").is_file()
-    fixed = run_command(
-        train_command(*QUICK_ONE_EPOCH, "hydra.run.dir=run"), cwd=tmp_path, cache=cache_dir
-    )
+    fixed = run_in_process(train_command(*QUICK_ONE_EPOCH, "hydra.run.dir=run"))
     assert fixed.returncode == 0, fixed.stderr[-3000:]
     assert summary(tmp_path / "run")["epochs_completed"] == 1
