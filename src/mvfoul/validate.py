@@ -62,16 +62,7 @@ class Problems:
 Rule = Callable[[DictConfig, Problems], Mapping[str, Any] | None]
 _RULES: dict[str, tuple[str, Rule]] = {}
 # Problems are listed in the schema's group order, whatever order the modules were imported in.
-_GROUP_ORDER = (
-    "dataset",
-    "model",
-    "training",
-    "loss",
-    "sampling",
-    "freezing",
-    "system",
-    "experiment",
-)
+_GROUP_ORDER = tuple(C.GROUP_SCHEMAS)
 
 
 def cross_key_rule(group: str) -> Callable[[Rule], Rule]:
