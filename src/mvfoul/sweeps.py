@@ -160,8 +160,11 @@ def format_markdown(sweep: dict[str, Any]) -> str:
     statuses = [j["status"] for j in jobs]
     counts = [f"{statuses.count(s)} {s}" for s in STATUSES if s in statuses]
     planned = sweep.get("planned") or 0  # 0: not known
-    counts += [f"{planned - len(jobs)} not started"] * (planned > len(jobs))
-    text = (", ".join(counts) or "no job started yet") + f" ({planned} planned)" * bool(planned)
+    if planned > len(jobs):
+        counts.append(f"{planned - len(jobs)} not started")
+    text = ", ".join(counts) or "no job started yet"
+    if planned:
+        text += f" ({planned} planned)"
     scored = [j for j in jobs if j["status"] == "done" and _is_number(j["best_value"])]
     scored.sort(key=lambda j: j["best_value"], reverse=mode != "min")
     best = scored[0] if len({j["monitor"] for j in scored}) == 1 else None  # one metric's values
@@ -178,9 +181,12 @@ def format_markdown(sweep: dict[str, Any]) -> str:
         f"{LB} @best: at the epoch of the best monitored value; @last: at the last epoch",
         f"built {datetime.now():%Y-%m-%d %H:%M:%S} (python -m mvfoul.sweeps summarize {sweep['dir']})",
     ]
-    per_job = monitor is None and any(j["monitor"] for j in jobs)  # a monitor column
-    errors = any(j["error"] for j in jobs)
-    fields = [*keys, "status", *["monitor"] * per_job, *HEADINGS, *["error"] * errors]
+    fields = [*keys, "status"]
+    if monitor is None and any(j["monitor"] for j in jobs):  # jobs monitored different metrics
+        fields.append("monitor")
+    fields += HEADINGS
+    if any(j["error"] for j in jobs):
+        fields.append("error")
     titles = {**HEADINGS, "best_value": f"best {monitor}" if monitor else "best"}
     rows = [["job", *(titles.get(f, f) for f in fields)]]
     rows += [["---:", *("---:" if f in HEADINGS else "---" for f in fields)]]
