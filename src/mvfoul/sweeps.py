@@ -39,12 +39,20 @@ from mvfoul.errors import MvfoulError
 from mvfoul.run_folder import LOCK_FILE, is_secondary_process
 
 SUMMARY_CSV, SUMMARY_MD = "sweep_summary.csv", "sweep_summary.md"
-SWEEP_STATE, JOB_STATUS, SWEEP_LOCK = "sweep_state.json", "job_status.json", ".mvfoul.sweep.lock"
+SWEEP_STATE = "sweep_state.json"
+JOB_STATUS = "job_status.json"
+SWEEP_LOCK = ".mvfoul.sweep.lock"
 LB = "val/leaderboard"
 CSV_FIELDS = "status monitor mode best_value best_epoch val_leaderboard_at_best_epoch val_leaderboard_at_last_epoch wall_time_s error folder".split()
 HINT = "expected multirun/<experiment.name>/<date_time>/, holding multirun.yaml and numbered job folders"
 STATUSES = ("done", "failed", "running", "incomplete")
-HEADINGS = dict(zip(CSV_FIELDS[3:8], ["best", "epoch", f"{LB} @best", f"{LB} @last", "wall time"]))
+HEADINGS = {
+    "best_value": "best",
+    "best_epoch": "epoch",
+    "val_leaderboard_at_best_epoch": f"{LB} @best",
+    "val_leaderboard_at_last_epoch": f"{LB} @last",
+    "wall_time_s": "wall time",
+}
 log = logging.getLogger(__name__)
 STOPPED = "stopped before its end (its process is gone: a failed job or an interruption)"
 
@@ -82,14 +90,21 @@ def _check_sweep_dir(path: Path) -> None:
     """Raise one line saying what ``path`` is when it is not a sweep folder."""
     if _is_sweep(path):
         return
-    job, inside = (path / ".hydra").is_dir(), sorted(filter(_is_sweep, path.glob("*")))
-    what = "a single run (made without --multirun), not a sweep" if job else "not a sweep folder"
-    what = f"is {'a file, not a sweep folder' if path.is_file() else what}; {HINT}"
+    if not path.exists():
+        raise MvfoulError(f"{path}: no such folder; {HINT}")
+    job = (path / ".hydra").is_dir()
+    inside = sorted(filter(_is_sweep, path.glob("*")))
     if job and _is_sweep(path.parent):
         what = f"is one job of a sweep: give the sweep folder, {path.parent}"
     elif inside:
         what = f"holds {len(inside)} sweep(s), not jobs: give one of them, e.g. the latest, {inside[-1]}"
-    raise MvfoulError(f"{path} {what}" if path.exists() else f"{path}: no such folder; {HINT}")
+    elif path.is_file():
+        what = f"is a file, not a sweep folder; {HINT}"
+    elif job:
+        what = f"is a single run (made without --multirun), not a sweep; {HINT}"
+    else:
+        what = f"is not a sweep folder; {HINT}"
+    raise MvfoulError(f"{path} {what}")
 
 
 def read_job(folder: Path, sweep_running: bool) -> dict[str, Any]:
@@ -101,19 +116,33 @@ def read_job(folder: Path, sweep_running: bool) -> dict[str, Any]:
     status, error = marker.get("status"), marker.get("error")
     # A resumed job's folder holds its earlier run's summary.json: believed once the job returns.
     summary = _json(folder / "summary.json") if status != "started" else {}
-    best, last = summary.get("best") or {}, summary.get("final_metrics") or {}
-    at_best = (summary.get("history") or {}).get(str(best.get("epoch"))) or {}
-    if status == "failed" or summary:
-        status = "failed" if status == "failed" else "done"
+    best = summary.get("best") or {}
+    last = summary.get("final_metrics") or {}
+    history = summary.get("history") or {}  # epoch (a string) -> that epoch's metrics
+    at_best = history.get(str(best.get("epoch"))) or {}
+    if status == "failed":
+        pass  # its marker says so, whatever else its folder holds
+    elif summary:
+        status = "done"
     elif status == "finished":
         status, error = "incomplete", "the job returned but wrote no summary.json"
     else:  # running while its process holds its folder's lock; before it starts, the sweep's
         running = _locked(folder / LOCK_FILE) if status == "started" else sweep_running
         status = "running" if running else "incomplete"
-    values = [summary.get("monitor"), summary.get("mode"), best.get("value"), best.get("epoch")]
-    values += [at_best.get(LB), last.get(LB), summary.get("wall_time_s", marker.get("duration_s"))]
-    row = dict(zip(CSV_FIELDS, [status, *values, error, folder.name]), job=int(folder.name))
-    return row | {"overrides": overrides if isinstance(overrides, list) else None}
+    return {  # CSV_FIELDS, then the job's number and overrides
+        "status": status,
+        "monitor": summary.get("monitor"),
+        "mode": summary.get("mode"),
+        "best_value": best.get("value"),
+        "best_epoch": best.get("epoch"),
+        "val_leaderboard_at_best_epoch": at_best.get(LB),
+        "val_leaderboard_at_last_epoch": last.get(LB),
+        "wall_time_s": summary.get("wall_time_s", marker.get("duration_s")),
+        "error": error,
+        "folder": folder.name,
+        "job": int(folder.name),
+        "overrides": overrides if isinstance(overrides, list) else None,
+    }
 
 
 def summarize_sweep(sweep_dir: str | Path, state: str | None = None) -> dict[str, Any]:
@@ -121,24 +150,46 @@ def summarize_sweep(sweep_dir: str | Path, state: str | None = None) -> dict[str
     sweep_dir = Path(sweep_dir)
     _check_sweep_dir(sweep_dir)
     record = _json(sweep_dir / SWEEP_STATE)
-    if state is None:  # a running sweep whose lock is free: its process died
+    if state is None:
         state = str(record.get("state") or "unknown")
-        state = "stopped" if state == "running" and not _locked(sweep_dir / SWEEP_LOCK) else state
+        if state == "running" and not _locked(sweep_dir / SWEEP_LOCK):
+            state = "stopped"  # a running sweep whose lock is free: its process died
     numbered = sorted((int(c.name), c) for c in sweep_dir.iterdir() if c.name.isdigit())
     jobs = [read_job(folder, state == "running") for _, folder in numbered]
     known = [j["overrides"] for j in jobs if j["overrides"] is not None]
     common = [o for o in known[0] if all(o in other for other in known)] if known else []
-    keys = list(dict.fromkeys(o.split("=", 1)[0] for k in known for o in k if o not in common))
+    # The keys of the overrides not common to all, in order of appearance.
+    keys: list[str] = []
+    for job_overrides in known:
+        for override in job_overrides:
+            key = override.split("=", 1)[0]
+            if override not in common and key not in keys:
+                keys.append(key)
     for job in jobs:
-        pairs = [o.split("=", 1) + [""] for o in job["overrides"] or []]
-        job["varying"] = {p[0]: p[1] for p in pairs if p[0] in keys}
+        job["varying"] = {}
+        for override in job["overrides"] or []:
+            key, _, value = override.partition("=")
+            if key in keys:
+                job["varying"][key] = value
         job.update(job["varying"])  # a column each
     # The metric the finished jobs monitored; before any has, the sweep's configured one.
     seen = [(j["monitor"], j["mode"]) for j in jobs if j["monitor"]]
-    seen = seen or [(record.get("monitor"), record.get("mode"))]
-    monitor, mode = seen[0] if len({m for m, _ in seen}) == 1 else (None, None)
-    sweep = {**record, "dir": sweep_dir, "state": state, "jobs": jobs, "common": common}
-    return sweep | {"keys": keys, "monitor": monitor, "mode": mode}
+    if not seen:
+        seen = [(record.get("monitor"), record.get("mode"))]
+    if len({seen_monitor for seen_monitor, _ in seen}) == 1:
+        monitor, mode = seen[0]
+    else:  # jobs monitored different metrics
+        monitor, mode = None, None
+    return {
+        **record,
+        "dir": sweep_dir,
+        "state": state,
+        "jobs": jobs,
+        "common": common,
+        "keys": keys,
+        "monitor": monitor,
+        "mode": mode,
+    }
 
 
 def _cell(value: Any, field: str) -> str:
@@ -149,9 +200,13 @@ def _cell(value: Any, field: str) -> str:
     if not _is_number(value) or field == "best_epoch":
         return "" if value is None else str(value)
     if field == "wall_time_s":
-        (hours, minutes), secs = divmod(round(value) // 60, 60), round(value) % 60
-        long = f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
-        return f"{value:.1f} s" if value < 60 else long
+        total_minutes, secs = divmod(round(value), 60)
+        hours, minutes = divmod(total_minutes, 60)
+        if value < 60:
+            return f"{value:.1f} s"
+        if hours:
+            return f"{hours}h {minutes:02d}m"
+        return f"{minutes}m {secs:02d}s"
     return f"{value:.2f}" if value == 0 or abs(value) >= 0.1 else f"{value:.3g}"  # % or a loss
 
 
@@ -168,16 +223,22 @@ def format_markdown(sweep: dict[str, Any]) -> str:
     scored = [j for j in jobs if j["status"] == "done" and _is_number(j["best_value"])]
     scored.sort(key=lambda j: j["best_value"], reverse=mode != "min")
     best = scored[0] if len({j["monitor"] for j in scored}) == 1 else None  # one metric's values
-    varying = ":" + "".join(f" {k}={v}" for k, v in best["varying"].items()) if best else ""
-    best_line = best and f"best: job {best['job']} ({_cell(best['best_value'], '')}){varying}"
+    state = STOPPED if sweep["state"] == "stopped" else sweep["state"]
     head = [
-        f"sweep: {STOPPED if sweep['state'] == 'stopped' else sweep['state']}",
+        f"sweep: {state}",
         f"jobs: {text}",
         f"sweeper: {sweep.get('sweeper') or 'unknown'}",
-        sweep.get("config") and f"config: {sweep['config']}",
-        "common overrides: " + (" ".join(sweep["common"]) or "none"),
-        monitor and f"monitor: {monitor} ({mode or '?'})",
-        best_line and best_line.rstrip(":"),
+    ]
+    if sweep.get("config"):
+        head.append(f"config: {sweep['config']}")
+    head.append("common overrides: " + (" ".join(sweep["common"]) or "none"))
+    if monitor:
+        head.append(f"monitor: {monitor} ({mode or '?'})")
+    if best:
+        varying = "".join(f" {k}={v}" for k, v in best["varying"].items())
+        best_line = f"best: job {best['job']} ({_cell(best['best_value'], '')}):{varying}"
+        head.append(best_line.rstrip(":"))  # no colon when nothing varies
+    head += [
         f"{LB} @best: at the epoch of the best monitored value; @last: at the last epoch",
         f"built {datetime.now():%Y-%m-%d %H:%M:%S} (python -m mvfoul.sweeps summarize {sweep['dir']})",
     ]
@@ -187,11 +248,14 @@ def format_markdown(sweep: dict[str, Any]) -> str:
     fields += HEADINGS
     if any(j["error"] for j in jobs):
         fields.append("error")
-    titles = {**HEADINGS, "best_value": f"best {monitor}" if monitor else "best"}
+    titles = dict(HEADINGS)
+    if monitor:
+        titles["best_value"] = f"best {monitor}"
     rows = [["job", *(titles.get(f, f) for f in fields)]]
+    # The alignment row: the job number and the HEADINGS columns (numbers) right-aligned.
     rows += [["---:", *("---:" if f in HEADINGS else "---" for f in fields)]]
     rows += [[str(j["job"]), *(_cell(j.get(f, ""), f) for f in fields)] for j in jobs]
-    lines = [f"# Sweep {sweep['dir']}", "", *(f"- {h}" for h in head if h), ""]
+    lines = [f"# Sweep {sweep['dir']}", "", *(f"- {h}" for h in head), ""]
     lines += ["| " + " | ".join(v.replace("|", "\\|") for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
@@ -204,7 +268,8 @@ def write_summary_files(sweep: dict[str, Any]) -> str:
     writer.writeheader()
     writer.writerows(sweep["jobs"])
     atomic.write_text(sweep["dir"] / SUMMARY_CSV, out.getvalue(), durable=False)
-    atomic.write_text(sweep["dir"] / SUMMARY_MD, markdown := format_markdown(sweep), durable=False)
+    markdown = format_markdown(sweep)
+    atomic.write_text(sweep["dir"] / SUMMARY_MD, markdown, durable=False)
     return markdown
 
 
@@ -216,14 +281,21 @@ class SweepSummaryCallback(Callback):
     _job_started = datetime.now()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        hydra, sweeper = config.hydra, str(config.hydra.sweeper._target_).rsplit(".", 1)[-1]
+        hydra = config.hydra
+        sweeper = str(hydra.sweeper._target_).rsplit(".", 1)[-1]  # the class name
         sweeper = {"BasicSweeper": "basic", "OptunaSweeper": "optuna"}.get(sweeper, sweeper)
-        record = {"state": "running", "config": hydra.job.config_name, "sweeper": sweeper}
-        record |= {k: OmegaConf.select(config, f"experiment.{k}") for k in ("monitor", "mode")}
+        record = {
+            "state": "running",
+            "config": hydra.job.config_name,
+            "sweeper": sweeper,
+            "monitor": OmegaConf.select(config, "experiment.monitor"),
+            "mode": OmegaConf.select(config, "experiment.mode"),
+        }
         if sweeper == "optuna":
             storage = str(hydra.sweeper.storage or "memory (not kept)")
             if storage.startswith("sqlite:///"):  # SQLite makes its file, not the folder
-                Path(storage[10:].split("?")[0]).parent.mkdir(parents=True, exist_ok=True)
+                database = storage.removeprefix("sqlite:///").split("?")[0]
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
             storage = re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", storage)  # no password
             record["sweeper"] = f"optuna, study {hydra.sweeper.study_name} in {storage}"
             record["planned"] = hydra.sweeper.n_trials
@@ -272,7 +344,8 @@ class SweepSummaryCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self._sweep is None:
             return
-        (sweep_dir, lock), self._sweep = self._sweep, None
+        sweep_dir, lock = self._sweep
+        self._sweep = None
         os.close(lock)  # releases the sweep's lock
         record = {**_json(sweep_dir / SWEEP_STATE), "state": "finished"}
         atomic.write_text(sweep_dir / SWEEP_STATE, atomic.dumps_json(record), durable=False)

@@ -49,7 +49,9 @@ MARKER_NAME = ".mvfoul-synthetic.json"
 FPS = 25
 # The foul is at frame 75, as in the real clips; the card spans both the default training window
 # (63..86) and the CPU quick test's (67..82).
-EVENT_FRAME, CARD_FIRST_FRAME, CARD_LAST_FRAME = 75, 60, 91
+EVENT_FRAME = 75
+CARD_FIRST_FRAME = 60
+CARD_LAST_FRAME = 91
 MIN_CLIP_FRAMES = CARD_LAST_FRAME + 1
 
 # The real training split's counts, in ACTION_CLASSES order, and its offence+severity counts of
@@ -69,7 +71,11 @@ KITS = ((35, 75, 205), (25, 35, 100), (20, 20, 25), (120, 45, 160), (0, 160, 200
 GRASS = np.array([62, 128, 52], dtype=np.float32)
 # Pixel codes: grass brightness (~0.9..1.1, ~0.7 grey level a code) x 200 plus noise stays below
 # _GRASS_CODES (brightness 1.0 at code 200 + _GRASS_OFFSET); the codes above are objects.
-_GRASS_CODES, _GRASS_OFFSET, _DEFENDER, _ATTACKER, _CARD = 240, 10, 250, 251, 252
+_GRASS_CODES = 240
+_GRASS_OFFSET = 10
+_DEFENDER = 250
+_ATTACKER = 251
+_CARD = 252
 
 
 def _box(p: Any, q: Any, w: float, h: float) -> Any:
@@ -125,12 +131,14 @@ def _coerce_spec(spec: Any) -> SyntheticConfig:
 def _validate_spec(spec: SyntheticConfig) -> None:
     """``mvfoul.validate`` checks composed configs; this guards direct callers and the CLI."""
     lows = dict(num_train=1, num_valid=1, num_test=1, resolution=16, clip_frames=MIN_CLIP_FRAMES)
-    problems = [
-        f"dataset.synthetic.{k}={getattr(spec, k)} must be >= {low}"
-        + (f" (the foul is shown up to frame {CARD_LAST_FRAME})" if k == "clip_frames" else "")
-        for k, low in lows.items()
-        if getattr(spec, k) < low
-    ]
+    problems = []
+    for key, low in lows.items():
+        if getattr(spec, key) >= low:
+            continue
+        problem = f"dataset.synthetic.{key}={getattr(spec, key)} must be >= {low}"
+        if key == "clip_frames":
+            problem += f" (the foul is shown up to frame {CARD_LAST_FRAME})"
+        problems.append(problem)
     if not 1 <= spec.min_views <= spec.max_views <= 4:
         problems.append(
             f"dataset.synthetic.min_views={spec.min_views}, max_views={spec.max_views}: "
@@ -143,13 +151,13 @@ def _validate_spec(spec: SyntheticConfig) -> None:
 def synthetic_dataset_dir(spec: Any, root: str | Path | None = None) -> Path:
     """``<root>/<readable summary>_<hash of spec and generator>``; ``root`` defaults to
     ``default_cache_dir() / "synthetic"``. The hash keeps specs apart, the summary is for people."""
-    s = _coerce_spec(spec)
-    payload = json.dumps({"generator": GENERATOR_VERSION, **asdict(s)}, sort_keys=True)
+    spec = _coerce_spec(spec)
+    payload = json.dumps({"generator": GENERATOR_VERSION, **asdict(spec)}, sort_keys=True)
     fingerprint = hashlib.sha256(payload.encode()).hexdigest()[:10]
     base = Path(root).expanduser() if root is not None else default_cache_dir() / "synthetic"
     return base / (
-        f"{s.num_train}-{s.num_valid}-{s.num_test}_{s.resolution}px_{s.clip_frames}f_seed{s.seed}"
-        f"_{fingerprint}"
+        f"{spec.num_train}-{spec.num_valid}-{spec.num_test}_{spec.resolution}px"
+        f"_{spec.clip_frames}f_seed{spec.seed}_{fingerprint}"
     )
 
 
@@ -181,9 +189,9 @@ def draw_split_actions(spec: Any, split: str) -> list[SyntheticAction]:
     _validate_spec(spec)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
-    s = SPLITS.index(split)
-    n = (spec.num_train, spec.num_valid, spec.num_test)[s]
-    rng = np.random.default_rng([spec.seed, s, 0])
+    split_index = SPLITS.index(split)
+    n = (spec.num_train, spec.num_valid, spec.num_test)[split_index]
+    rng = np.random.default_rng([spec.seed, split_index, 0])
     counts = _quota(n, REAL_ACTION_COUNTS, list(range(NUM_ACTION)), rng)
     actions = rng.permutation(np.repeat(np.arange(NUM_ACTION), counts))
     # Dives are simulations, always No offence (class 0); the non-dives take the other classes,
@@ -195,7 +203,7 @@ def draw_split_actions(spec: Any, split: str) -> list[SyntheticAction]:
     severities[not_dive] = rng.permutation(np.repeat(np.arange(NUM_OFFENCE_SEVERITY), counts))
     out = []
     for i in range(n):
-        rng = np.random.default_rng([spec.seed, s, 1, i])
+        rng = np.random.default_rng([spec.seed, split_index, 1, i])
         n_replays = int(rng.integers(spec.min_views, spec.max_views + 1)) - 1
         # The first clip is the live main camera, as in the real data; replays follow.
         replays = [
@@ -205,8 +213,16 @@ def draw_split_actions(spec: Any, split: str) -> list[SyntheticAction]:
             [rng.integers(60_000, 2_700_000), *rng.integers(5_000, 30_000, n_replays)]
         )
         views = tuple(zip([CAMERAS[0], *map(str, replays)], times.tolist()))
-        labels = int(actions[i]), int(severities[i])
-        out.append(SyntheticAction(i, *labels, views, bool(rng.random() < 0.2), (spec.seed, s, i)))
+        out.append(
+            SyntheticAction(
+                index=i,
+                action=int(actions[i]),
+                offence_severity=int(severities[i]),
+                views=views,
+                touch_ball=bool(rng.random() < 0.2),
+                seed=(spec.seed, split_index, i),
+            )
+        )
     return out
 
 
@@ -215,7 +231,12 @@ def annotation_entry(action: SyntheticAction) -> dict[str, Any]:
     strings = prediction_strings(action.offence_severity, action.action)
     name = strings["Action class"]
     upper = name in ("Holding", "Pushing", "Elbowing")
-    part = ("Use of shoulder" if name == "Pushing" else "Use of arms") if upper else ""
+    if name == "Pushing":
+        part = "Use of shoulder"
+    elif upper:
+        part = "Use of arms"
+    else:
+        part = ""
     url = f"Dataset/action_{action.index}/clip_"
     return {
         "UrlLocal": f"synthetic\\match_{action.index:04d}",
@@ -255,7 +276,7 @@ def _render_rgba(spec: Any, action: SyntheticAction, view_index: int) -> np.ndar
     a 256-entry palette of 4-byte words (one 4-byte gather per pixel is ~3x faster than 3-byte
     rows, and the encoder takes RGBA as it is)."""
     spec = _coerce_spec(spec)
-    T, R = spec.clip_frames, spec.resolution
+    T, R = spec.clip_frames, spec.resolution  # T frames of R x R pixels
     # The match (kits, light, card side) is shared by all views; each camera has its own stream.
     match = np.random.default_rng(action.seed)
     kits = match.choice(len(KITS), size=2, replace=False)
@@ -266,10 +287,10 @@ def _render_rgba(spec: Any, action: SyntheticAction, view_index: int) -> np.ndar
     # the pitch; never the live main camera), colour balance. Python floats keep maths in float32.
     cam = np.random.default_rng([*action.seed, view_index + 1])
     near = action.views[view_index][0] in CLOSE_UPS
-    low, high = (
-        [1.05 if near else 0.8, -0.04, -0.04, -0.05, -0.02, 0],
-        [1.25 if near else 1.0, 0.04, 0.04, 0.05, 0.02, 1],
-    )
+    zoom_low, zoom_high = (1.05, 1.25) if near else (0.8, 1.0)
+    # One draw of six: zoom, offset x and y, pan x and y, flip.
+    low = [zoom_low, -0.04, -0.04, -0.05, -0.02, 0]
+    high = [zoom_high, 0.04, 0.04, 0.05, 0.02, 1]
     zoom, offset_x, offset_y, pan_x, pan_y, flip = cam.uniform(low, high).tolist()
     mirror = -1.0 if view_index > 0 and flip < 0.5 else 1.0
     gain = cam.uniform(0.92, 1.08, size=3).astype(np.float32)
@@ -320,7 +341,9 @@ def encode_clip(frames: np.ndarray, path: str | Path) -> None:
     limits keep colours and edges intact at small sizes; one thread keeps the bytes deterministic."""
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("mpeg4", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.width = frames.shape[2]
+        stream.height = frames.shape[1]
+        stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = 1
         stream.codec_context.qmin, stream.codec_context.qmax = 2, 6
         pixel_format = "rgba" if frames.shape[-1] == 4 else "rgb24"
@@ -339,7 +362,8 @@ def _write_action(job: tuple[SyntheticConfig, SyntheticAction, Path]) -> None:
 def generate_splits(spec: Any, out_dir: str | Path, workers: int = 1) -> None:
     """Write ``<out_dir>/<split>/`` (annotations.json and every clip) of every split, in place.
     One process pool renders all splits (starting workers costs more than a small split)."""
-    spec, jobs = _coerce_spec(spec), []
+    spec = _coerce_spec(spec)
+    jobs = []
     for split in SPLITS:
         actions = draw_split_actions(spec, split)
         (Path(out_dir) / split).mkdir(parents=True, exist_ok=True)
@@ -418,10 +442,16 @@ def ensure_synthetic_dataset(spec: Any, root: str | Path | None = None, workers:
         _install(build, target, spec)
     finally:
         shutil.rmtree(build, ignore_errors=True)
+    clips = len(files) - len(SPLITS)  # every file but the splits' annotations.json
     logger.info(
         "generated the synthetic dataset (%d/%d/%d actions, %d clips, %.1f MB) in %s in %.1f s",
-        *(spec.num_train, spec.num_valid, spec.num_test, len(files) - len(SPLITS)),
-        *(sum(files.values()) / 1e6, target, time.perf_counter() - started),
+        spec.num_train,
+        spec.num_valid,
+        spec.num_test,
+        clips,
+        sum(files.values()) / 1e6,
+        target,
+        time.perf_counter() - started,
     )
     return target
 
@@ -438,8 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(default: $MVFOUL_CACHE_DIR or ~/.cache/mvfoul, then synthetic/)",
     )
     for f in fields(SyntheticConfig):
-        flag, default = f"--{f.name.replace('_', '-')}", f.default
-        parser.add_argument(flag, type=int, default=default, help=f"default: {default}")
+        flag = f"--{f.name.replace('_', '-')}"
+        parser.add_argument(flag, type=int, default=f.default, help=f"default: {f.default}")
     parser.add_argument(
         "--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes rendering clips"
     )
@@ -461,33 +491,33 @@ if __name__ == "__main__":
 @cross_key_rule("dataset")
 def check_generation_settings(cfg: DictConfig, p: Problems) -> None:
     """The generation settings exist, and every clip is long enough for the foul and the window."""
-    d = cfg.dataset
-    if d.name != "synthetic":
+    dataset = cfg.dataset
+    if dataset.name != "synthetic":
         return
-    s = d.synthetic
-    if s is None:
+    settings = dataset.synthetic
+    if settings is None:
         p.add(
             "dataset.synthetic",
             "missing: dataset=synthetic needs its generation settings (see conf/dataset/synthetic.yaml)",
         )
         return
     p.check(
-        1 <= s.min_views <= s.max_views <= 4,
+        1 <= settings.min_views <= settings.max_views <= 4,
         "dataset.synthetic.min_views",
-        s.min_views,
+        settings.min_views,
         "1 <= min_views <= max_views <= 4",
     )
     # The generator draws the foul's cues up to frame MIN_CLIP_FRAMES - 1.
     p.check(
-        s.clip_frames >= MIN_CLIP_FRAMES,
+        settings.clip_frames >= MIN_CLIP_FRAMES,
         "dataset.synthetic.clip_frames",
-        s.clip_frames,
+        settings.clip_frames,
         f">= {MIN_CLIP_FRAMES}",
     )
-    indices = configured_window(d)
-    if indices is not None and indices[-1] >= s.clip_frames:
+    indices = configured_window(dataset)
+    if indices is not None and indices[-1] >= settings.clip_frames:
         p.add(
             "dataset.end_frame",
-            f"{d.end_frame} reaches past the generated clips ({s.clip_frames} frames): "
+            f"{dataset.end_frame} reaches past the generated clips ({settings.clip_frames} frames): "
             "lower it or raise dataset.synthetic.clip_frames",
         )

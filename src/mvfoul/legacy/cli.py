@@ -37,16 +37,21 @@ def script_path(script: str) -> str:
 
 
 def notice(translation: Translation) -> str:
-    many = len(translation.commands) > 1
-    keep = ", or keep this command line for good with --write-config NAME"
-    text = (
+    if len(translation.commands) > 1:
+        commands, them = "commands", "them"
+    else:
+        commands, them = "command", "it"
+    keep = ""
+    if translation.trains:
+        keep = ", or keep this command line for good with --write-config NAME"
+    lines = [
         f"mvfoul: training/train.py is deprecated: it translates the {translation.source}'s flags into "
-        f"Hydra overrides and runs the equivalent {'commands' if many else 'command'} below. Run "
-        f"{'them' if many else 'it'} directly from now on{keep if translation.trains else ''} (see MIGRATION.md):"
-    )
-    return "\n".join(
-        [text, *(f"  {c.render(script_path(c.script))}" for c in translation.commands)]
-    )
+        f"Hydra overrides and runs the equivalent {commands} below. Run "
+        f"{them} directly from now on{keep} (see MIGRATION.md):"
+    ]
+    for command in translation.commands:
+        lines.append(f"  {command.render(script_path(command.script))}")
+    return "\n".join(lines)
 
 
 def config_body(command: Command) -> dict[str, Any]:
@@ -116,9 +121,10 @@ def write_config(
     header = [
         "# @package _global_",
         f"# Converted from the {translation.source}'s command line (training/train.py --write-config {name}).",
-        *([f"# Was:     {original}"] if original else []),
-        f"# Same as: {command.render()}",
     ]
+    if original:
+        header.append(f"# Was:     {original}")
+    header.append(f"# Same as: {command.render()}")
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(target, "\n".join(header) + "\n" + yaml.safe_dump(body, sort_keys=False))
     return target
@@ -132,10 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"mvfoul: note: {note}\n")
     if request.write_config is not None:
         # The command line as it was before --write-config NAME [--force] was added to it.
-        keep = [w != "--force" and not w.startswith("--write-config") for w in argv]
-        was = [
-            w for w, k, before in zip(argv, keep, ["", *argv]) if k and before != "--write-config"
-        ]
+        was = []
+        for before, word in zip(["", *argv], argv):
+            if word == "--force" or word.startswith("--write-config"):
+                continue
+            if before == "--write-config":  # its NAME
+                continue
+            was.append(word)
         original = shlex.join(["python", "training/train.py", *was])
         name = request.write_config
         print(f"wrote {write_config(translation, name, force=request.force, original=original)}")

@@ -54,8 +54,10 @@ def _reads_back(text: str, value: Any) -> bool:
 def _plain(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ",".join(map(_plain, value)) + "]"
-    if value is None or isinstance(value, bool):
-        return "null" if value is None else str(value).lower()
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
     return str(value)
 
 
@@ -72,7 +74,10 @@ def _item(value: Any) -> str:  # a list item is quoted only where it would not r
 
 def make_override(key: str, value: Any) -> str:
     """``key=value`` that Hydra parses back to exactly ``value``."""
-    quoted = f"[{','.join(map(_item, value))}]" if isinstance(value, list) else _quoted(str(value))
+    if isinstance(value, list):
+        quoted = f"[{','.join(map(_item, value))}]"
+    else:
+        quoted = _quoted(str(value))
     for text in (f"{key}={_plain(value)}", f"{key}={quoted}"):
         if _reads_back(text, value):
             return text
@@ -83,10 +88,17 @@ def make_override(key: str, value: Any) -> str:
 
 def override_key(text: str) -> tuple[str, str]:
     """(kind, key): kind 'group', 'key' or 'other' (+add, ~delete, sweeps...)."""
-    p = parse_override(text)
-    if p.type != OverrideType.CHANGE or p.is_sweep_override() or p.package is not None:
-        return "other", p.key_or_group
-    return ("group" if p.key_or_group in (*GROUPS, *SEARCH_GROUPS) else "key"), p.key_or_group
+    parsed = parse_override(text)
+    key = parsed.key_or_group
+    if (
+        parsed.type != OverrideType.CHANGE
+        or parsed.is_sweep_override()
+        or parsed.package is not None
+    ):
+        return "other", key
+    if key in (*GROUPS, *SEARCH_GROUPS):
+        return "group", key
+    return "key", key
 
 
 def merge_overrides(*parts: Iterable[str]) -> list[str]:
@@ -176,15 +188,21 @@ def _leaves(schema: Any, prefix: str) -> Iterator[KeySpec]:
         yield KeySpec(key, kind, optional, is_list, default, f.metadata.get("doc", ""))
 
 
-# Every leaf key in schema order; dataset also has the keys only some options have (synthetic.*).
-_SPECS = [
-    spec
-    for group, schema in C.GROUP_SCHEMAS.items()
-    for part in (schema, *(C.DATASET_SCHEMAS.values() if group == "dataset" else ()))
-    for spec in _leaves(part, group)
-]
-_FIRST: dict[str, KeySpec] = {}
-KEYS: list[KeySpec] = [_FIRST.setdefault(s.key, s) for s in _SPECS if s.key not in _FIRST]
+def _schema_keys() -> list[KeySpec]:
+    """Every leaf key once, in schema order; dataset also has the keys only some options have
+    (synthetic.*)."""
+    first: dict[str, KeySpec] = {}
+    for group, schema in C.GROUP_SCHEMAS.items():
+        parts = [schema]
+        if group == "dataset":
+            parts += C.DATASET_SCHEMAS.values()
+        for part in parts:
+            for spec in _leaves(part, group):
+                first.setdefault(spec.key, spec)
+    return list(first.values())
+
+
+KEYS: list[KeySpec] = _schema_keys()
 _FIELDS = Counter(spec.field for spec in KEYS)
 # key -> its flag (without dashes); argparse refuses to build the parser should two ever clash
 DERIVED_FLAGS = {s.key: s.field if _FIELDS[s.field] == 1 else s.key.replace(".", "_") for s in KEYS}
@@ -209,8 +227,10 @@ def flag_names(key: str) -> list[str]:
 
 def shown(value: Any) -> str:
     """A default as --help and MIGRATION.md show it."""
-    if value is None or isinstance(value, bool):
-        return "null" if value is None else str(value).lower()
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, list):
         return f"[{', '.join(map(str, value))}]"
     return "required" if value == REQUIRED else str(value)
@@ -239,7 +259,12 @@ def converter(spec: KeySpec) -> Callable[[str], Any]:
         return None if spec.optional and text.strip().lower() in NULLS else base(text)
 
     # argparse's errors name the type by this
-    convert.__name__ = "value" if base is _value else spec.kind + " (or null)" * spec.optional
+    if base is _value:
+        convert.__name__ = "value"
+    elif spec.optional:
+        convert.__name__ = f"{spec.kind} (or null)"
+    else:
+        convert.__name__ = spec.kind
     return convert
 
 
@@ -295,13 +320,21 @@ class LegacyParser(argparse.ArgumentParser):
 
     def request(self, translation: Translation, given: dict[str, Any]) -> Request:
         """The translation with Hydra's own flags, and what to do with it."""
-        flags = ["--multirun"] if given.get("multirun") else []
-        flags += ["--cfg", given["cfg"]] if given.get("cfg") else []
-        flags += ["--resolve"] if given.get("resolve") else []
+        flags: list[str] = []
+        if given.get("multirun"):
+            flags.append("--multirun")
+        if given.get("cfg"):
+            flags += ["--cfg", given["cfg"]]
+        if given.get("resolve"):
+            flags.append("--resolve")
         for command in translation.commands:
             command.hydra_flags = list(flags)
-        options = given.get("write_config"), bool(given.get("force")), bool(given.get("dry_run"))
-        return Request(translation, *options)
+        return Request(
+            translation,
+            write_config=given.get("write_config"),
+            force=bool(given.get("force")),
+            dry_run=bool(given.get("dry_run")),
+        )
 
 
 def unknown_flag_error(word: str, known: list[str], prog: str, hint: str = "") -> LegacyFlagError:
@@ -350,9 +383,15 @@ def translate_legacy(argv: Sequence[str]) -> Request:
     """The old trainer's command line -> the equivalent ``train_hydra.py`` command."""
     from mvfoul.legacy.vars_baseline import FLAGS_BY_NAME
 
-    parser, hint = build_parser(), f"; {{}} is a flag of the VARS baseline: put {VARS_SWITCH} first"
-    given, passthrough = parser.parse(argv, lambda f: hint.format(f) if f in FLAGS_BY_NAME else "")
-    preset, names = given.get("preset"), config_names()
+    def hint(flag: str) -> str:
+        if flag in FLAGS_BY_NAME:
+            return f"; {flag} is a flag of the VARS baseline: put {VARS_SWITCH} first"
+        return ""
+
+    parser = build_parser()
+    given, passthrough = parser.parse(argv, hint)
+    preset = given.get("preset")
+    names = config_names()
     if preset is not None and preset not in names:
         close = difflib.get_close_matches(preset, names, n=2)
         fix = f"did you mean {' or '.join(close)}? " if close else ""

@@ -35,7 +35,11 @@ VARS_EXAMPLE = """--from-vars-baseline --LR 5e-5 --step_size 3 --gamma 0.3 --poo
 
 
 def _rows(rows: Iterable[Sequence[Any]]) -> str:
-    return "\n".join("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows)
+    lines = []
+    for row in rows:
+        cells = [str(cell).replace("|", "\\|") for cell in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _example(argv: list[str]) -> str:
@@ -55,12 +59,32 @@ def _key_row(spec: KeySpec, names: list[str]) -> list[str]:
 
 
 def _baseline_row(b: BaselineFlag) -> list[str]:
-    default = {REQUIRED: "required", EARLY: EARLY, "": '`""`'}.get(b.default, f"`{b.default}`")
-    if b.status == "mapped":
-        sets = ", ".join(f"`{k}`" if "." in k else f"`{k}=OPTION`" for k in b.sets.split())
+    if b.default == REQUIRED:
+        default = "required"
+    elif b.default == EARLY:
+        default = EARLY
+    elif b.default == "":
+        default = '`""`'
     else:
-        sets = f"`{b.sets}`" if b.status == "evaluation" else b.status
+        default = f"`{b.default}`"
+    if b.status == "mapped":  # a key, or a group's option
+        sets = ", ".join(f"`{k}`" if "." in k else f"`{k}=OPTION`" for k in b.sets.split())
+    elif b.status == "evaluation":
+        sets = f"`{b.sets}`"
+    else:
+        sets = b.status
     return [f"`{b.flag}`", default, sets, b.note]
+
+
+def _old_trainer(spec: KeySpec) -> str:
+    """The all-keys table's "old trainer" column: "yes" where the old trainer had the flag."""
+    if any(name[2:] in OLD_TRAINER_FLAGS for name in flag_names(spec.key)):
+        return "yes"
+    return ""
+
+
+def _numbers(values: Iterable[float]) -> str:
+    return ", ".join(f"{v:g}" for v in values)
 
 
 def migration_markdown() -> str:
@@ -70,16 +94,15 @@ def migration_markdown() -> str:
     paths = ("dataset.data_dir=", "dataset.train_csv=", "dataset.val_csv=")
     seed_keys = [o for o in seed.overrides if not o.startswith(paths)]
     specs = {s.key: s for s in KEYS}
-    old = lambda spec: "yes" * any(f[2:] in OLD_TRAINER_FLAGS for f in flag_names(spec.key))  # noqa: E731
-    stats = lambda values: ", ".join(f"{v:g}" for v in values)  # noqa: E731
     known = [f"--{n}" for n in flags.DERIVED_FLAGS.values()]
     template = Path(__file__).with_name("MIGRATION.template.md").read_text(encoding="utf-8")
-    return template.split("\n", 1)[1].format(
+    _, prose = template.split("\n", 1)  # the first line is a comment for its editors
+    return prose.format(
         seed=_example(SEED_COMMAND),
         seed_count=len(seed_keys),
         seed_keys=", ".join(f"`{k}`" for k in seed_keys),
         backbones=_rows(
-            (f"`{n}`", f"`{b.torchvision_name or '-'}`", stats(b.mean), stats(b.std))
+            (f"`{n}`", f"`{b.torchvision_name or '-'}`", _numbers(b.mean), _numbers(b.std))
             for n, b in BACKBONES.items()
         ),
         example=_example(LEGACY_EXAMPLE),
@@ -89,7 +112,9 @@ def migration_markdown() -> str:
         group_table=_rows(
             (f"`--{g} OPTION`", f"`{g}=OPTION`", ", ".join(flags.group_options(g))) for g in GROUPS
         ),
-        all_keys_table=_rows([*_key_row(s, flag_names(s.key)), old(s), s.doc] for s in KEYS),
+        all_keys_table=_rows(
+            [*_key_row(s, flag_names(s.key)), _old_trainer(s), s.doc] for s in KEYS
+        ),
         baseline_table=_rows(map(_baseline_row, BASELINE_FLAGS)),
         fixed_table=_rows((f"`{o}`", why) for o, why in FIXED_SETTINGS.items()),
         vars_example=_example(VARS_EXAMPLE),

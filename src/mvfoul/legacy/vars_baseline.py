@@ -105,11 +105,16 @@ def _evaluation(given: dict[str, Any], passthrough: list[str]) -> Translation:
     tail = [override("dataset.data_dir", given["--path"])]
     if "--max_num_worker" in given:
         tail.append(override("dataset.num_workers", given["--max_num_worker"]))
-    unused = [f for f in given if FLAGS_BY_NAME[f].status == "mapped"]
-    unused = [f for f in unused if f not in ("--path", "--max_num_worker")]
-    notes = [
-        f"{', '.join(unused)}: not used to evaluate (the checkpoint holds the model's settings)"
+    unused = [
+        f
+        for f in given
+        if FLAGS_BY_NAME[f].status == "mapped" and f not in ("--path", "--max_num_worker")
     ]
+    notes = []
+    if unused:
+        notes.append(
+            f"{', '.join(unused)}: not used to evaluate (the checkpoint holds the model's settings)"
+        )
     commands = [
         Command(
             "evaluate_hydra.py",
@@ -117,7 +122,7 @@ def _evaluation(given: dict[str, Any], passthrough: list[str]) -> Translation:
         )
         for split in EVALUATION_SPLITS[mode]
     ]
-    return Translation("VARS baseline", commands, notes if unused else [])
+    return Translation("VARS baseline", commands, notes)
 
 
 def _training(given: dict[str, Any], passthrough: list[str]) -> Translation:
@@ -133,17 +138,25 @@ def _training(given: dict[str, Any], passthrough: list[str]) -> Translation:
         )
     notes: list[str] = []
     words = list(FIXED_SETTINGS)
-    for b in (b for b in BASELINE_FLAGS if b.status == "mapped"):
+    for b in BASELINE_FLAGS:
+        if b.status != "mapped":
+            continue
         value = given.get(b.flag, b.default)
-        if b.flag == "--patience" and value != EARLY and given.get("--scheduler") != 1:
+        if value == EARLY:  # a flag of an earlier revision, left out: it sets nothing
+            continue
+        if b.flag == "--patience" and given.get("--scheduler") != 1:
             notes.append(
                 "--patience: ignored (it only matters with --scheduler 1, ReduceLROnPlateau)"
             )
-        elif value != EARLY:
-            converted = CONVERT[b.flag](value) if b.flag in CONVERT else (value,)
-            for k, v in zip(b.sets.split(), converted):
-                if v is not None:
-                    words.append(f"{k}={v}" if "." not in k else override(k, v))
+            continue
+        converted = CONVERT[b.flag](value) if b.flag in CONVERT else (value,)
+        for key, key_value in zip(b.sets.split(), converted):
+            if key_value is None:
+                continue
+            if "." in key:
+                words.append(override(key, key_value))
+            else:  # a group: its option as it is
+                words.append(f"{key}={key_value}")
     if given.get("--num_views", 2) not in (1, 2):
         notes.append(
             f"--num_views {given['--num_views']}: dataset.train_views=2, since the baseline trains on two random "
@@ -157,9 +170,13 @@ def _training(given: dict[str, Any], passthrough: list[str]) -> Translation:
 
 def translate_vars_baseline(argv: Sequence[str]) -> Request:
     """The VARS baseline's command line -> the equivalent mvfoul command(s)."""
+
+    def hint(flag: str) -> str:
+        key = flags.FLAG_KEYS.get(flag.lstrip("-"))
+        return _HINT.format(key) if key else ""
+
     parser = build_parser()
-    key = lambda flag: flags.FLAG_KEYS.get(flag.lstrip("-"))  # noqa: E731
-    values, passthrough = parser.parse(argv, lambda f: _HINT.format(key(f)) if key(f) else "")
+    values, passthrough = parser.parse(argv, hint)
     given = {f: values[f] for f in FLAGS_BY_NAME if f in values}
     status = {f: FLAGS_BY_NAME[f].status for f in given}
     notes = [

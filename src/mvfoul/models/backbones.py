@@ -64,11 +64,16 @@ class BackboneSpec:
             size_fix = f"dataset.frame_size={size}"
         else:
             frames_ok, size_ok = num_frames >= frames, frame_size >= size
-            rule = f"needs at least {frames} frame{'s' * (frames != 1)} of at least {size}x{size}"
+            frames_text = f"{frames} frame" if frames == 1 else f"{frames} frames"
+            rule = f"needs at least {frames_text} of at least {size}x{size}"
             frames_fix = f"a window giving at least {frames} frames ({_DEFAULT_WINDOW})"
             # 224 is what the Kinetics weights were trained at; suggest it where it qualifies.
             size_fix = f"dataset.frame_size>={size} (e.g. {max(size, 224)})"
-        fixes = [fix for ok, fix in ((size_ok, size_fix), (frames_ok, frames_fix)) if not ok]
+        fixes = []
+        if not size_ok:
+            fixes.append(size_fix)
+        if not frames_ok:
+            fixes.append(frames_fix)
         if not fixes:
             return None
         got = f"got {num_frames} frames of {frame_size}"
@@ -100,20 +105,36 @@ def _spec(name: str, tv_name: str | None, layout: tuple[str, ...], **measured: A
     """The spec as torchvision's weights entry declares it, but for the ``measured`` fields."""
     # The tiny backbone has no weights of its own and is fed what the ResNet-3D family is.
     weights = get_model_weights(tv_name or "r3d_18")["KINETICS400_V1"]
-    meta, preset = weights.meta, weights.transforms()
-    frames, size = meta.get("min_temporal_size", 1), min(meta["min_size"])
-    mean, std = tuple(preset.mean), tuple(preset.std)
-    own = weights if tv_name else None
-    return dataclasses.replace(
-        BackboneSpec(name, tv_name, own, layout, frames, size, mean, std), **measured
+    preset = weights.transforms()
+    spec = BackboneSpec(
+        name,
+        tv_name,
+        weights if tv_name else None,
+        layout,
+        min_frames=weights.meta.get("min_temporal_size", 1),
+        min_size=min(weights.meta["min_size"]),
+        mean=tuple(preset.mean),
+        std=tuple(preset.std),
     )
+    return dataclasses.replace(spec, **measured)
 
 
 _MVIT = ("conv_proj", "+pos_encoding", "blocks.*", "+norm")
 _RESNET3D = ("stem", "layer1", "layer2", "layer3", "layer4")
 # Swin's features alternate stage, PatchMerging, ...: a merging layer closes its stage (as in the
 # original Swin's BasicLayer), so unfreezing one block never leaves half a stage frozen.
-_SWIN = ("patch_embed", "+pos_drop", *(f"{'+' * (i % 2)}features.{i}" for i in range(7)), "+norm")
+_SWIN = (
+    "patch_embed",
+    "+pos_drop",
+    "features.0",
+    "+features.1",
+    "features.2",
+    "+features.3",
+    "features.4",
+    "+features.5",
+    "features.6",
+    "+norm",
+)
 
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
@@ -140,7 +161,10 @@ class Backbone(nn.Module):
 
     def __init__(self, spec: BackboneSpec, net: nn.Module, feature_dim: int, head: str | None):
         super().__init__()
-        self.spec, self.net, self.feature_dim, self.head_name = spec, net, feature_dim, head
+        self.spec = spec
+        self.net = net
+        self.feature_dim = feature_dim
+        self.head_name = head
 
     @property
     def name(self) -> str:
@@ -173,8 +197,8 @@ class Backbone(nn.Module):
                 groups.append([self.net.get_submodule(path)])
         merged: list[list[nn.Module]] = [[]]
         for group in groups:
-            if any(True for m in merged[-1] for _ in m.parameters()):
-                merged.append([])
+            if any(list(module.parameters()) for module in merged[-1]):
+                merged.append([])  # the block so far has parameters: close it
             merged[-1] += group
         return [group[0] if len(group) == 1 else nn.ModuleList(group) for group in merged]
 
@@ -188,17 +212,23 @@ def _backbone_tensors(loaded: object, head: str | None) -> dict[str, torch.Tenso
     or under "state_dict"/"model", keyed as torchvision, a Backbone (``net.``), under a
     ``backbone.`` component (a MultiViewNet, maybe in a Lightning module) or by DDP (``module.``)."""
     for _ in range(3):  # a Lightning checkpoint nests once; allow a little more
-        if isinstance(loaded, Mapping):
-            loaded = next((loaded[k] for k in ("state_dict", "model") if k in loaded), loaded)
+        if not isinstance(loaded, Mapping):
+            break
+        for wrapper in ("state_dict", "model"):
+            if wrapper in loaded:
+                loaded = loaded[wrapper]
+                break
     if not isinstance(loaded, Mapping):
         return {}
     items = {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
     if any("backbone" in k.split(".") for k in items):
-        items = {
-            ".".join(parts[parts.index("backbone") + 1 :]): v
-            for k, v in items.items()
-            if "backbone" in (parts := k.split("."))
-        }
+        # Keep only the backbone's entries, named from after their "backbone." component.
+        inside: dict[str, torch.Tensor] = {}
+        for key, value in items.items():
+            parts = key.split(".")
+            if "backbone" in parts:
+                inside[".".join(parts[parts.index("backbone") + 1 :])] = value
+        items = inside
     for prefix in ("module.", "net."):
         if items and all(k.startswith(prefix) for k in items):
             items = {k[len(prefix) :]: v for k, v in items.items()}
@@ -239,11 +269,15 @@ def _load(backbone: Backbone, read: Callable[[], object], what: str, fix: str) -
         ],
     }
     if any(problems.values()):
-        summary = "; ".join(
-            f"{len(keys)} {kind} (e.g. {', '.join(keys[:2])}{', ...' * (len(keys) > 2)})"
-            for kind, keys in problems.items()
-            if keys
-        )
+        parts = []
+        for kind, keys in problems.items():
+            if not keys:
+                continue
+            examples = ", ".join(keys[:2])
+            if len(keys) > 2:
+                examples += ", ..."
+            parts.append(f"{len(keys)} {kind} (e.g. {examples})")
+        summary = "; ".join(parts)
         raise WeightsUnavailableError(
             f"{what} does not match backbone {backbone.name}: {summary}; expected a state dict "
             f"of {backbone.name} (with or without its classifier head, optionally under "
@@ -333,7 +367,8 @@ def build_backbone(
         read = functools.partial(torch.load, path, map_location="cpu", weights_only=True)
         _load(backbone, read, f"weights file {path}", fix)
     elif pretrained:
-        if (weights := spec.weights) is None:
+        weights = spec.weights
+        if weights is None:
             raise WeightsUnavailableError(
                 f"backbone {name} has no pretrained weights; set model.pretrained=false "
                 "or model.weights_path=/path/to/file.pth"
@@ -386,9 +421,10 @@ def check_backbone_input(cfg: DictConfig, p: Problems) -> dict[str, Any] | None:
         if problem:
             p.add("model.backbone", problem)
     spec = BACKBONES[m.backbone]
-    return {
-        key: tuple(float(v) for v in cfg.dataset[key])
-        if cfg.dataset.get(key) is not None
-        else getattr(spec, key)
-        for key in ("mean", "std")
-    }
+    normalisation: dict[str, Any] = {}
+    for key in ("mean", "std"):
+        if cfg.dataset.get(key) is not None:
+            normalisation[key] = tuple(float(v) for v in cfg.dataset[key])
+        else:
+            normalisation[key] = getattr(spec, key)
+    return normalisation

@@ -69,7 +69,8 @@ class GradualUnfreezing(Callback):
             if value not in allowed:
                 raise ValueError(f"{name} {value!r} is not one of {', '.join(allowed)}")
         for f in fields(FreezingConfig):  # the schema's ranges, for callers that skip validation
-            number, bounds = getattr(self, f.name, None), f.metadata.get("bounds")
+            number = getattr(self, f.name, None)
+            bounds = f.metadata.get("bounds")
             if bounds and number is not None and not within(number, bounds):
                 raise ValueError(f"{f.name} must be {bounds}, got {number}")
         self.unfreeze_schedule = sorted(int(e) for e in self.unfreeze_schedule)
@@ -168,7 +169,8 @@ class GradualUnfreezing(Callback):
         self.bad_epochs += 1
         if self.bad_epochs < self.patience_epochs:
             return False
-        before, self.bad_epochs = self.unfrozen_blocks, 0
+        self.bad_epochs = 0
+        before = self.unfrozen_blocks
         self.unfrozen_blocks = min(self.num_blocks, before + self.unfreeze_blocks)
         if is_global_zero:
             log.info(
@@ -220,9 +222,15 @@ class GradualUnfreezing(Callback):
             return False
         schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
         for optimizer in trainer.optimizers:
-            lrs = (self.backbone_lr_ratio_after_half, self.head_lr, self.backbone_lr)
             backbone = (p for block in self._blocks for p in block.parameters())
-            boost = boost_backbone_lr(optimizer, schedulers, backbone, *lrs)
+            boost = boost_backbone_lr(
+                optimizer,
+                schedulers,
+                backbone,
+                ratio=self.backbone_lr_ratio_after_half,
+                head_lr=self.head_lr,
+                backbone_lr=self.backbone_lr,
+            )
             if boost is not None:
                 self.boosted = True
                 if trainer.is_global_zero:
@@ -241,7 +249,9 @@ class GradualUnfreezing(Callback):
     def _trainable_fraction(self) -> float:
         sizes = [sum(p.numel() for p in block.parameters()) for block in self._blocks]
         total = sum(sizes)
-        return sum(sizes[self.num_blocks - self._trainable :]) / total if total else 1.0
+        if not total:
+            return 1.0
+        return sum(sizes[self.num_blocks - self._trainable :]) / total
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -263,21 +273,23 @@ def _set_trainable(block: nn.Module, trainable: bool) -> None:
 def build_freezing_callback(cfg: DictConfig) -> GradualUnfreezing | None:
     """The callback for the composed config; None when there is nothing to do. Without gradual
     fine-tuning but with the boost, every block trains from the start and the boost fires first."""
-    f = cfg.freezing
-    gradual = bool(f.gradual_finetuning) and f.freezing_strategy != "none"
-    if not gradual and not f.enable_backbone_lr_boost:
+    freezing = cfg.freezing
+    gradual = bool(freezing.gradual_finetuning) and freezing.freezing_strategy != "none"
+    if not gradual and not freezing.enable_backbone_lr_boost:
         return None
     rates = group_learning_rates(cfg.training)
-    keys = ("unfreeze_blocks", "patience_epochs", "min_improvement", "enable_backbone_lr_boost")
     return GradualUnfreezing(
-        strategy=f.freezing_strategy if gradual else "none",
-        unfreeze_schedule=list(f.unfreeze_schedule),
-        backbone_lr_ratio_after_half=f.backbone_lr_ratio_after_half,
+        strategy=freezing.freezing_strategy if gradual else "none",
+        unfreeze_blocks=freezing.unfreeze_blocks,
+        unfreeze_schedule=list(freezing.unfreeze_schedule),
+        patience_epochs=freezing.patience_epochs,
+        min_improvement=freezing.min_improvement,
         monitor=cfg.experiment.monitor,
         mode=cfg.experiment.mode,
+        enable_backbone_lr_boost=freezing.enable_backbone_lr_boost,
+        backbone_lr_ratio_after_half=freezing.backbone_lr_ratio_after_half,
         head_lr=rates["head"],
         backbone_lr=rates["backbone"],
-        **{key: f[key] for key in keys},
     )
 
 

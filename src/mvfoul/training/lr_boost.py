@@ -64,6 +64,7 @@ def boost_backbone_lr(
     group = optimizer.param_groups[index]
     new_base = _head_base_lr(optimizer, index, head_lr) * ratio
     schedulers = [s for s in schedulers if getattr(s, "optimizer", None) is optimizer]
+    # Those that keep a base LR for the group (plateau and none keep none).
     with_base = [s for s in schedulers if index < len(getattr(s, "base_lrs", None) or ())]
     if with_base:
         old_base = float(with_base[0].base_lrs[index])
@@ -100,7 +101,10 @@ def _backbone_group(
         return named[0]
     # An optimiser built elsewhere: the group holding the backbone's parameters.
     ids = {id(p) for p in backbone}
-    return next((i for i, g in enumerate(groups) if any(id(p) in ids for p in g["params"])), None)
+    for index, group in enumerate(groups):
+        if any(id(p) in ids for p in group["params"]):
+            return index
+    return None
 
 
 def _head_base_lr(
@@ -109,7 +113,9 @@ def _head_base_lr(
     if head_lr is not None:
         return head_lr
     others = [g for i, g in enumerate(optimizer.param_groups) if i != backbone_index]
-    named = [g for g in others if g.get("name") == HEAD_GROUP] or others
-    if not named:
+    if not others:
         raise ValueError("freezing: the LR boost needs a head param group (or head_lr)")
-    return float(named[0].get("initial_lr", named[0]["lr"]))
+    # The group named head, else the first other one.
+    named = [g for g in others if g.get("name") == HEAD_GROUP]
+    head = named[0] if named else others[0]
+    return float(head.get("initial_lr", head["lr"]))
