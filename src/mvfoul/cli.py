@@ -41,7 +41,8 @@ def _omegaconf_message(exc: BaseException) -> str | None:
     """One line for a bad value, or for an unknown key with the closest existing key of the node
     it was looked up in; None for any other error."""
     if isinstance(exc, ValidationError):
-        detail = str(exc.msg if getattr(exc, "msg", None) else exc).splitlines()[0]
+        text = str(exc.msg) if getattr(exc, "msg", None) else str(exc)
+        detail = text.splitlines()[0]
         return f"{exc.full_key or '?'}: {detail} (fix the value on the command line or in the YAML that sets it)"
     if not isinstance(exc, (ConfigKeyError, ConfigAttributeError)) or not exc.full_key:
         return None
@@ -50,7 +51,8 @@ def _omegaconf_message(exc: BaseException) -> str | None:
     keys = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
     close = difflib.get_close_matches(leaf, keys, n=1)
     if close:
-        hint = f"; did you mean {parent + '.' if parent else ''}{close[0]}?"
+        suggestion = f"{parent}.{close[0]}" if parent else close[0]
+        hint = f"; did you mean {suggestion}?"
     else:
         hint = f"; keys there: {', '.join(keys)}" if keys else ""
     where = f"'{parent}'" if parent else "the root config"
@@ -81,8 +83,10 @@ def explain(exc: BaseException) -> str | None:
         return _override_parse_message(exc)
     if isinstance(exc, ConfigCompositionException):
         cause = exc.__cause__
-        if cause is not None and (line := _omegaconf_message(cause)):
-            return line
+        if cause is not None:
+            line = _omegaconf_message(cause)
+            if line:
+                return line
         if isinstance(cause, OmegaConfBaseException):
             return f"{str(exc).splitlines()[0]} {str(cause).splitlines()[0]}"
         return _one_line(str(exc))
@@ -90,7 +94,10 @@ def explain(exc: BaseException) -> str | None:
 
 
 def _override_parse_message(exc: OverrideParseException) -> str:
-    for match in filter(None, map(_VALUE_WITH_EQUALS.match, sys.argv[1:])):
+    for word in sys.argv[1:]:
+        match = _VALUE_WITH_EQUALS.match(word)
+        if match is None:
+            continue
         key, value = match.groups()
         return (
             f"{key}: the value {value!r} holds '=', which Hydra cannot read unquoted; quote it: "

@@ -54,23 +54,32 @@ def describe(path: Path) -> str:
 def default_options(conf_dir: Path) -> dict[str, str]:
     """group -> option chosen by the root config's defaults list."""
     root = yaml.safe_load((conf_dir / "config.yaml").read_text(encoding="utf-8"))
-    entries = [e for e in root.get("defaults", []) if isinstance(e, dict)]
-    return {k: v for e in entries for k, v in e.items() if not k.startswith("override ")}
+    options = {}
+    for entry in root.get("defaults", []):
+        if not isinstance(entry, dict):
+            continue
+        for group, option in entry.items():
+            if not group.startswith("override "):
+                options[group] = option
+    return options
 
 
 def _option_lines(folder: Path, default: str | None) -> list[str]:
     options = sorted(folder.glob("*.yaml"))
-    width = max((len(p.stem) for p in options), default=0) + 2
-    return [
-        f"    {p.stem:<{width}}{'*' if p.stem == default else ' '} {describe(p)}" for p in options
-    ]
+    width = max((len(path.stem) for path in options), default=0) + 2
+    lines = []
+    for path in options:
+        mark = "*" if path.stem == default else " "
+        lines.append(f"    {path.stem:<{width}}{mark} {describe(path)}")
+    return lines
 
 
 def render_help(conf_dir: Path) -> str:
     conf_dir = Path(conf_dir)
     defaults = default_options(conf_dir)
     parts = [USAGE, "Presets (--config-name NAME)"]
-    parts += [line for f in PRESET_FOLDERS for line in _option_lines(conf_dir / f, None)]
+    for folder in PRESET_FOLDERS:
+        parts += _option_lines(conf_dir / folder, None)
     parts += ["", "Config groups (group=option; * marks the default)"]
     for group in GROUPS:
         parts += [f"  {group}", *_option_lines(conf_dir / group, defaults.get(group))]
@@ -86,7 +95,8 @@ REFERENCE_COMMAND = "python -m mvfoul.help --reference > docs/configuration.md"
 
 
 def _type_text(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
     if origin is typing.Union and type(None) in args:
         (inner,) = [a for a in args if a is not type(None)]
         return f"{_type_text(inner)} or null"
@@ -105,22 +115,27 @@ _TABLE_HEAD = ["| key | type | default | allowed | description |", "|---|---|---
 def _key_rows(schema: type, prefix: str, skip: frozenset[str] = frozenset()) -> list[str]:
     hints = typing.get_type_hints(schema)
     rows = []
-    for f in dataclasses.fields(schema):
-        if f.name in skip:
+    for field in dataclasses.fields(schema):
+        if field.name in skip:
             continue
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        if field.default is dataclasses.MISSING:
+            default = field.default_factory()  # type: ignore[misc]
+        else:
+            default = field.default
         if default == "???":
             value = "required"
         elif dataclasses.is_dataclass(default):
             value = "(below)"
         else:
             value = "`" + json.dumps(default, ensure_ascii=False).replace('"', "") + "`"
-        doc = f.metadata.get("doc", "").replace("|", "\\|")
-        choices, bounds = f.metadata.get("choices"), f.metadata.get("bounds")
-        allowed = " \\| ".join(f"`{c}`" for c in choices) if choices else (bounds or "")
-        rows.append(
-            f"| `{prefix}{f.name}` | {_type_text(hints[f.name])} | {value} | {allowed} | {doc} |"
-        )
+        doc = field.metadata.get("doc", "").replace("|", "\\|")
+        choices = field.metadata.get("choices")
+        if choices:
+            allowed = " \\| ".join(f"`{choice}`" for choice in choices)
+        else:
+            allowed = field.metadata.get("bounds") or ""
+        type_text = _type_text(hints[field.name])
+        rows.append(f"| `{prefix}{field.name}` | {type_text} | {value} | {allowed} | {doc} |")
     return rows
 
 
@@ -130,13 +145,14 @@ def _flat(values: dict[str, Any], prefix: str) -> list[str]:
         if isinstance(value, dict) and value:
             out += _flat(value, f"{prefix}{name}.")
         else:
-            out.append(f"`{prefix}{name}={json.dumps(value).replace(chr(34), '')}`")
+            shown = json.dumps(value).replace('"', "")
+            out.append(f"`{prefix}{name}={shown}`")
     return out
 
 
 def render_reference(conf_dir: Path) -> str:
     """Every key: type, default, and one-line doc, from the schemas; and what each option sets."""
-    from mvfoul import config as C
+    from mvfoul import config
 
     conf_dir = Path(conf_dir)
     defaults = default_options(conf_dir)
@@ -154,16 +170,17 @@ def render_reference(conf_dir: Path) -> str:
         for path in sorted((conf_dir / group).glob("*.yaml")):
             mark = " (default)" if path.stem == defaults.get(group) else ""
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            sets = _flat({k: v for k, v in values.items() if k != "defaults"}, f"{group}.")
+            values.pop("defaults", None)
+            sets = _flat(values, f"{group}.")
             what = f" Sets {', '.join(sets)}." if sets else ""
             lines.append(f"- `{group}={path.stem}`{mark}: {describe(path)}{what}")
-        lines += ["", *_TABLE_HEAD, *_key_rows(C.GROUP_SCHEMAS[group], f"{group}.")]
+        lines += ["", *_TABLE_HEAD, *_key_rows(config.GROUP_SCHEMAS[group], f"{group}.")]
         if group == "dataset":
             lines += ["", "With `dataset=synthetic`, the built-in dataset's generation:", ""]
-            lines += [*_TABLE_HEAD, *_key_rows(C.SyntheticConfig, "dataset.synthetic.")]
+            lines += [*_TABLE_HEAD, *_key_rows(config.SyntheticConfig, "dataset.synthetic.")]
     lines += ["", "## `evaluate_hydra.py`", "", "Every key above, plus:", "", *_TABLE_HEAD]
-    own = frozenset(f.name for f in dataclasses.fields(C.MvfoulConfig))
-    lines += _key_rows(C.EvaluateConfig, "", skip=own)
+    own = frozenset(f.name for f in dataclasses.fields(config.MvfoulConfig))
+    lines += _key_rows(config.EvaluateConfig, "", skip=own)
     return "\n".join(lines) + "\n"
 
 

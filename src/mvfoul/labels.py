@@ -150,7 +150,7 @@ def official_labels(action_class: str, offence: str, severity: str) -> OfficialL
     the evaluator drops it. ``severity_match`` comes from the untrimmed strings, as the evaluator
     compares them."""
     raw = (action_class or "", offence or "", severity or "")
-    action_class, offence, severity = (s.strip() for s in raw)
+    action_class, offence, severity = (value.strip() for value in raw)
 
     if action_class not in ACTION_CLASS_VALUES:  # "" and "Dont know" are the rules' to drop
         return f"unknown action class {action_class!r}"

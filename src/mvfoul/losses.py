@@ -45,15 +45,15 @@ def class_weights(counts: torch.Tensor, method: str, beta: float = 0.99) -> torc
     present = counts > 0
     if not present.any():
         raise ValueError("class weights need at least one labelled training sample")
-    n = counts[present]
+    sizes = counts[present]  # n_c of each present class
     if method == "effective_num":
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"effective_num_beta must be in [0, 1), got {beta}")
-        raw = (1.0 - beta) / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), n))
+        raw = (1.0 - beta) / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), sizes))
     elif method == "inverse_freq":
-        raw = 1.0 / n
+        raw = 1.0 / sizes
     elif method == "balanced":
-        raw = n.sum() / (len(n) * n)
+        raw = sizes.sum() / (len(sizes) * sizes)
     else:
         raise ValueError(
             f"class_weight_method {method!r} is not one of effective_num, inverse_freq, balanced"
@@ -189,17 +189,17 @@ def format_class_weight_table(
     lines = []
     for head in HEADS:
         lines.append(f"class weights ({head}):")
-        width = max(len(n) for n in names[head])
-        for name, n, w in zip(names[head], counts[head].tolist(), weights[head].tolist()):
-            lines.append(f"  {name:<{width}}  {n:>6d}  {w:7.3f}")
+        width = max(len(name) for name in names[head])
+        for name, count, weight in zip(names[head], counts[head].tolist(), weights[head].tolist()):
+            lines.append(f"  {name:<{width}}  {count:>6d}  {weight:7.3f}")
     return "\n".join(lines)
 
 
 @cross_key_rule("loss")
 def check_loss(cfg: DictConfig, p: Problems) -> None:
     """focal_alpha is a number or the class weights, and at least one head is trained."""
-    lo = cfg.loss
-    alpha = lo.focal_alpha
+    loss = cfg.loss
+    alpha = loss.focal_alpha
     is_number = (
         isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and math.isfinite(alpha)
     )
@@ -208,5 +208,5 @@ def check_loss(cfg: DictConfig, p: Problems) -> None:
             "loss.focal_alpha",
             f"{alpha!r} is not allowed: expected null, a number in (0, 1], or {ALPHA_CLASS_WEIGHTS}",
         )
-    if lo.severity_weight == 0 and lo.action_weight == 0:
+    if loss.severity_weight == 0 and loss.action_weight == 0:
         p.add("loss.severity_weight", "and loss.action_weight are both 0: nothing would be trained")

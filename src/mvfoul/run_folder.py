@@ -63,12 +63,13 @@ def run_records(folder: Path) -> list[str]:
 
 def sweep_records(folder: Path) -> list[str]:
     """An earlier sweep's multirun.yaml, and its job folders that hold runs."""
-    found = ["multirun.yaml"] if (folder / "multirun.yaml").is_file() else []
-    return found + [
-        f"{job.name}/"
-        for job in sorted(folder.iterdir())
-        if job.is_dir() and job.name.isdigit() and run_records(job)
-    ]
+    found = []
+    if (folder / "multirun.yaml").is_file():
+        found.append("multirun.yaml")
+    for job in sorted(folder.iterdir()):
+        if job.is_dir() and job.name.isdigit() and run_records(job):
+            found.append(f"{job.name}/")
+    return found
 
 
 def _reason(err: OSError) -> str:
@@ -160,7 +161,8 @@ def claim(config: DictConfig, dir_key: str) -> tuple[Path, bool]:
     if not created and clock_named:
         # Another run made this folder in the same second: it is not ours to join.
         for n in range(1, 10_000):
-            if _create(variant := folder.with_name(f"{folder.name}_{n}"), dir_key):
+            variant = folder.with_name(f"{folder.name}_{n}")
+            if _create(variant, dir_key):
                 break
         else:  # pragma: no cover
             raise RunFolderError(f"{dir_key}: no free name near {folder}; choose another folder")

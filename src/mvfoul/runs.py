@@ -60,7 +60,9 @@ def resume_run(run_dir: str | Path) -> int:
     cwd = _load(run_dir, "hydra.yaml")["hydra"]["runtime"].get("cwd")
     print("resuming: " + _command(args), flush=True)
     command = [sys.executable, str(PROJECT_ROOT / "train_hydra.py"), *args]
-    return subprocess.call(command, cwd=cwd if cwd and Path(cwd).is_dir() else Path.cwd())
+    if not cwd or not Path(cwd).is_dir():
+        cwd = Path.cwd()
+    return subprocess.call(command, cwd=cwd)
 
 
 def keep_run(
@@ -75,7 +77,8 @@ def keep_run(
     run_dir = Path(run_dir)
     if not name.replace("_", "").replace("-", "").isalnum():
         raise MvfoulError(f"config name {name!r}: use letters, digits, '_' or '-'")
-    taken = [d / f"{name}.yaml" for d in (PRESETS_DIR, CONF_DIR) if (d / f"{name}.yaml").is_file()]
+    candidates = (PRESETS_DIR / f"{name}.yaml", CONF_DIR / f"{name}.yaml")
+    taken = [path for path in candidates if path.is_file()]
     if taken:
         raise MvfoulError(
             f"config name {name!r} is taken by {taken[0]}: --config-name {name} would load that, "
@@ -88,12 +91,18 @@ def keep_run(
         )
     config = _load(run_dir, "config.yaml")
     choices = _load(run_dir, "hydra.yaml")["hydra"]["runtime"]["choices"]
-    defaults = ["/config", *({f"override /{g}": choices[g]} for g in GROUPS if g in choices)]
+    defaults: list[Any] = ["/config"]
+    for group in GROUPS:
+        if group in choices:
+            defaults.append({f"override /{group}": choices[group]})
+    defaults.append("_self_")
     header = (
         "# @package _global_\n"
         f"# Kept run {run_dir}: its composed config, frozen (python -m mvfoul.runs keep).\n"
     )
-    body = yaml.safe_dump({"defaults": [*defaults, "_self_"], **config}, sort_keys=False)
+    document = {"defaults": defaults}
+    document.update(config)
+    body = yaml.safe_dump(document, sort_keys=False)
     folder.mkdir(parents=True, exist_ok=True)
     atomic.write_text(target, header + body)
     return target

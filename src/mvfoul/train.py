@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from mvfoul.data.datamodule import worker_death_message
 from mvfoul.errors import DataError, DivergenceError
 from mvfoul.losses import resolve_label_smoothing
-from mvfoul.rules import ResolvedRun, validate_config, with_schema
+from mvfoul.rules import validate_config, with_schema
 from mvfoul.runtime import hydra_run_dir, quiet_library_noise
 
 log = logging.getLogger(__name__)
@@ -75,31 +75,6 @@ def apply_automatic_changes(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     return changes
 
 
-def record_input_normalisation(cfg: DictConfig, resolved: ResolvedRun) -> None:
-    """Write the normalisation the run feeds into its config (so its checkpoints carry it)."""
-    if cfg.dataset.mean is None or cfg.dataset.std is None:
-        log.info(
-            "input normalisation of %s (its weights' own): mean %s, std %s",
-            cfg.model.backbone,
-            list(resolved.mean),
-            list(resolved.std),
-        )
-    cfg.dataset.mean = list(resolved.mean)
-    cfg.dataset.std = list(resolved.std)
-
-
-def quiet_secondary_processes() -> None:
-    """Rank zero speaks: the other DDP processes log warnings and errors only."""
-    from mvfoul.run_folder import is_secondary_process
-
-    if is_secondary_process():
-        logging.getLogger().setLevel(logging.WARNING)
-
-
-# What Lightning's DDP launcher sets in the launching process's environment.
-_LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
-
-
 @contextmanager
 def ddp_children_for_this_job(world_size: int) -> Iterator[None]:
     """In a ``--multirun`` job, make Lightning's DDP launcher start this job's processes, once.
@@ -129,8 +104,11 @@ def ddp_children_for_this_job(world_size: int) -> Iterator[None]:
             keep += [word, next(words, "")]
         elif word.startswith(("--config-path=", "--config-dir=", "--config-name=")):
             keep.append(word)
-    saved_argv, saved_run_dir = sys.argv, hydra_cfg.run.dir
-    saved_env = {name: os.environ.get(name) for name in _LAUNCHER_VARIABLES}
+    saved_argv = sys.argv
+    saved_run_dir = hydra_cfg.run.dir
+    # What Lightning's DDP launcher sets in the launching process's environment.
+    launcher_variables = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+    saved_env = {name: os.environ.get(name) for name in launcher_variables}
     sys.argv = [sys.argv[0], *keep, *[str(o) for o in hydra_cfg.overrides.task]]
     with read_write(hydra_cfg):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
@@ -147,52 +125,53 @@ def ddp_children_for_this_job(world_size: int) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def leave_process_group(trainer: L.Trainer) -> None:
-    """After a DDP fit, every rank leaves the process group: rank zero then tests the best
-    checkpoint and writes the summary alone, and a new Trainer there must not wait for ranks that
-    have finished."""
-    import torch.distributed as dist
-
-    if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-        trainer.strategy.barrier("mvfoul.fit_done")
-        dist.destroy_process_group()
-
-
-def resume_setting(cfg: DictConfig) -> str | None:
-    """``experiment.resume``; ``auto`` for a SLURM job that SLURM requeued (after a preemption or
-    its time limit, see :mod:`mvfoul.training.preemption`)."""
-    from mvfoul.slurm import requeued_slurm_job
-
-    restarts = requeued_slurm_job()
-    if cfg.experiment.resume is None and restarts:
-        log.info(
-            "SLURM restarted this job (%d time(s)): continuing its run (experiment.resume=auto)",
-            restarts,
-        )
-        return "auto"
-    return cfg.experiment.resume
-
-
 def train(cfg: DictConfig) -> float | None:
     """Validate ``cfg``, train, and return the best value of ``experiment.monitor``."""
+    from mvfoul.run_folder import is_secondary_process
+    from mvfoul.slurm import requeued_slurm_job
+
     started = time.monotonic()
-    quiet_secondary_processes()
+    if is_secondary_process():
+        # Rank zero speaks: the other DDP processes log warnings and errors only.
+        logging.getLogger().setLevel(logging.WARNING)
     cfg = with_schema(cfg)
     resolved = validate_config(cfg)
 
     # Imported after validation so that a bad config fails before the heavy imports.
+    import torch.distributed as dist
+
     from mvfoul.data.datamodule import MultiViewDataModule
+    from mvfoul.training.checkpoints import BEST_LINK, CHECKPOINTS_DIR, LAST_NAME, evaluate_command
     from mvfoul.training.module import MultiViewFoulModule
     from mvfoul.training.resume import check_resumed_config, resolve_resume
-    from mvfoul.training.summary import EpochHistory
+    from mvfoul.training.summary import EpochHistory, write_summary
     from mvfoul.training.trainer import build_loggers, build_trainer
 
     quiet_library_noise()
     run_dir = hydra_run_dir()
-    resume = resolve_resume(resume_setting(cfg), run_dir)
+    # A SLURM job that SLURM requeued (after a preemption or its time limit, see
+    # mvfoul.training.preemption) continues its run unless experiment.resume says otherwise.
+    resume_value = cfg.experiment.resume
+    restarts = requeued_slurm_job()
+    if resume_value is None and restarts:
+        log.info(
+            "SLURM restarted this job (%d time(s)): continuing its run (experiment.resume=auto)",
+            restarts,
+        )
+        resume_value = "auto"
+    resume = resolve_resume(resume_value, run_dir)
     L.seed_everything(cfg.system.seed, workers=True, verbose=False)
     changes = apply_automatic_changes(cfg)
-    record_input_normalisation(cfg, resolved)
+    # The normalisation the run feeds goes into its config, so its checkpoints carry it.
+    if cfg.dataset.mean is None or cfg.dataset.std is None:
+        log.info(
+            "input normalisation of %s (its weights' own): mean %s, std %s",
+            cfg.model.backbone,
+            list(resolved.mean),
+            list(resolved.std),
+        )
+    cfg.dataset.mean = list(resolved.mean)
+    cfg.dataset.std = list(resolved.std)
     # The checkpoint carries the effective config: what the model was really trained with.
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     if resume is not None:
@@ -222,113 +201,41 @@ def train(cfg: DictConfig) -> float | None:
                 weights_only=True,
             )
             fit_time = time.monotonic() - fit_started
-            leave_process_group(trainer)
+            # Every rank leaves the process group: rank zero then tests the best checkpoint and
+            # writes the summary alone, and a new Trainer there must not wait for finished ranks.
+            if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+                trainer.strategy.barrier("mvfoul.fit_done")
+                dist.destroy_process_group()
     except DivergenceError as err:
         if trainer.is_global_zero:
-            _write_stopped_summary(cfg, run_dir, history, changes, started, str(err), resume)
+            summary = _summary(cfg, run_dir, history, changes, resume, status="diverged")
+            summary["stopped"] = str(err)
+            # The ranked checkpoints (if any) predate the divergence: they hold finite weights.
+            summary["training_curves"] = _plot_curves(cfg, run_dir, history)
+            summary["wall_time_s"] = round(time.monotonic() - started, 1)
+            write_summary(run_dir / "summary.json", summary)
         raise
     except RuntimeError as err:
         message = worker_death_message(err, cfg.dataset.num_workers)
         if message is None:
             raise
         raise DataError(message) from None
-    return _finish(
-        cfg,
-        resolved,
-        run_dir,
-        trainer,
-        module,
-        datamodule,
-        history,
-        changes,
-        started,
-        resume,
-        fit_time,
-    )
-
-
-def _base_summary(
-    cfg: DictConfig, run_dir: Path, history: Any, changes: dict, resume: Any
-) -> dict[str, Any]:
-    from mvfoul.training.summary import git_commit
-
-    best_epoch, best_value = history.best(cfg.experiment.monitor, cfg.experiment.mode)
-    return {
-        "experiment": cfg.experiment.name,
-        "run_dir": str(run_dir),
-        "monitor": cfg.experiment.monitor,
-        "mode": cfg.experiment.mode,
-        "best": {"value": best_value, "epoch": best_epoch, "checkpoint": None},
-        "epochs_completed": len(history.epochs),
-        "history": {str(e): m for e, m in sorted(history.epochs.items())},
-        "effective": changes,
-        "resumed_from": None
-        if resume is None
-        else {"checkpoint": str(resume.path), "epochs_done": resume.epoch},
-        **git_commit(),
-    }
-
-
-def _write_stopped_summary(
-    cfg: DictConfig,
-    run_dir: Path,
-    history: Any,
-    changes: dict,
-    started: float,
-    reason: str,
-    resume: Any,
-) -> None:
-    """summary.json of a run the divergence guard stopped: why, and the epochs before it."""
-    from mvfoul.training.summary import plot_training_curves, write_summary
-
-    summary = _base_summary(cfg, run_dir, history, changes, resume)
-    summary["status"] = "diverged"
-    summary["stopped"] = reason
-    # The ranked checkpoints (if any) predate the divergence: they hold finite weights.
-    curves = plot_training_curves(
-        history.epochs, run_dir / "training_curves.png", f"{cfg.experiment.name}: {run_dir.name}"
-    )
-    summary["training_curves"] = str(curves) if curves else None
-    summary["wall_time_s"] = round(time.monotonic() - started, 1)
-    write_summary(run_dir / "summary.json", summary)
-
-
-def _finish(
-    cfg: DictConfig,
-    resolved: ResolvedRun,
-    run_dir: Path,
-    trainer: L.Trainer,
-    module: Any,
-    datamodule: Any,
-    history: Any,
-    changes: dict,
-    started: float,
-    resume: Any,
-    fit_time: float,
-) -> float | None:
-    from mvfoul.training.checkpoints import BEST_LINK, CHECKPOINTS_DIR, LAST_NAME, evaluate_command
-    from mvfoul.training.summary import plot_training_curves, write_summary
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    checkpoint = trainer.checkpoint_callback
     _, best_value = history.best(cfg.experiment.monitor, cfg.experiment.mode)
-    best_path = getattr(checkpoint, "best_model_path", "") or ""
+    if not trainer.is_global_zero:
+        return best_value
+    best_path = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
     if best_path and not Path(best_path).is_file():
         best_path = ""
     last = run_dir / CHECKPOINTS_DIR / LAST_NAME
-    if not trainer.is_global_zero:
-        return best_value
-    summary = _base_summary(cfg, run_dir, history, changes, resume)
-    summary["status"] = "completed"
+    summary = _summary(cfg, run_dir, history, changes, resume, status="completed")
     summary["best"]["checkpoint"] = best_path or None
     summary["best_link"] = str(run_dir / CHECKPOINTS_DIR / BEST_LINK) if best_path else None
     summary["evaluate_command"] = evaluate_command(best_path) if best_path else None
     summary["last_checkpoint"] = str(last) if last.is_file() else None
     summary["final_metrics"] = metrics
-    curves = plot_training_curves(
-        history.epochs, run_dir / "training_curves.png", f"{cfg.experiment.name}: {run_dir.name}"
-    )
-    summary["training_curves"] = str(curves) if curves else None
+    summary["training_curves"] = _plot_curves(cfg, run_dir, history)
     if (
         cfg.experiment.test_after_fit
         and not cfg.experiment.fast_dev_run
@@ -340,6 +247,39 @@ def _finish(
     write_summary(run_dir / "summary.json", summary)
     print_summary(metrics, best_path, best_value, cfg.experiment.monitor, summary["wall_time_s"])
     return best_value
+
+
+def _summary(
+    cfg: DictConfig, run_dir: Path, history: Any, changes: dict, resume: Any, status: str
+) -> dict[str, Any]:
+    """The part of summary.json a completed and a diverged run share."""
+    from mvfoul.training.summary import git_commit
+
+    best_epoch, best_value = history.best(cfg.experiment.monitor, cfg.experiment.mode)
+    summary = {
+        "experiment": cfg.experiment.name,
+        "run_dir": str(run_dir),
+        "monitor": cfg.experiment.monitor,
+        "mode": cfg.experiment.mode,
+        "best": {"value": best_value, "epoch": best_epoch, "checkpoint": None},
+        "epochs_completed": len(history.epochs),
+        "history": {str(e): m for e, m in sorted(history.epochs.items())},
+        "effective": changes,
+        "resumed_from": None,
+    }
+    if resume is not None:
+        summary["resumed_from"] = {"checkpoint": str(resume.path), "epochs_done": resume.epoch}
+    summary.update(git_commit())
+    summary["status"] = status
+    return summary
+
+
+def _plot_curves(cfg: DictConfig, run_dir: Path, history: Any) -> str | None:
+    from mvfoul.training.summary import plot_training_curves
+
+    title = f"{cfg.experiment.name}: {run_dir.name}"
+    curves = plot_training_curves(history.epochs, run_dir / "training_curves.png", title)
+    return str(curves) if curves else None
 
 
 def test_best_model(

@@ -93,7 +93,12 @@ def find_split_dir(data_dir: str | Path, split: str) -> Path:
             f"{data_dir} has several folders for the {split!r} split ({', '.join(matches)}); "
             f"keep only one"
         )
-    shown = ", ".join(entries[:10]) + (", ..." if len(entries) > 10 else "") or "nothing"
+    if not entries:
+        shown = "nothing"
+    elif len(entries) > 10:
+        shown = ", ".join(entries[:10]) + ", ..."
+    else:
+        shown = ", ".join(entries)
     raise DataError(
         f"no {expected}/ folder (any capitalisation) in {data_dir}; found: {shown}. "
         f"Point dataset.data_dir at the folder holding Train/Valid/Test/Chall"
@@ -224,10 +229,13 @@ def _url_to_path(split_dir: Path, url: str) -> Path:
 def _numbered(
     folder: Path, pattern: re.Pattern[str], kind: Callable[[Path], bool]
 ) -> list[tuple[int, Path]]:
+    numbered = []
+    for path in folder.iterdir():
+        match = pattern.match(path.name)
+        if match and kind(path):
+            numbered.append((int(match[1]), path))
     # By number, not name: action_10 after action_9.
-    return sorted(
-        (int(m[1]), p) for p in folder.iterdir() if (m := pattern.match(p.name)) and kind(p)
-    )
+    return sorted(numbered)
 
 
 def _read_action_folders(split_dir: Path) -> tuple[list[Action], SplitReport]:

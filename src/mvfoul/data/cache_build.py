@@ -98,9 +98,12 @@ def build_cache(
         for future in as_completed(futures):
             try:
                 cached, repaired = future.result()
-                report.present += cached
-                report.new += not cached
-                report.repaired += repaired
+                if cached:
+                    report.present += 1
+                else:
+                    report.new += 1
+                if repaired:
+                    report.repaired += 1
             except DataError as err:
                 report.unreadable.append(str(err))
             bar.advance(task)

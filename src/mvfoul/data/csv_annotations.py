@@ -41,7 +41,8 @@ def read_csv_annotations(
 ) -> tuple[list[ann.Action], ann.SplitReport]:
     """What :func:`~mvfoul.data.annotations.read_soccernet_split` gives, for a CSV file whose clip
     paths are under ``data_dir`` (the report's ``split_dir`` is the CSV file)."""
-    csv_path, data_dir = Path(csv_path).expanduser(), Path(data_dir).expanduser()
+    csv_path = Path(csv_path).expanduser()
+    data_dir = Path(data_dir).expanduser()
     rows = parse_csv_rows(csv_path, labelled)
     if not data_dir.is_dir():
         raise DataError(
@@ -148,7 +149,8 @@ def label_problem(labels: Sequence[str]) -> tuple[str, str] | None:
 def parse_csv_rows(csv_path: Path, labelled: bool | None) -> list[_Row]:
     """Every data row, validated; ``labelled=None`` reads the labels when the columns exist."""
     records = _records(csv_path)
-    if (header := next(records, None)) is None:
+    header = next(records, None)
+    if header is None:
         raise DataError(
             f"CSV annotations {csv_path} is empty; expected a header line "
             f"({', '.join(CSV_COLUMNS)}) and one row per action"
@@ -204,7 +206,8 @@ def split_to_csv(
 ) -> tuple[int, int, int]:
     """Every action of ``split_dir/annotations.json`` as a CSV row (label columns only when every
     action has them) to ``out_csv``. Returns (rows, clips, clips missing on disk)."""
-    split_dir, out_csv = Path(split_dir).expanduser(), Path(out_csv).expanduser()
+    split_dir = Path(split_dir).expanduser()
+    out_csv = Path(out_csv).expanduser()
     if not split_dir.is_dir():
         raise DataError(f"split folder {split_dir} does not exist; give a folder like data/Train")
     source = split_dir / ann.ANNOTATIONS_FILE
@@ -251,7 +254,8 @@ def csv_to_split(
     """Write ``out_split_dir/annotations.json`` (SoccerNet layout) from a CSV whose clip paths are
     relative to ``data_dir``; label fields when the CSV has label columns. Returns (actions,
     clips, clips missing on disk)."""
-    csv_path, data_dir = Path(csv_path).expanduser(), Path(data_dir).expanduser()
+    csv_path = Path(csv_path).expanduser()
+    data_dir = Path(data_dir).expanduser()
     out_split_dir = Path(out_split_dir).expanduser()
     rows = parse_csv_rows(csv_path, labelled=None)
     try:
@@ -281,9 +285,15 @@ def csv_to_split(
                     f"({out_split_dir}), so this CSV cannot be written as one"
                 )
             urls.append({"Url": f"Dataset/{match[1]}"})
-        actions[row.action_id] = {**dict(zip(ann.LABEL_FIELDS, row.labels or ())), "Clips": urls}
-    header = {"Set": split_rel.parts[-1].lower(), "Number of actions": len(actions)}
-    text = json.dumps({**header, "Actions": actions}, indent=4) + "\n"
+        entry: dict = dict(zip(ann.LABEL_FIELDS, row.labels)) if row.labels else {}
+        entry["Clips"] = urls
+        actions[row.action_id] = entry
+    document = {
+        "Set": split_rel.parts[-1].lower(),
+        "Number of actions": len(actions),
+        "Actions": actions,
+    }
+    text = json.dumps(document, indent=4) + "\n"
     write_atomically(out_split_dir / ann.ANNOTATIONS_FILE, text, overwrite)
     clips = [data_dir / clip for row in rows for clip in row.clips]
     return len(actions), len(clips), sum(not clip.is_file() for clip in clips)

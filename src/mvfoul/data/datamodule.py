@@ -73,23 +73,29 @@ class MultiViewDataModule(L.LightningDataModule):
 
     def clip_loader(self) -> ClipLoader:
         """Path -> prepared frames (decoded, resized; through the frame cache when configured)."""
-        d = self.cfg
         return ClipLoader(
             self.frame_indices,
             self._transform_config().effective_resize_size,
-            decoder=resolve_decoder(d.decoder),
-            cache_dir=d.cache_dir,
+            decoder=resolve_decoder(self.cfg.decoder),
+            cache_dir=self.cfg.cache_dir,
         )
 
     def _transform_config(self) -> ClipTransformConfig:
-        d = self.cfg
+        keys = (
+            "frame_size",
+            "resize_size",
+            "augment",
+            "hflip_prob",
+            "crop_scale_min",
+            "color_jitter",
+        )
+        settings: dict[str, Any] = {key: self.cfg[key] for key in keys}
         # train_hydra.py and evaluate_hydra.py fill mean/std with the backbone's own (or the
         # checkpoint's record); bare configs fall back to the R3D statistics.
-        normalisation: dict[str, Any] = {
-            key: tuple(d[key]) for key in ("mean", "std") if d.get(key) is not None
-        }
-        keys = "frame_size resize_size augment hflip_prob crop_scale_min color_jitter".split()
-        return ClipTransformConfig(**normalisation, **{key: d[key] for key in keys})
+        for key in ("mean", "std"):
+            if self.cfg.get(key) is not None:
+                settings[key] = tuple(self.cfg[key])
+        return ClipTransformConfig(**settings)
 
     def _csv_path(self, split: str) -> Path | None:
         """The split's CSV annotations when ``dataset.<split>_csv`` is set."""
@@ -147,21 +153,21 @@ class MultiViewDataModule(L.LightningDataModule):
     def _build_sampler(self) -> ClassBalancedSampler | EpochShuffleSampler:
         """Class-balanced or a uniform shuffle, both drawn from ``(seed, epoch)`` alone, so a
         resumed run draws exactly what the uninterrupted run would have."""
-        s = self.sampling
-        if s is None or not s.use_class_balanced_sampler:
+        sampling = self.sampling
+        if sampling is None or not sampling.use_class_balanced_sampler:
             return EpochShuffleSampler(len(self.datasets["train"]), seed=self.seed)
         labels = self.train_labels()
         class_ids, names = task_class_ids(
-            s.balance_task, labels["offence_severity"], labels["action"]
+            sampling.balance_task, labels["offence_severity"], labels["action"]
         )
         return ClassBalancedSampler(
             class_ids,
             num_classes=len(names),
-            oversample_factor=s.oversample_factor,
-            progressive=s.progressive_class_balancing,
-            start_epoch=s.progressive_start_epoch,
-            end_epoch=s.progressive_end_epoch,
-            num_samples=s.samples_per_epoch,
+            oversample_factor=sampling.oversample_factor,
+            progressive=sampling.progressive_class_balancing,
+            start_epoch=sampling.progressive_start_epoch,
+            end_epoch=sampling.progressive_end_epoch,
+            num_samples=sampling.samples_per_epoch,
             seed=self.seed,
         )
 
@@ -175,10 +181,14 @@ class MultiViewDataModule(L.LightningDataModule):
         return {head: [getattr(label, head) for label in labels] for head in HEADS}
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        d = self.cfg
-        batch_size = d.batch_size if train or d.eval_batch_size is None else d.eval_batch_size
+        dataset = self.cfg
+        batch_size = dataset.batch_size
+        if not train and dataset.eval_batch_size is not None:
+            batch_size = dataset.eval_batch_size
         trainer = self.trainer
-        rank, world_size = (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+        rank, world_size = 0, 1
+        if trainer is not None:
+            rank, world_size = trainer.global_rank, trainer.world_size
         sampler: Sampler | None = None
         if train:
             assert self.train_sampler is not None, "setup('fit') builds the training sampler"
@@ -189,16 +199,16 @@ class MultiViewDataModule(L.LightningDataModule):
             sampler = EvaluationShare(len(self.datasets[split]), rank, world_size)
         # Pin only for a CUDA trainer: a CPU run on a GPU machine gains nothing from it.
         on_gpu = trainer is not None and trainer.strategy.root_device.type == "cuda"
-        workers = d.num_workers
+        workers = dataset.num_workers
         return DataLoader(
             self.datasets[split],
             batch_size=batch_size,
             sampler=sampler,
             num_workers=workers,
             collate_fn=collate_views,
-            pin_memory=on_gpu if d.pin_memory is None else d.pin_memory,
-            persistent_workers=d.persistent_workers and workers > 0,
-            prefetch_factor=d.prefetch_factor if workers > 0 else None,
+            pin_memory=on_gpu if dataset.pin_memory is None else dataset.pin_memory,
+            persistent_workers=dataset.persistent_workers and workers > 0,
+            prefetch_factor=dataset.prefetch_factor if workers > 0 else None,
             # No worker_init_fn: training samples carry their own seeds (mvfoul.data.sampling.Draw),
             # and Lightning's own worker seeding (rank-aware) covers anything else.
         )
@@ -237,10 +247,10 @@ def worker_death_message(err: BaseException, num_workers: int) -> str | None:
 @cross_key_rule("dataset")
 def check_data_location(cfg: DictConfig, p: Problems) -> None:
     """The real dataset's folder, and any CSV annotation files, exist."""
-    d = cfg.dataset
-    if d.name != "mvfouls":
+    dataset = cfg.dataset
+    if dataset.name != "mvfouls":
         return
-    if OmegaConf.is_missing(d, "data_dir") or d.data_dir in (None, ""):
+    if OmegaConf.is_missing(dataset, "data_dir") or dataset.data_dir in (None, ""):
         p.add(
             "dataset.data_dir",
             "missing (the folder with Train/ Valid/ Test/): "
@@ -248,16 +258,16 @@ def check_data_location(cfg: DictConfig, p: Problems) -> None:
             "or try the built-in dataset with `python train_hydra.py --config-name quick_test`",
         )
         return
-    data_dir = Path(d.data_dir).expanduser()
+    data_dir = Path(dataset.data_dir).expanduser()
     if not data_dir.is_dir():
         p.add(
             "dataset.data_dir",
-            f"{d.data_dir!r} is not a folder: point it at the folder holding Train/ Valid/ Test/",
+            f"{dataset.data_dir!r} is not a folder: point it at the folder holding Train/ Valid/ Test/",
         )
         return
     for key in SPLIT_CSV_KEYS.values():
-        if d[key] is not None and not (data_dir / Path(d[key]).expanduser()).is_file():
+        if dataset[key] is not None and not (data_dir / Path(dataset[key]).expanduser()).is_file():
             p.add(
                 f"dataset.{key}",
-                f"{d[key]!r} is not a file (relative paths start at dataset.data_dir)",
+                f"{dataset[key]!r} is not a file (relative paths start at dataset.data_dir)",
             )

@@ -69,14 +69,15 @@ class MultiViewClipDataset(Dataset):
 
     def _load(self, index: int) -> dict[str, Any]:
         action = self.actions[index]
-        n, k = len(action.clips), self.views_per_sample
-        order = list(range(n))
-        if k is not None and n > k:
-            drawn = torch.randperm(n).tolist()
+        num_views = len(action.clips)
+        per_sample = self.views_per_sample
+        order = list(range(num_views))
+        if per_sample is not None and num_views > per_sample:
+            drawn = torch.randperm(num_views).tolist()
             # The drawn views keep the annotation order (the main camera first); the rest are
             # the replacements, in random order.
-            order = sorted(drawn[:k]) + drawn[k:]
-        wanted = n if k is None else min(k, n)
+            order = sorted(drawn[:per_sample]) + drawn[per_sample:]
+        wanted = num_views if per_sample is None else min(per_sample, num_views)
         clips: list[torch.Tensor] = []
         report: dict[str, Any] = {"action_id": action.action_id, "faults": [], "cache_repairs": []}
         num_padded = 0
@@ -96,13 +97,12 @@ class MultiViewClipDataset(Dataset):
             clips.append(self.transform(loaded.frames))
         if not clips:
             return {"dropped": True, **report}
-        labels = action.labels
-        return {
-            "video": torch.stack(clips),  # [V, C, T, H, W]
-            **{key: UNLABELLED if labels is None else getattr(labels, key) for key in LABEL_KEYS},
-            "num_padded_frames": num_padded,
-            **report,
-        }
+        sample: dict[str, Any] = {"video": torch.stack(clips)}  # [V, C, T, H, W]
+        for key in LABEL_KEYS:
+            sample[key] = UNLABELLED if action.labels is None else getattr(action.labels, key)
+        sample["num_padded_frames"] = num_padded
+        sample.update(report)
+        return sample
 
 
 def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -125,13 +125,12 @@ def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
     view_mask = pad_sequence(
         [torch.ones(len(v), dtype=torch.bool) for v in views], batch_first=True
     )
-    return {
+    batch: dict[str, Any] = {
         "video": video,  # [B, Vmax, C, T, H, W]
         "view_mask": view_mask,  # [B, Vmax]
-        **{
-            key: torch.tensor([s[key] for s in samples], dtype=torch.long)
-            for key in (*LABEL_KEYS, "num_padded_frames")
-        },
-        "action_id": [s["action_id"] for s in samples],
-        **report,
     }
+    for key in (*LABEL_KEYS, "num_padded_frames"):
+        batch[key] = torch.tensor([s[key] for s in samples], dtype=torch.long)
+    batch["action_id"] = [s["action_id"] for s in samples]
+    batch.update(report)
+    return batch

@@ -170,7 +170,8 @@ class _EpochSampler(Sampler[Draw]):
         order, samples = np.random.SeedSequence([self.seed % 2**64, self.epoch % 2**64]).spawn(2)
         indices = self._indices(np.random.default_rng(order), self.epoch)
         seeds = samples.generate_state(indices.size, dtype=np.uint64) & np.uint64(2**63 - 1)
-        return iter(list(map(Draw, indices.tolist(), seeds.tolist())))
+        draws = [Draw(index, seed) for index, seed in zip(indices.tolist(), seeds.tolist())]
+        return iter(draws)
 
 
 class ClassBalancedSampler(_EpochSampler):
@@ -259,9 +260,10 @@ def _check_range(ids: np.ndarray, num_classes: int, what: str) -> None:
 
 @cross_key_rule("sampling")
 def check_progressive_ramp(cfg: DictConfig, p: Problems) -> None:
-    s = cfg.sampling
-    if s.progressive_end_epoch < s.progressive_start_epoch:
+    sampling = cfg.sampling
+    if sampling.progressive_end_epoch < sampling.progressive_start_epoch:
         p.add(
             "sampling.progressive_end_epoch",
-            f"{s.progressive_end_epoch} is before sampling.progressive_start_epoch ({s.progressive_start_epoch})",
+            f"{sampling.progressive_end_epoch} is before sampling.progressive_start_epoch "
+            f"({sampling.progressive_start_epoch})",
         )

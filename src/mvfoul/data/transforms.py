@@ -94,19 +94,18 @@ def build_clip_transform(
 @cross_key_rule("dataset")
 def check_input_shape(cfg: DictConfig, p: Problems) -> None:
     """The crop fits inside the resize, and normalisation has one value per RGB channel."""
-    d = cfg.dataset
-    if d.resize_size is not None:
+    dataset = cfg.dataset
+    if dataset.resize_size is not None:
         p.check(
-            d.resize_size >= d.frame_size,
+            dataset.resize_size >= dataset.frame_size,
             "dataset.resize_size",
-            d.resize_size,
-            f">= dataset.frame_size ({d.frame_size}) or null",
+            dataset.resize_size,
+            f">= dataset.frame_size ({dataset.frame_size}) or null",
         )
     for key in ("mean", "std"):
-        values = d.get(key)
+        values = dataset.get(key)
         if values is not None and (len(values) != 3 or (key == "std" and min(values) <= 0)):
-            p.add(
-                f"dataset.{key}",
-                f"{list(values)} is not allowed: expected null (the backbone's own) or 3 per-channel values (RGB)"
-                + (", each > 0" if key == "std" else ""),
-            )
+            expected = "null (the backbone's own) or 3 per-channel values (RGB)"
+            if key == "std":
+                expected += ", each > 0"
+            p.add(f"dataset.{key}", f"{list(values)} is not allowed: expected {expected}")

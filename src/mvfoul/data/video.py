@@ -83,7 +83,9 @@ def _torchcodec_problem() -> str | None:
     try:
         from torchcodec.decoders import VideoDecoder  # noqa: F401
     except Exception as err:  # noqa: BLE001 - any failure means "not usable", with its reason
-        return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        lines = str(err).strip().splitlines()
+        first_line = lines[0] if lines else type(err).__name__
+        return first_line[:200]
     return None
 
 
@@ -130,10 +132,14 @@ def _decode_window_seeking(
     decoding error. Unchecked (it would take a full decode): that frame 0 is the frame at the
     stream's start time; it is on every real clip the tests decode.
     """
-    rate, time_base, start = stream.average_rate, stream.time_base, stream.start_time
+    rate = stream.average_rate
+    time_base = stream.time_base
+    start = stream.start_time
     if not rate or not time_base or start is None:
         return None
-    needed, first, last = set(wanted), min(wanted), max(wanted)
+    needed = set(wanted)
+    first = min(wanted)
+    last = max(wanted)
 
     def index_of(pts: int) -> int:
         return round((pts - start) * time_base * rate)
@@ -166,7 +172,8 @@ def _decode_window_seeking(
 
 def _decode_from_start(path: Path, wanted: list[int]) -> DecodedClip:
     """Decode from frame 0, counting frames, up to the last needed one; pads a short clip."""
-    needed, last_needed = set(wanted), max(wanted)
+    needed = set(wanted)
+    last_needed = max(wanted)
     to_rgb = VideoReformatter()
     kept: dict[int, np.ndarray] = {}
     last_frame = None
@@ -260,7 +267,10 @@ def _open_video(path: Path) -> Iterator[tuple[av.container.InputContainer, av.Vi
 
 def _ffmpeg_error(path: Path, err: Exception, opening: bool = False) -> DataError:
     """FFmpeg's own words, without the file name and torchcodec's source location prefix."""
-    reason = getattr(err, "strerror", None) or (str(err).strip().splitlines() or [""])[0]
+    reason = getattr(err, "strerror", None)
+    if not reason:
+        lines = str(err).strip().splitlines()
+        reason = lines[0] if lines else ""
     if str(path) in reason:
         reason = reason.split(str(path), 1)[1].strip(" :,")
     reason = reason or type(err).__name__
@@ -284,39 +294,40 @@ def _check_complete(path: Path, listed: int, decoded: int) -> None:
 
 def configured_window(dataset: DictConfig) -> tuple[int, ...] | None:
     """The frame indices ``dataset``'s window reads, or None while the window is invalid."""
-    d = dataset
-    if not (d.end_frame > d.start_frame and 0 < d.fps <= d.clip_fps):
+    if not (dataset.end_frame > dataset.start_frame and 0 < dataset.fps <= dataset.clip_fps):
         return None
-    return tuple(window_frame_indices(d.start_frame, d.end_frame, d.fps, d.clip_fps))
+    return tuple(
+        window_frame_indices(dataset.start_frame, dataset.end_frame, dataset.fps, dataset.clip_fps)
+    )
 
 
 @cross_key_rule("dataset")
 def check_clip_window(cfg: DictConfig, p: Problems) -> dict[str, Any] | None:
     """The decoder is installed, and the window (start, end, fps) reads at least one frame;
     derives the frame indices every clip is read at."""
-    d = cfg.dataset
-    if d.decoder == "torchcodec":
+    dataset = cfg.dataset
+    if dataset.decoder == "torchcodec":
         try:
-            resolve_decoder(d.decoder)
+            resolve_decoder(dataset.decoder)
         except ConfigError as err:
             p.items.extend(err.problems)
-    if d.end_frame <= d.start_frame:
+    if dataset.end_frame <= dataset.start_frame:
         p.add(
             "dataset.end_frame",
-            f"{d.end_frame} must be greater than dataset.start_frame ({d.start_frame})",
+            f"{dataset.end_frame} must be greater than dataset.start_frame ({dataset.start_frame})",
         )
-    if not 0 < d.fps <= d.clip_fps:
+    if not 0 < dataset.fps <= dataset.clip_fps:
         p.add(
             "dataset.fps",
-            f"{d.fps!r} is out of range: expected in (0, dataset.clip_fps={d.clip_fps}]",
+            f"{dataset.fps!r} is out of range: expected in (0, dataset.clip_fps={dataset.clip_fps}]",
         )
-    indices = configured_window(d)
+    indices = configured_window(dataset)
     if indices is None:
         return None
-    if d.num_frames is not None and d.num_frames != len(indices):
+    if dataset.num_frames is not None and dataset.num_frames != len(indices):
         p.add(
             "dataset.num_frames",
-            f"{d.num_frames} disagrees with the window (start_frame={d.start_frame}, end_frame={d.end_frame}, "
-            f"fps={d.fps} give {len(indices)} frames): set dataset.num_frames=null to derive it, or change the window",
+            f"{dataset.num_frames} disagrees with the window (start_frame={dataset.start_frame}, end_frame={dataset.end_frame}, "
+            f"fps={dataset.fps} give {len(indices)} frames): set dataset.num_frames=null to derive it, or change the window",
         )
     return {"frame_indices": indices}

@@ -47,27 +47,39 @@ class EvaluationResult:
         head = f"{self.split}: {self.num_actions} actions predicted -> {self.predictions_path}"
         if self.metrics is None:
             return head + " (no labels: no metrics)"
-        m = {
-            k: "n/a (class absent)" if math.isnan(v) else f"{v:.2f}"
-            for k, v in self.metrics.items()
+        shown = {
+            key: "n/a (class absent)" if math.isnan(value) else f"{value:.2f}"
+            for key, value in self.metrics.items()
         }
         return (
-            f"{head}; leaderboard {m['leaderboard_value']} (offence+severity: acc {m['accuracy_offence_severity']}, "
-            f"balanced {m['balanced_accuracy_offence_severity']}; action: acc {m['accuracy_action']}, "
-            f"balanced {m['balanced_accuracy_action']})"
+            f"{head}; leaderboard {shown['leaderboard_value']} (offence+severity: acc {shown['accuracy_offence_severity']}, "
+            f"balanced {shown['balanced_accuracy_offence_severity']}; action: acc {shown['accuracy_action']}, "
+            f"balanced {shown['balanced_accuracy_action']})"
         )
 
 
 # Keys a checkpoint's config must hold: they decide the network and the input it was trained on,
 # so a default in their place would build another model or feed another input.
 REQUIRED_CONFIG_KEYS = (
-    *("model.backbone", "model.pooling", "model.shared_dim"),
-    *("dataset.start_frame", "dataset.end_frame", "dataset.fps", "dataset.frame_size"),
+    "model.backbone",
+    "model.pooling",
+    "model.shared_dim",
+    "dataset.start_frame",
+    "dataset.end_frame",
+    "dataset.fps",
+    "dataset.frame_size",
 )
 # Overrides that change the input the network sees: allowed (a user may know better), warned about.
 INPUT_KEYS = (
-    *("dataset.frame_size", "dataset.resize_size", "dataset.start_frame", "dataset.end_frame"),
-    *("dataset.fps", "dataset.clip_fps", "dataset.num_frames", "dataset.mean", "dataset.std"),
+    "dataset.frame_size",
+    "dataset.resize_size",
+    "dataset.start_frame",
+    "dataset.end_frame",
+    "dataset.fps",
+    "dataset.clip_fps",
+    "dataset.num_frames",
+    "dataset.mean",
+    "dataset.std",
 )
 
 
@@ -146,10 +158,11 @@ def evaluate_checkpoint(
         raise DataError(message) from None
     ids = [i for out in outputs for i in out["action_id"]]
     dropped = [i for out in outputs for i in out["dropped_action_ids"]]
-    classes = {
-        head: [c for out in outputs if out["action_id"] for c in out[head].argmax(dim=1).tolist()]
-        for head in HEADS
-    }
+    classes: dict[str, list[int]] = {head: [] for head in HEADS}
+    for out in outputs:
+        if out["action_id"]:  # a batch whose actions were all dropped holds no probabilities
+            for head in HEADS:
+                classes[head] += out[head].argmax(dim=1).tolist()
     if dropped:
         log.warning(
             "%s: %d action(s) had no readable view and get no prediction (counted wrong): %s",
@@ -157,7 +170,10 @@ def evaluate_checkpoint(
             len(dropped),
             ", ".join(dropped[:10]),
         )
-    predictions = dict(zip(ids, zip(classes["offence_severity"], classes["action"])))
+    predictions = {
+        action_id: (severity, action)
+        for action_id, severity, action in zip(ids, classes["offence_severity"], classes["action"])
+    }
     predictions_path = out_dir / f"predictions_{split}.json"
     write_predictions(predictions_path, predictions, split)
     result = EvaluationResult(split, len(ids), predictions_path, files=[predictions_path])
@@ -166,11 +182,17 @@ def evaluate_checkpoint(
         result.metrics = evaluate_files(ground_truth, predictions_path)
         metrics_path = out_dir / f"metrics_{split}.json"
         # Strict JSON: a balanced accuracy that is NaN (a class absent from the split) is null.
-        about = {"split": split, "ground_truth": str(ground_truth), "num_predicted": len(ids)}
-        atomic.write_json(metrics_path, {**about, **result.metrics})
+        metrics_file = {
+            "split": split,
+            "ground_truth": str(ground_truth),
+            "num_predicted": len(ids),
+        }
+        metrics_file.update(result.metrics)
+        atomic.write_json(metrics_path, metrics_file)
         labels = {a.action_id: a.labels for a in datamodule.datasets[split].actions}
         true = {head: [getattr(labels[i], head) for i in ids] for head in HEADS}
-        result.files += [metrics_path, *write_reports(true, classes, out_dir, split)]
+        result.files.append(metrics_path)
+        result.files += write_reports(true, classes, out_dir, split)
     return result
 
 

@@ -50,9 +50,9 @@ from mvfoul.official_metric import scores_from_counts
 logger = logging.getLogger(__name__)
 
 # The (Offence, Severity) pairs a prediction can carry: one per offence+severity class.
-_PREDICTION_PAIRS = tuple(
-    (p["Offence"], p["Severity"])
-    for p in (prediction_strings(c, 0) for c in range(NUM_OFFENCE_SEVERITY))
+_PREDICTION_PAIRS: tuple[tuple[str, str], ...] = tuple(
+    (prediction_strings(cls, 0)["Offence"], prediction_strings(cls, 0)["Severity"])
+    for cls in range(NUM_OFFENCE_SEVERITY)
 )
 
 
@@ -65,8 +65,11 @@ def official_scores(
     """The official metric on loaded ``{"Actions": {...}}`` dicts; ids compared as strings."""
     gt_actions = _actions_object(ground_truth, gt_name)
     pred_actions = {str(k): v for k, v in _actions_object(predictions, pred_name).items()}
-    os_total, os_correct = np.zeros(NUM_OFFENCE_SEVERITY), np.zeros(NUM_OFFENCE_SEVERITY)
-    act_total, act_correct = np.zeros(NUM_ACTION), np.zeros(NUM_ACTION)
+    # Per class: ground-truth actions, and those the prediction gets right.
+    severity_total = np.zeros(NUM_OFFENCE_SEVERITY)
+    severity_correct = np.zeros(NUM_OFFENCE_SEVERITY)
+    action_total = np.zeros(NUM_ACTION)
+    action_correct = np.zeros(NUM_ACTION)
     missing: list[str] = []
     hint = " (an unlabelled, challenge, split cannot be scored)"
     for action_id, entry in gt_actions.items():
@@ -82,27 +85,27 @@ def official_scores(
             ) from None
         if not isinstance(view, EvaluatorView):  # skipped by the official rules
             continue
-        os_total[view.offence_severity] += 1
-        act_total[view.action] += 1
+        severity_total[view.offence_severity] += 1
+        action_total[view.action] += 1
         if action_id not in pred_actions:
             missing.append(action_id)
             continue
         prediction = pred_actions[action_id]
         _check_fields(pred_name, action_id, prediction)
         if prediction["Offence"] == view.offence and prediction["Severity"] == view.severity:
-            os_correct[view.offence_severity] += 1
+            severity_correct[view.offence_severity] += 1
         if prediction["Action class"] == view.action_class:
-            act_correct[view.action] += 1
+            action_correct[view.action] += 1
     if missing:
         logger.warning(
             "%s: %d of %d ground-truth action(s) have no prediction; counted wrong, as the "
             "official evaluator does (e.g. %s)",
             pred_name,
             len(missing),
-            int(os_total.sum()),
+            int(severity_total.sum()),
             ", ".join(repr(i) for i in missing[:5]),
         )
-    return scores_from_counts(os_total, os_correct, act_total, act_correct)
+    return scores_from_counts(severity_total, severity_correct, action_total, action_correct)
 
 
 def _actions_object(document: Any, name: str) -> Mapping[str, Any]:
@@ -155,7 +158,9 @@ def read_ground_truth(path: str | Path) -> dict[str, Any]:
     path = Path(path).expanduser()
     if path.suffix.lower() == ".csv":
         rows = parse_csv_rows(path, labelled=True)
-        return {"Actions": {r.action_id: dict(zip(LABEL_FIELDS, r.labels or ())) for r in rows}}
+        return {
+            "Actions": {row.action_id: dict(zip(LABEL_FIELDS, row.labels or ())) for row in rows}
+        }
     return {"Actions": dict(load_actions_object(_source(path)))}
 
 
@@ -194,9 +199,16 @@ def write_predictions(
             ) from None
         except ValueError as err:
             raise ValueError(f"predictions: action {action_id!r}: {err}") from None
-    order = sorted(actions, key=lambda i: (0, int(i), "") if i.isdigit() else (1, 0, i))
-    document: dict[str, Any] = {"Set": set_name} if set_name is not None else {}
-    document["Actions"] = {i: actions[i] for i in order}
+
+    def numeric_first(action_id: str) -> tuple[int, int, str]:
+        if action_id.isdigit():
+            return 0, int(action_id), ""
+        return 1, 0, action_id
+
+    document: dict[str, Any] = {}
+    if set_name is not None:
+        document["Set"] = set_name
+    document["Actions"] = {i: actions[i] for i in sorted(actions, key=numeric_first)}
     write_atomically(path, json.dumps(document, indent=2) + "\n", overwrite=True)
     return path
 
@@ -222,10 +234,14 @@ def read_predictions(path: str | Path, strict: bool = True) -> dict[str, Any]:
             )
         pair = (entry["Offence"], entry["Severity"])
         if pair not in _PREDICTION_PAIRS:
-            field = "Severity" if pair[0] in {o for o, _ in _PREDICTION_PAIRS} else "Offence"
+            known_offences = {offence for offence, _ in _PREDICTION_PAIRS}
+            field = "Severity" if pair[0] in known_offences else "Offence"
+            allowed = ", ".join(
+                f"{offence!r}/{severity!r}" for offence, severity in _PREDICTION_PAIRS
+            )
             raise DataError(
                 f"{name}: action {action_id!r}, field {field!r}: Offence/Severity "
                 f"{pair[0]!r}/{pair[1]!r} is not a pair the evaluator can count correct "
-                f"(allowed: {', '.join(f'{o!r}/{s!r}' for o, s in _PREDICTION_PAIRS)})"
+                f"(allowed: {allowed})"
             )
     return document

@@ -23,10 +23,13 @@ def per_class_rows(matrix: np.ndarray, names: Sequence[str]) -> list[list[object
     """[class, precision %, recall %, support, predicted] per class, as written (``n/a`` where
     undefined: no prediction / no sample)."""
     rows: list[list[object]] = []
-    for c, name in enumerate(names):
-        tp, predicted, support = int(matrix[c, c]), int(matrix[:, c].sum()), int(matrix[c].sum())
-        shares = [f"{100.0 * tp / n:.1f}" if n else "n/a" for n in (predicted, support)]
-        rows.append([name, *shares, support, predicted])
+    for index, name in enumerate(names):
+        right = int(matrix[index, index])
+        predicted = int(matrix[:, index].sum())
+        support = int(matrix[index].sum())
+        precision = f"{100.0 * right / predicted:.1f}" if predicted else "n/a"
+        recall = f"{100.0 * right / support:.1f}" if support else "n/a"
+        rows.append([name, precision, recall, support, predicted])
     return rows
 
 
@@ -73,21 +76,21 @@ def write_reports(
         matrix = confusion_matrix(true[head], pred[head], len(names))
         csv_path = out_dir / f"confusion_{head}_{split}.csv"
         png_path = out_dir / f"confusion_{head}_{split}.png"
-        _write_csv(
-            csv_path,
-            [["true \\ predicted", *names], *([n, *r] for n, r in zip(names, matrix.tolist()))],
-        )
+        confusion_rows: list[list[object]] = [["true \\ predicted", *names]]
+        for name, counts in zip(names, matrix.tolist()):
+            confusion_rows.append([name, *counts])
+        _write_csv(csv_path, confusion_rows)
         write_confusion_png(matrix, names, f"{head.replace('_', ' + ')} ({split})", png_path)
         written += [csv_path, png_path]
         rows = per_class_rows(matrix, names)
         table += [[head, *row] for row in rows]
         markdown += [f"### {head}", "", "| class | precision % | recall % | support | predicted |"]
-        markdown += [
-            "|---|---|---|---|---|",
-            *("| " + " | ".join(map(str, r)) + " |" for r in rows),
-            "",
-        ]
-    table_csv, table_md = out_dir / f"per_class_{split}.csv", out_dir / f"per_class_{split}.md"
+        markdown.append("|---|---|---|---|---|")
+        for row in rows:
+            markdown.append("| " + " | ".join(map(str, row)) + " |")
+        markdown.append("")
+    table_csv = out_dir / f"per_class_{split}.csv"
+    table_md = out_dir / f"per_class_{split}.md"
     _write_csv(table_csv, table)
     atomic.write_text(table_md, "\n".join(markdown))
     return written + [table_csv, table_md]

@@ -82,7 +82,10 @@ class MultiViewNet(nn.Module):
     def head_parameters(self) -> list[nn.Parameter]:
         """Pooling, shared layer and both heads: everything trained from scratch."""
         modules = (self.pooling, self.shared, self.offence_severity_head, self.action_head)
-        return [p for module in modules for p in module.parameters()]
+        parameters: list[nn.Parameter] = []
+        for module in modules:
+            parameters.extend(module.parameters())
+        return parameters
 
     def backbone_parameters(self) -> list[nn.Parameter]:  # pretrained: a lower LR, maybe frozen
         return list(self.backbone.parameters())

@@ -209,7 +209,8 @@ class RankedCheckpoint(ModelCheckpoint):
 
     def flush_removals(self, trainer: L.Trainer) -> None:
         """Delete the evicted files (called once ``last.ckpt`` no longer lists them)."""
-        pending, self._pending_removals = self._pending_removals, []
+        pending = self._pending_removals
+        self._pending_removals = []
         for filepath in pending:
             if filepath not in self.best_k_models:
                 super()._remove_checkpoint(trainer, filepath)
@@ -222,7 +223,8 @@ class RankedCheckpoint(ModelCheckpoint):
         """``best.ckpt``: a relative symlink to the best, or a hard link or copy without symlinks."""
         if not trainer.is_global_zero or not self.best_model_path or self.dirpath is None:
             return
-        best, link = Path(self.best_model_path), Path(self.dirpath) / BEST_LINK
+        best = Path(self.best_model_path)
+        link = Path(self.dirpath) / BEST_LINK
         if not best.is_file():
             return
         try:
@@ -247,11 +249,14 @@ class RankedCheckpoint(ModelCheckpoint):
             if not Path(old).is_file():
                 log.warning("resume: the ranked checkpoint %s is gone; it leaves the top-k", old)
                 continue
-            if not (new := target / Path(old).name).exists():
+            new = target / Path(old).name
+            if not new.exists():
                 _link_or_copy(Path(old), new)
             moved[old] = str(new)
         best_k = {moved[k]: v for k, v in state.get("best_k_models", {}).items() if k in moved}
-        state = {**state, "dirpath": str(target), "best_k_models": best_k}
+        state = dict(state)  # a copy: the caller's state_dict stays as loaded
+        state["dirpath"] = str(target)
+        state["best_k_models"] = best_k
         for key in ("best_model_path", "kth_best_model_path"):
             if state.get(key):
                 state[key] = moved.get(state[key], "")

@@ -111,8 +111,9 @@ def _instantiate(spec: DictConfig | dict[str, Any]) -> tuple[list[Callback], lis
 @cross_key_rule("experiment")
 def check_extensions(cfg: DictConfig, p: Problems) -> None:
     """experiment.trainer and experiment.callbacks."""
-    e = cfg.experiment
-    for key, message in trainer_option_problems(e.get("trainer") or {}):
+    experiment = cfg.experiment
+    for key, message in trainer_option_problems(experiment.get("trainer") or {}):
         p.add(key, message)
-    for key, message in _instantiate(e.get("callbacks") or {})[1]:
+    _, callback_problems = _instantiate(experiment.get("callbacks") or {})
+    for key, message in callback_problems:
         p.add(key, message)

@@ -48,19 +48,21 @@ class RunTensorBoardLogger(ThrottledSave, TensorBoardLogger):
 def flush_loggers(trainer: L.Trainer) -> None:
     """Write every logger's files now (rank zero does the writing)."""
     for logger in trainer.loggers:
-        getattr(logger, "flush", logger.save)()
+        # ThrottledSave's flush() writes regardless of the interval; other loggers just save.
+        flush = getattr(logger, "flush", logger.save)
+        flush()
 
 
 @cross_key_rule("experiment")
 def check_loggers(cfg: DictConfig, p: Problems) -> None:
     """Each logger named once, and its package installed, before the run starts."""
-    e = cfg.experiment
-    if e.use_wandb and importlib.util.find_spec("wandb") is None:
+    experiment = cfg.experiment
+    if experiment.use_wandb and importlib.util.find_spec("wandb") is None:
         p.add(
             "experiment.use_wandb",
             "true needs the wandb package: pip install -e '.[wandb]', or set experiment.use_wandb=false",
         )
-    loggers = list(e.get("loggers", []))
+    loggers = list(experiment.get("loggers", []))
     if len(set(loggers)) != len(loggers):
         p.add("experiment.loggers", f"{loggers} names a logger twice")
     for name, package in (

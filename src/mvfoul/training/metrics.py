@@ -36,8 +36,10 @@ def logged_metric_names() -> list[str]:
     """Every metric name a training run logs (what experiment.monitor may name)."""
     names = []
     for stage in ("train", "val"):
-        names += [f"{stage}/{n}" for n in LOWER_IS_BETTER]
-        names += [f"{stage}/{HEAD_METRIC_PREFIX[h]}_{s}" for h in HEADS for s in ("acc", "bacc")]
+        names += [f"{stage}/{loss}" for loss in LOWER_IS_BETTER]
+        for head in HEADS:
+            for score in ("acc", "bacc"):
+                names.append(f"{stage}/{HEAD_METRIC_PREFIX[head]}_{score}")
         names.append(f"{stage}/leaderboard")
     return names
 
@@ -85,10 +87,11 @@ class MultiTaskScores(Metric):
             self.samples.add_(size)
         accepted = {"offence_severity": batch["severity_match"], "action": batch["action"]}
         for head in HEADS:
-            n = len(HEAD_CLASSES[head])
+            num_classes = len(HEAD_CLASSES[head])
             right = logits[head].detach().argmax(dim=1) == accepted[head]
             # One count per (class, right or wrong): a single bincount per head and step.
-            outcomes = torch.bincount(batch[head] * 2 + right, minlength=2 * n).view(n, 2)
+            outcomes = torch.bincount(batch[head] * 2 + right, minlength=2 * num_classes)
+            outcomes = outcomes.view(num_classes, 2)
             getattr(self, f"{head}_total").add_(outcomes.sum(dim=1))
             getattr(self, f"{head}_correct").add_(outcomes[:, 1])
 
@@ -110,7 +113,8 @@ class MultiTaskScores(Metric):
         scores = {f"{stage}/{_NAMES[key]}": value for key, value in results.items()}
         if float(counts["samples"]) > 0:
             means = (counts["loss_sums"] / counts["samples"]).tolist()
-            scores.update({f"{stage}/{n}": float(v) for n, v in zip(LOWER_IS_BETTER, means)})
+            for name, mean in zip(LOWER_IS_BETTER, means):
+                scores[f"{stage}/{name}"] = float(mean)
         return scores
 
     def _warn_absent_once(self, stage: str, counts: dict[str, torch.Tensor]) -> None:
@@ -136,19 +140,19 @@ class MultiTaskScores(Metric):
 @cross_key_rule("experiment")
 def check_monitor(cfg: DictConfig, p: Problems) -> None:
     """The monitored metric is one this run logs, watched in the direction that means better."""
-    e = cfg.experiment
+    experiment = cfg.experiment
     names = logged_metric_names()
-    if e.monitor not in names:
-        close = difflib.get_close_matches(e.monitor, names, n=1)
+    if experiment.monitor not in names:
+        close = difflib.get_close_matches(experiment.monitor, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         p.add(
             "experiment.monitor",
-            f"{e.monitor!r} is not a metric this run logs{hint}; logged: {', '.join(names)}",
+            f"{experiment.monitor!r} is not a metric this run logs{hint}; logged: {', '.join(names)}",
         )
-    elif e.mode in MONITOR_MODES:
-        expected = "min" if e.monitor.split("/")[-1] in LOWER_IS_BETTER else "max"
-        if e.mode != expected:
+    elif experiment.mode in MONITOR_MODES:
+        expected = "min" if experiment.monitor.split("/")[-1] in LOWER_IS_BETTER else "max"
+        if experiment.mode != expected:
             p.add(
                 "experiment.mode",
-                f"{e.mode!r} would keep the worst checkpoints of {e.monitor}: use mode={expected}",
+                f"{experiment.mode!r} would keep the worst checkpoints of {experiment.monitor}: use mode={expected}",
             )

@@ -47,14 +47,15 @@ class MultiViewFoulModule(L.LightningModule):
         self.save_hyperparameters({"config": config})
         cfg = OmegaConf.create(config)
         self.cfg: DictConfig = cfg
-        m, lo = cfg.model, cfg.loss
+        model_cfg = cfg.model
+        loss_cfg = cfg.loss
         self.net = MultiViewNet(
-            backbone=m.backbone,
-            pretrained=m.pretrained,
-            weights_path=m.weights_path,
-            pooling=m.pooling,
-            shared_dim=m.shared_dim,
-            dropout_rate=m.dropout_rate,
+            backbone=model_cfg.backbone,
+            pretrained=model_cfg.pretrained,
+            weights_path=model_cfg.weights_path,
+            pooling=model_cfg.pooling,
+            shared_dim=model_cfg.shared_dim,
+            dropout_rate=model_cfg.dropout_rate,
             channels_last=bool(cfg.system.get("channels_last", False)),
         )
         if cfg.system.get("compile", False):
@@ -62,34 +63,36 @@ class MultiViewFoulModule(L.LightningModule):
             # with or without it. Compiled at the first forward pass.
             self.net.backbone.compile()
         self.criterion = MultiTaskLoss(
-            function=lo.function,
-            focal_gamma=lo.focal_gamma,
-            focal_alpha=scalar_focal_alpha(lo),
-            label_smoothing=lo.label_smoothing,
-            severity_weight=lo.severity_weight,
-            action_weight=lo.action_weight,
+            function=loss_cfg.function,
+            focal_gamma=loss_cfg.focal_gamma,
+            focal_alpha=scalar_focal_alpha(loss_cfg),
+            label_smoothing=loss_cfg.label_smoothing,
+            severity_weight=loss_cfg.severity_weight,
+            action_weight=loss_cfg.action_weight,
         )
         # Weights from a checkpoint's buffers are used as they are; a new run computes them in setup.
-        self.criterion.use_class_weights = uses_class_weights(lo)
+        self.criterion.use_class_weights = uses_class_weights(loss_cfg)
         self.train_scores = MultiTaskScores()
         self.val_scores = MultiTaskScores()
         self.data_faults = {"train": DataFaultTally(), "val": DataFaultTally()}
 
     def setup(self, stage: str) -> None:
-        lo = self.cfg.loss
-        if stage != "fit" or not uses_class_weights(lo):
+        loss_cfg = self.cfg.loss
+        if stage != "fit" or not uses_class_weights(loss_cfg):
             return
         # Class weights from the training split's label counts, per task.
         labels = self.trainer.datamodule.train_labels()  # type: ignore[attr-defined]
         counts = {head: class_counts(labels[head], len(HEAD_CLASSES[head])) for head in HEADS}
         weights = {
-            head: class_weights(counts[head], lo.class_weight_method, lo.effective_num_beta)
+            head: class_weights(
+                counts[head], loss_cfg.class_weight_method, loss_cfg.effective_num_beta
+            )
             for head in HEADS
         }
         self.criterion.set_class_weights(weights)
         rank_zero_only(log.info)(
             "class weights (%s)\n%s",
-            lo.class_weight_method,
+            loss_cfg.class_weight_method,
             format_class_weight_table(counts, weights, HEAD_CLASSES),
         )
 
@@ -145,11 +148,11 @@ class MultiViewFoulModule(L.LightningModule):
         if batch["video"] is None:
             return {"action_id": [], **dropped}
         logits = self(batch["video"], batch["view_mask"])
-        return {
-            "action_id": list(batch["action_id"]),
-            **{head: logits[head].float().softmax(dim=1).cpu() for head in HEADS},
-            **dropped,
-        }
+        predictions: dict[str, Any] = {"action_id": list(batch["action_id"])}
+        for head in HEADS:
+            predictions[head] = logits[head].float().softmax(dim=1).cpu()
+        predictions.update(dropped)
+        return predictions
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> MultiViewFoulModule:
@@ -168,7 +171,10 @@ class MultiViewFoulModule(L.LightningModule):
         cls, checkpoint: dict[str, Any], path: str | Path
     ) -> MultiViewFoulModule:
         config = dict(checkpoint["hyper_parameters"]["config"])
-        config["model"] = {**config["model"], "pretrained": False, "weights_path": None}
+        model = dict(config["model"])
+        model["pretrained"] = False
+        model["weights_path"] = None
+        config["model"] = model
         module = cls(config)
         load_trained_weights(
             module, checkpoint["state_dict"], path, config["model"].get("backbone")
@@ -208,14 +214,15 @@ def load_trained_weights(
     """``module.load_state_dict(state)``, with a mismatch reported as one line (torch's own message
     lists every key, over many lines)."""
     expected = module.state_dict()
+    reshaped = []
+    for key, value in expected.items():
+        given: Any = state.get(key)
+        if hasattr(given, "shape") and tuple(given.shape) != tuple(value.shape):
+            reshaped.append(f"{key} {list(given.shape)} vs {list(value.shape)}")
     problems = {
-        "missing": [k for k in expected if k not in state],
-        "unexpected": [k for k in state if k not in expected],
-        "of another shape": [
-            f"{k} {list(state[k].shape)} vs {list(v.shape)}"
-            for k, v in expected.items()
-            if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)
-        ],
+        "missing": [key for key in expected if key not in state],
+        "unexpected": [key for key in state if key not in expected],
+        "of another shape": reshaped,
     }
     parts = [
         f"{len(keys)} weight(s) {label} (e.g. {keys[0]})"

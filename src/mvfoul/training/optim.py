@@ -27,7 +27,8 @@ def build_optimizer(training: DictConfig, net: MultiViewNet) -> torch.optim.Opti
         {"name": "head", "params": net.head_parameters(), "lr": rates["head"]},
         {"name": "backbone", "params": net.backbone_parameters(), "lr": rates["backbone"]},
     ]
-    name, decay = training.optimizer, training.weight_decay
+    name = training.optimizer
+    decay = training.weight_decay
     if name == "adamw":
         return torch.optim.AdamW(groups, weight_decay=decay)
     if name == "adam":
@@ -100,23 +101,26 @@ def build_scheduler(
 def configure_optimization(cfg: DictConfig, net: MultiViewNet, total_steps: int) -> Any:
     """What ``LightningModule.configure_optimizers`` returns for the composed config ``cfg``."""
     optimizer = build_optimizer(cfg.training, net)
-    e = cfg.experiment
-    scheduler = build_scheduler(cfg.training, optimizer, total_steps, e.monitor, e.mode)
+    experiment = cfg.experiment
+    scheduler = build_scheduler(
+        cfg.training, optimizer, total_steps, experiment.monitor, experiment.mode
+    )
     return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
 @cross_key_rule("training")
 def check_schedule(cfg: DictConfig, p: Problems) -> None:
     """Cosine decay ends below every rate, and warmup ends before training does."""
-    t = cfg.training
-    rates = [r for r in (t.learning_rate, t.head_lr, t.backbone_lr) if r is not None and r > 0]
-    if t.scheduler == "cosine" and rates and t.min_lr >= min(rates):
+    training = cfg.training
+    configured = (training.learning_rate, training.head_lr, training.backbone_lr)
+    rates = [rate for rate in configured if rate is not None and rate > 0]
+    if training.scheduler == "cosine" and rates and training.min_lr >= min(rates):
         p.add(
             "training.min_lr",
-            f"{t.min_lr!r} must be below every learning rate (smallest: {min(rates)!r})",
+            f"{training.min_lr!r} must be below every learning rate (smallest: {min(rates)!r})",
         )
-    if t.warmup_epochs >= t.max_epochs >= 1:
+    if training.warmup_epochs >= training.max_epochs >= 1:
         p.add(
             "training.warmup_epochs",
-            f"{t.warmup_epochs!r} must be shorter than training.max_epochs ({t.max_epochs})",
+            f"{training.warmup_epochs!r} must be shorter than training.max_epochs ({training.max_epochs})",
         )

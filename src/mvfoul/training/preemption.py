@@ -79,25 +79,25 @@ class SlurmRequeue(Callback):
                     name,
                     job,
                 )
-            elif (
-                run := subprocess.run(command, capture_output=True, text=True, timeout=60)
-            ).returncode:
-                log.error(
-                    "SLURM sent %s: `%s` failed (%s); the job stops here",
-                    name,
-                    " ".join(command),
-                    (run.stderr or run.stdout).strip()[:300],
-                )
             else:
-                log.warning(
-                    "SLURM sent %s at epoch %d, step %d: requeued job %s; it resumes from the last epoch boundary "
-                    "(checkpoints/last.ckpt, %d epoch(s) done) in this run folder",
-                    name,
-                    trainer.current_epoch,
-                    trainer.global_step,
-                    job,
-                    trainer.current_epoch,
-                )
+                run = subprocess.run(command, capture_output=True, text=True, timeout=60)
+                if run.returncode:
+                    log.error(
+                        "SLURM sent %s: `%s` failed (%s); the job stops here",
+                        name,
+                        " ".join(command),
+                        (run.stderr or run.stdout).strip()[:300],
+                    )
+                else:
+                    log.warning(
+                        "SLURM sent %s at epoch %d, step %d: requeued job %s; it resumes from the last epoch boundary "
+                        "(checkpoints/last.ckpt, %d epoch(s) done) in this run folder",
+                        name,
+                        trainer.current_epoch,
+                        trainer.global_step,
+                        job,
+                        trainer.current_epoch,
+                    )
         trainer.strategy.barrier("mvfoul.requeue")
         # Not a failure: the job was requeued (submitit reads no result from this process, and
         # SLURM ends the job step anyway).

@@ -53,17 +53,24 @@ class ResumePoint:
         csv = self.source_run / "csv" / METRICS_FILE if self.source_run else None
         if csv is None or not csv.is_file():
             steps = self.global_step // self.epoch if self.epoch else 0
-            return [
-                {"epoch": e, **m, **({"step": (e + 1) * steps - 1} if steps else {})}
-                for e, m in sorted(self.history.items())
-                if e < self.epoch
-            ]
+            rows = []
+            for epoch, metrics in sorted(self.history.items()):
+                if epoch >= self.epoch:
+                    continue
+                row: dict[str, Any] = {"epoch": epoch}
+                row.update(metrics)
+                if steps:
+                    row["step"] = (epoch + 1) * steps - 1
+                rows.append(row)
+            return rows
 
         def before(row: dict[str, str]) -> bool:
             # The LR monitor's rows have no epoch: placed by their step (logged at an epoch's
             # first step, which a resumed epoch logs again).
-            has_epoch = row.get("epoch") not in (None, "")
-            key, limit = ("epoch", self.epoch) if has_epoch else ("step", self.global_step)
+            if row.get("epoch") not in (None, ""):
+                key, limit = "epoch", self.epoch
+            else:
+                key, limit = "step", self.global_step
             return row.get(key) not in (None, "") and int(float(row[key])) < limit
 
         return [row for row in read_metrics_csv(csv) if before(row)]
@@ -78,8 +85,12 @@ def resolve_resume(setting: str | None, run_dir: Path) -> ResumePoint | None:
         if not path.is_file():
             log.info("experiment.resume=auto: no %s yet: starting a new run in %s", path, run_dir)
             return None
-    elif not (path := Path(setting).expanduser()).is_file():
-        raise MvfoulError(f"experiment.resume: {setting!r} is not a file; {_NOT_A_FILE}, or null")
+    else:
+        path = Path(setting).expanduser()
+        if not path.is_file():
+            raise MvfoulError(
+                f"experiment.resume: {setting!r} is not a file; {_NOT_A_FILE}, or null"
+            )
     checkpoint = read_checkpoint(path, key="experiment.resume", mmap=True)
     required = ("epoch", "global_step", "loops", "hyper_parameters.config")
     require_keys(checkpoint, path, required, key="experiment.resume")
@@ -104,16 +115,19 @@ def resolve_resume(setting: str | None, run_dir: Path) -> ResumePoint | None:
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
     if not isinstance(node, dict):
         return {prefix[:-1]: node}
-    return {
-        k: v for key, value in node.items() for k, v in _flatten(value, f"{prefix}{key}.").items()
-    }
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(_flatten(value, f"{prefix}{key}."))
+    return flat
 
 
 def changed_keys(trained: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """``key: before -> now`` for each key whose value differs and shapes what the run computes."""
-    before, after = _flatten(trained), _flatten(now)
+    before = _flatten(trained)
+    after = _flatten(now)
     return [
         f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
         for key in sorted(set(before) | set(after))

@@ -60,7 +60,8 @@ class EpochHistory(Callback):
         scored = [(value, e) for e, value in values.items() if not math.isnan(value)]
         if not scored:
             return None, None
-        value, epoch = (max if mode == "max" else min)(scored, key=lambda item: item[0])
+        pick = max if mode == "max" else min
+        value, epoch = pick(scored, key=lambda item: item[0])
         return epoch, value
 
 
@@ -108,9 +109,12 @@ def plot_training_curves(
             # One colour per metric: dashed for training, solid for validation.
             for stage, style in (("train", "--"), ("val", "-")):
                 key = f"{stage}/{name}"
-                points = [(e, history[e][key]) for e in sorted(history) if key in history[e]]
-                if points:
-                    ax.plot(*zip(*points), style, color=colour, marker="o", markersize=3, label=key)
+                epochs = [epoch for epoch in sorted(history) if key in history[epoch]]
+                if epochs:
+                    values = [history[epoch][key] for epoch in epochs]
+                    ax.plot(
+                        epochs, values, style, color=colour, marker="o", markersize=3, label=key
+                    )
         ax.set(title=panel, xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -235,48 +235,57 @@ def build_trainer(
     from mvfoul.training.balancing import build_sampling_callback
     from mvfoul.training.freezing import build_freezing_callback
 
-    e, t = cfg.experiment, cfg.training
+    experiment = cfg.experiment
+    training = cfg.training
     hw = resolve_hardware(cfg.system)
     world_size = hw.devices * hw.num_nodes
+    strategy = ""
+    if world_size > 1:
+        backend = "nccl" if hw.accelerator == "gpu" else "gloo"
+        strategy = f", strategy {hw.strategy} ({backend})"
     log.info(
         "world size %d: %d %s process(es) per node x %d node(s)%s",
         world_size,
         hw.devices,
         hw.accelerator.upper(),
         hw.num_nodes,
-        f", strategy {hw.strategy} ({'nccl' if hw.accelerator == 'gpu' else 'gloo'})"
-        if world_size > 1
-        else "",
+        strategy,
     )
     apply_cpu_threads(cfg.system, hw, cfg.dataset.num_workers)
     ranked = RankedCheckpoint(
         dirpath=run_dir / CHECKPOINTS_DIR,
-        filename=checkpoint_filename(e.monitor),
-        monitor=e.monitor,
-        mode=e.mode,
-        save_top_k=e.save_top_k,
+        filename=checkpoint_filename(experiment.monitor),
+        monitor=experiment.monitor,
+        mode=experiment.mode,
+        save_top_k=experiment.save_top_k,
         # Training metrics are logged after validation: rank them at the end of the epoch.
-        save_on_train_epoch_end=e.monitor.startswith("train/"),
+        save_on_train_epoch_end=experiment.monitor.startswith("train/"),
         # Without last.ckpt nothing refers to evicted files: delete them at once.
-        defer_removals=e.save_last,
+        defer_removals=experiment.save_last,
     )
     callbacks: list[Callback] = [EpochMetricsOnEveryRank()]
-    if t.stop_on_divergence:
-        callbacks.append(DivergenceGuard(t, hw.precision))
+    if training.stop_on_divergence:
+        callbacks.append(DivergenceGuard(training, hw.precision))
     if history is not None:
         callbacks.append(history)
-    callbacks.append(LastCheckpoint(run_dir / CHECKPOINTS_DIR, ranked=ranked, save=e.save_last))
-    callbacks += [
-        c for c in (build_freezing_callback(cfg), build_sampling_callback(cfg)) if c is not None
-    ]
+    callbacks.append(
+        LastCheckpoint(run_dir / CHECKPOINTS_DIR, ranked=ranked, save=experiment.save_last)
+    )
+    for optional in (build_freezing_callback(cfg), build_sampling_callback(cfg)):
+        if optional is not None:
+            callbacks.append(optional)
     if on_slurm():
         callbacks.append(SlurmRequeue())
-    callbacks += [*build_extra_callbacks(e), ranked]
-    logger = loggers if loggers is not None else build_loggers(e, run_dir, config)
+    callbacks.extend(build_extra_callbacks(experiment))
+    callbacks.append(ranked)
+    logger = loggers if loggers is not None else build_loggers(experiment, run_dir, config)
     if logger:  # the learning-rate monitor writes to the loggers, and refuses to run without one
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     callbacks.append(ThrottledProgressBar())
-    extra = trainer_options(e)
+    extra = trainer_options(experiment)
+    # experiment.trainer may turn the model summary off again.
+    passed_through: dict[str, Any] = {"enable_model_summary": True}
+    passed_through.update(extra)
     try:
         return L.Trainer(
             accelerator=hw.accelerator,
@@ -284,9 +293,9 @@ def build_trainer(
             num_nodes=hw.num_nodes,
             strategy=hw.strategy,
             precision=cast(Any, hw.precision),  # one of config.PRECISIONS, checked at startup
-            max_epochs=t.max_epochs,
-            gradient_clip_val=t.gradient_clip_val or None,
-            accumulate_grad_batches=t.accumulate_grad_batches,
+            max_epochs=training.max_epochs,
+            gradient_clip_val=training.gradient_clip_val or None,
+            accumulate_grad_batches=training.accumulate_grad_batches,
             deterministic=cfg.system.deterministic,
             sync_batchnorm=cfg.system.sync_batchnorm and world_size > 1,
             # mvfoul's DataModule shards every split itself (mvfoul.data.sharding): each rank gets a
@@ -295,13 +304,13 @@ def build_trainer(
             callbacks=callbacks,
             logger=logger,
             plugins=[AtomicCheckpointIO(), *slurm_plugins()],
-            log_every_n_steps=e.log_every_n_steps,
-            fast_dev_run=e.fast_dev_run,
-            limit_train_batches=_batch_limit(e.limit_train_batches),
-            limit_val_batches=_batch_limit(e.limit_val_batches),
-            detect_anomaly=e.debug,
+            log_every_n_steps=experiment.log_every_n_steps,
+            fast_dev_run=experiment.fast_dev_run,
+            limit_train_batches=_batch_limit(experiment.limit_train_batches),
+            limit_val_batches=_batch_limit(experiment.limit_val_batches),
+            detect_anomaly=experiment.debug,
             default_root_dir=str(run_dir),
-            **{"enable_model_summary": True, **extra},
+            **passed_through,
         )
     except (TypeError, ValueError, MisconfigurationException) as err:
         if not extra:
@@ -313,8 +322,8 @@ def build_trainer(
 
 @cross_key_rule("system")
 def check_gpu_count(cfg: DictConfig, p: Problems) -> None:
-    s = cfg.system
-    if s.accelerator == "gpu" and s.gpus == 0:
+    system = cfg.system
+    if system.accelerator == "gpu" and system.gpus == 0:
         p.add("system.gpus", "0 with system.accelerator=gpu: set system.gpus>=1, or use system=cpu")
 
 
@@ -327,10 +336,10 @@ def _limit_ok(value: Any) -> bool:
 
 @cross_key_rule("experiment")
 def check_batch_limits(cfg: DictConfig, p: Problems) -> None:
-    e = cfg.experiment
+    experiment = cfg.experiment
     for key in ("limit_train_batches", "limit_val_batches"):
-        if not _limit_ok(e[key]):
+        if not _limit_ok(experiment[key]):
             p.add(
                 f"experiment.{key}",
-                f"{e[key]!r} is out of range: expected a fraction in [0.0, 1.0] or a batch count >= 0",
+                f"{experiment[key]!r} is out of range: expected a fraction in [0.0, 1.0] or a batch count >= 0",
             )
