@@ -29,6 +29,41 @@ SMALL_SYNTHETIC = [
     "dataset.frame_size=48",
 ]
 
+# A one-epoch tiny run on real clips (the real sample linked as a dataset folder).
+REAL_TINY_RUN = [
+    "model=tiny",
+    "system=cpu",
+    "sampling=none",
+    "freezing=none",
+    "dataset.frame_size=32",
+    "dataset.batch_size=2",
+    "training.max_epochs=1",
+    "training.warmup_epochs=0",
+    "experiment.name=real",
+]
+
+# The files an evaluation writes per split (format with s=<split>).
+REPORT_FILES = [
+    "predictions_{s}.json",
+    "metrics_{s}.json",
+    "per_class_{s}.csv",
+    "per_class_{s}.md",
+    "confusion_offence_severity_{s}.png",
+    "confusion_offence_severity_{s}.csv",
+    "confusion_action_{s}.png",
+    "confusion_action_{s}.csv",
+]
+
+# 4 epochs of quick_test on the full built-in dataset (25 steps an epoch): long enough to kill
+# mid-run, deterministic so that two runs can be compared to the last digit.
+LONG = [
+    "--config-name",
+    "quick_test",
+    "system.deterministic=true",
+    "training.max_epochs=4",
+    "experiment.test_after_fit=false",
+]
+
 
 def compose_config(config_name: str = "config", overrides: Sequence[str] = ()) -> DictConfig:
     """Compose like ``train_hydra.py`` does, without running it."""

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, SMALL_SYNTHETIC, run_command, train_command
+from conftest import REPO_ROOT, REPORT_FILES, SMALL_SYNTHETIC, run_command, train_command
 from mvfoul.data.sampling import ClassBalancedSampler, EpochShuffleSampler
 from mvfoul.data.sharding import EvaluationShare, RankShare
 
@@ -100,19 +100,7 @@ def test_two_processes_train_in_one_folder_and_validate_like_one_process(tmp_pat
             "training_curves.png",
             "train_hydra.log",
             "train_ddp_process_1.log",  # each process's own console log
-            *[
-                f.format(s="test")
-                for f in (
-                    "predictions_{s}.json",
-                    "metrics_{s}.json",
-                    "per_class_{s}.csv",
-                    "per_class_{s}.md",
-                    "confusion_offence_severity_{s}.png",
-                    "confusion_offence_severity_{s}.csv",
-                    "confusion_action_{s}.png",
-                    "confusion_action_{s}.csv",
-                )
-            ],
+            *[f.format(s="test") for f in REPORT_FILES],
         ]
     )
     summary = json.loads((run / "summary.json").read_text())

@@ -17,7 +17,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import SMALL_SYNTHETIC, compose_config, run_command, train_command
+from conftest import REAL_TINY_RUN, SMALL_SYNTHETIC, compose_config, run_command, train_command
 
 pytestmark = pytest.mark.slow
 
@@ -132,19 +132,6 @@ def real_layout(tmp_path: Path, real_sample: Path) -> Path:
     os.symlink(real_sample / "Test", data / "Train")
     os.symlink(real_sample / "Test", data / "valid")  # any case is found
     return data
-
-
-REAL_TINY_RUN = [
-    "model=tiny",
-    "system=cpu",
-    "sampling=none",
-    "freezing=none",
-    "dataset.frame_size=32",
-    "dataset.batch_size=2",
-    "training.max_epochs=1",
-    "training.warmup_epochs=0",
-    "experiment.name=real",
-]
 
 
 def test_training_on_the_real_clips_in_the_soccernet_layout(tmp_path, run_in_process, real_sample):

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from conftest import (
+    REAL_TINY_RUN,
     REPO_ROOT,
+    REPORT_FILES,
     SMALL_SYNTHETIC,
     clean_process_state,
     run_command,
@@ -25,17 +27,6 @@ from conftest import (
 )
 
 pytestmark = pytest.mark.slow
-
-REPORT_FILES = [
-    "predictions_{s}.json",
-    "metrics_{s}.json",
-    "per_class_{s}.csv",
-    "per_class_{s}.md",
-    "confusion_offence_severity_{s}.png",
-    "confusion_offence_severity_{s}.csv",
-    "confusion_action_{s}.png",
-    "confusion_action_{s}.csv",
-]
 
 
 def evaluate_command(*overrides: str) -> list[str]:
@@ -147,15 +138,7 @@ def test_the_challenge_split_gets_predictions_and_no_metrics(tmp_path, real_samp
     train = run_in_process(
         train_command(
             f"dataset.data_dir={data}",
-            "model=tiny",
-            "system=cpu",
-            "sampling=none",
-            "freezing=none",
-            "dataset.frame_size=32",
-            "dataset.batch_size=2",
-            "training.max_epochs=1",
-            "training.warmup_epochs=0",
-            "experiment.name=real",
+            *REAL_TINY_RUN,
         )
     )
     assert train.returncode == 0, train.stderr[-3000:]

@@ -20,19 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO_ROOT, SMALL_SYNTHETIC, run_command, train_command
+from conftest import LONG, REPO_ROOT, SMALL_SYNTHETIC, run_command, train_command
 
 pytestmark = pytest.mark.slow
 
-# 4 epochs of quick_test on the full built-in dataset (25 steps an epoch): long enough to kill
-# mid-run, deterministic so that two runs can be compared to the last digit.
-LONG = [
-    "--config-name",
-    "quick_test",
-    "system.deterministic=true",
-    "training.max_epochs=4",
-    "experiment.test_after_fit=false",
-]
 # Every technique whose state must come back: the sampler's ramp, unfreezing and the LR boost.
 EVERYTHING = [
     "sampling=progressive",

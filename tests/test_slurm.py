@@ -16,7 +16,7 @@ import pytest
 import yaml
 from test_long_runs import assert_same_epochs, assert_same_rows, kill_after, metrics_rows, summary
 
-from conftest import SMALL_SYNTHETIC, compose_config, run_command, train_command
+from conftest import LONG, SMALL_SYNTHETIC, compose_config, run_command, train_command
 
 pytest.importorskip(
     "hydra_plugins.hydra_submitit_launcher",
@@ -117,15 +117,6 @@ def stand_in_scontrol(tmp_path) -> tuple[dict[str, str], Path]:
     (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     (bin_dir / "scontrol").chmod(0o755)
     return {**SLURM_JOB, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}, calls
-
-
-LONG = [
-    "--config-name",
-    "quick_test",
-    "system.deterministic=true",
-    "training.max_epochs=4",
-    "experiment.test_after_fit=false",
-]
 
 
 @pytest.mark.slow

@@ -21,8 +21,7 @@ from urllib.parse import urlparse
 import torch
 from omegaconf import DictConfig
 from torch import nn
-from torchvision.models import get_model, get_model_weights
-from torchvision.models._api import WeightsEnum
+from torchvision.models import WeightsEnum, get_model, get_model_weights
 
 from mvfoul.data.video import configured_window
 from mvfoul.errors import ConfigError, WeightsUnavailableError
