@@ -42,8 +42,7 @@ import mvfoul.config  # noqa: E402,F401
 from mvfoul.data.dataset import collate_views  # noqa: E402
 from mvfoul.paths import CONF_DIR  # noqa: E402
 from mvfoul.rules import validate_config, with_schema  # noqa: E402
-from mvfoul.training.module import MultiViewFoulModule  # noqa: E402
-from mvfoul.training.optim import configure_optimization  # noqa: E402
+from mvfoul.training.module import MultiViewFoulModule, configure_optimization  # noqa: E402
 from mvfoul.training.summary import EpochHistory  # noqa: E402
 from mvfoul.training.trainer import build_trainer  # noqa: E402
 

@@ -59,7 +59,8 @@ n = 0
 while True:
     n += 1
     body = bytes([n % 251]) * (8 << 20)
-    atomic.write_bytes(target, hashlib.sha256(body).digest() + body)
+    with atomic.atomic_path(target) as tmp:
+        tmp.write_bytes(hashlib.sha256(body).digest() + body)
     print(n, flush=True)
 """
 

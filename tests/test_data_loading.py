@@ -244,7 +244,7 @@ def test_an_entry_without_its_record_is_an_incomplete_write_not_damage(clip, tmp
 
 def test_repairs_travel_with_the_batch_and_are_reported_each_epoch(clip, tmp_path):
     from mvfoul.data.annotations import Action
-    from mvfoul.training.data_report import DataFaultTally
+    from mvfoul.training.metrics import DataFaultTally
 
     loader = ClipLoader(WINDOW, SQUARE, "pyav", tmp_path / "cache")
     loader(clip)

@@ -17,7 +17,7 @@ import yaml
 
 from conftest import REPO_ROOT, REPORT_FILES, SMALL_SYNTHETIC, run_command, train_command
 from mvfoul.data.sampling import ClassBalancedSampler, EpochShuffleSampler
-from mvfoul.data.sharding import EvaluationShare, RankShare
+from mvfoul.data.sharding import RankShare, evaluation_share
 
 SCRIPTS = Path(__file__).parent / "scripts"
 DDP = ["--config-name", "quick_test", "system=cpu_ddp", *SMALL_SYNTHETIC, "dataset.num_workers=0"]
@@ -63,7 +63,7 @@ def test_ranks_take_disjoint_shares_of_one_draw_whatever_the_world_size(make):
 def test_evaluation_shares_cover_every_action_exactly_once():
     for size in (7, 8, 30):
         for world_size in (1, 2, 3):
-            shares = [list(EvaluationShare(size, rank, world_size)) for rank in range(world_size)]
+            shares = [list(evaluation_share(size, rank, world_size)) for rank in range(world_size)]
             assert sorted(i for s in shares for i in s) == list(
                 range(size)
             )  # nothing padded, nothing twice

@@ -1,4 +1,4 @@
-"""Gradual unfreezing and the backbone LR boost (mvfoul.training.freezing, .lr_boost), mostly on
+"""Gradual unfreezing and the backbone LR boost (mvfoul.training.freezing), mostly on
 real Trainer runs.
 
 Every run uses the tiny backbone (4 conv3d-BN-ReLU blocks) on a few in-memory batches shaped like
@@ -29,11 +29,10 @@ from mvfoul.training.freezing import (
     TRAINABLE_BLOCKS_METRIC,
     TRAINABLE_FRACTION_METRIC,
     GradualUnfreezing,
+    boost_backbone_lr,
     build_freezing_callback,
 )
-from mvfoul.training.lr_boost import boost_backbone_lr
-from mvfoul.training.module import MultiViewFoulModule
-from mvfoul.training.optim import configure_optimization
+from mvfoul.training.module import MultiViewFoulModule, configure_optimization
 
 # Lightning's advice for real runs (worker count, log interval) is noise for in-memory batches.
 pytestmark = pytest.mark.filterwarnings(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mvfoul"
 PACKAGES = ("data", "models", "training", "evaluation", "legacy")
-BOTTOM = {"labels": {"errors"}, "official_metric": {"labels"}}
+BOTTOM = {"labels": {"errors"}}
 
 
 def unit(module: str) -> str:
@@ -25,7 +25,9 @@ def imports() -> dict[str, set[str]]:
         here = unit("mvfoul." + ".".join(path.relative_to(SRC).with_suffix("").parts))
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = []
-            if isinstance(node, ast.ImportFrom) and node.module:
+            if isinstance(node, ast.ImportFrom) and node.module == "mvfoul":
+                names = [f"mvfoul.{a.name}" for a in node.names]  # from mvfoul import config
+            elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             elif isinstance(node, ast.Import):
                 names = [a.name for a in node.names]

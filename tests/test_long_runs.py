@@ -385,7 +385,7 @@ def test_the_guard_checks_the_weights_before_anything_is_saved():
     from omegaconf import OmegaConf
 
     from mvfoul.errors import DivergenceError
-    from mvfoul.training.guard import DivergenceGuard
+    from mvfoul.training.callbacks import DivergenceGuard
 
     guard = DivergenceGuard(
         OmegaConf.create({"learning_rate": 1e-3, "gradient_clip_val": None}), "16-mixed"

@@ -13,18 +13,12 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import compose_config
+from mvfoul.config import POOLINGS
 from mvfoul.errors import ConfigError, WeightsUnavailableError
 from mvfoul.labels import NUM_ACTION, NUM_OFFENCE_SEVERITY
-from mvfoul.models import (
-    BACKBONES,
-    POOLING_KINDS,
-    Backbone,
-    MultiViewNet,
-    build_backbone,
-    build_view_pooling,
-    hub_weights_path,
-)
 from mvfoul.models import backbones as backbones_module
+from mvfoul.models.backbones import BACKBONES, Backbone, build_backbone, hub_weights_path
+from mvfoul.models.net import MultiViewNet, ViewPooling
 from mvfoul.paths import CONF_DIR
 
 # Inputs each backbone accepts; the big ones are slow on CPU at the only sizes they take.
@@ -78,7 +72,7 @@ def test_shipped_model_configs_name_registered_backbones_and_poolings():
     for path in files:
         cfg = compose_config("config", [f"model={path.stem}"]).model  # the file over its schema
         assert cfg.backbone in BACKBONES, path.name
-        assert cfg.pooling in POOLING_KINDS, path.name
+        assert cfg.pooling in POOLINGS, path.name
 
 
 def test_specs_take_their_facts_from_torchvisions_weights_registry():
@@ -261,10 +255,10 @@ def _pooling_batch(dim: int = 16):
     return features, mask
 
 
-@pytest.mark.parametrize("kind", POOLING_KINDS)
+@pytest.mark.parametrize("kind", POOLINGS)
 @pytest.mark.parametrize("garbage", ["huge", "nonfinite"])
 def test_pooling_ignores_padded_views(kind, garbage):
-    pooling = build_view_pooling(kind, 16)
+    pooling = ViewPooling(kind, 16)
     features, mask = _pooling_batch()
     zeros = features.masked_fill(~mask.unsqueeze(-1), 0.0)
     junk = features.clone()
@@ -284,15 +278,15 @@ def test_pooling_ignores_padded_views(kind, garbage):
 
 def test_max_and_mean_pool_the_real_views():
     features, mask = _pooling_batch()
-    max_out = build_view_pooling("max", 16)(features, mask)
-    mean_out = build_view_pooling("mean", 16)(features, mask)
+    max_out = ViewPooling("max", 16)(features, mask)
+    mean_out = ViewPooling("mean", 16)(features, mask)
     for b, n in enumerate(REAL_VIEWS):
         torch.testing.assert_close(max_out[b], features[b, :n].amax(0))
         torch.testing.assert_close(mean_out[b], features[b, :n].mean(0))
 
 
 def test_attention_pooling_learns_and_padding_does_not_poison_gradients():
-    pooling = build_view_pooling("attention", 16)
+    pooling = ViewPooling("attention", 16)
     features, mask = _pooling_batch()
     features[~mask] = float("nan")
     features.requires_grad_(True)
@@ -309,29 +303,24 @@ def test_attention_pooling_learns_and_padding_does_not_poison_gradients():
 def test_attention_weights_depend_on_the_views():
     """Attention is not a disguised mean: its output differs from the plain average."""
     features, mask = _pooling_batch()
-    attention = build_view_pooling("attention", 16)(features, mask)
-    mean = build_view_pooling("mean", 16)(features, mask)
+    attention = ViewPooling("attention", 16)(features, mask)
+    mean = ViewPooling("mean", 16)(features, mask)
     assert not torch.allclose(attention[0], mean[0])
     torch.testing.assert_close(attention[2], features[2, 0])  # one real view: weight 1
 
 
-@pytest.mark.parametrize("kind", POOLING_KINDS)
+@pytest.mark.parametrize("kind", POOLINGS)
 def test_pooling_a_sample_without_views_gives_zeros_not_nan(kind):
     features = torch.randn(2, 3, 8)
     mask = torch.tensor([[True, False, False], [False, False, False]])
-    out = build_view_pooling(kind, 8)(features, mask)
+    out = ViewPooling(kind, 8)(features, mask)
     assert torch.isfinite(out).all()
     assert torch.equal(out[1], torch.zeros(8))
 
 
 def test_unknown_pooling_lists_the_kinds():
     with pytest.raises(ValueError, match="max, mean, attention"):
-        build_view_pooling("median", 16)
-
-
-def test_pooling_rejects_a_mask_of_the_wrong_shape():
-    with pytest.raises(ValueError, match="view_mask"):
-        build_view_pooling("max", 16)(torch.randn(2, 3, 16), torch.ones(2, 4, dtype=torch.bool))
+        ViewPooling("median", 16)
 
 
 # --- MultiViewNet -------------------------------------------------------------------------------
@@ -344,7 +333,7 @@ def _net_batch():
     return video, mask
 
 
-@pytest.mark.parametrize("pooling", POOLING_KINDS)
+@pytest.mark.parametrize("pooling", POOLINGS)
 def test_multiview_net_output_shapes(pooling):
     net = MultiViewNet("tiny", pooling=pooling, shared_dim=32)
     video, mask = _net_batch()

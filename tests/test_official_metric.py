@@ -29,16 +29,14 @@ from mvfoul.labels import (
     NUM_ACTION,
     NUM_OFFENCE_SEVERITY,
     OFFENCE_SEVERITY_CLASSES,
+    SCORE_KEYS,
     OfficialLabels,
-    is_official_match,
     official_labels,
     prediction_strings,
+    scores_from_counts,
 )
-from mvfoul.official_metric import SCORE_KEYS, scores_from_counts
 
-LOGGER = (
-    "mvfoul"  # the evaluator (mvfoul.evaluation.official) and the formula (mvfoul.official_metric)
-)
+LOGGER = "mvfoul"  # the evaluator (mvfoul.evaluation.official) and the formula (mvfoul.labels)
 
 # Every raw string annotations.json uses, plus whitespace variants the evaluator does not trim.
 RAW_ACTION_CLASSES = (*ACTION_CLASSES, "Dont know", "")
@@ -183,7 +181,7 @@ def _scores_from_class_predictions(ground_truth, classes) -> dict[str, float]:
         act_total[labels.action] += 1
         if action_id in classes:
             os_pred, action_pred = classes[action_id]
-            os_correct[labels.offence_severity] += is_official_match(os_pred, labels)
+            os_correct[labels.offence_severity] += os_pred == labels.severity_match
             act_correct[labels.action] += action_pred == labels.action
     return scores_from_counts(os_total, os_correct, act_total, act_correct)
 
@@ -271,7 +269,6 @@ def test_severity_match_is_the_class_the_evaluator_accepts(soccernet_evaluate, t
             official = soccernet_evaluate(gt_path, pred_path)
             if official["accuracy_offence_severity"] == 100.0:
                 accepted.add(c)
-            assert is_official_match(c, labels) == (c in accepted)
         expected = {labels.severity_match} if labels.severity_match >= 0 else set()
         assert accepted == expected, (action_class, offence, severity, labels)
         seen[(action_class, offence, severity)] = labels.severity_match
@@ -289,8 +286,6 @@ def test_official_labels_keep_their_other_outputs():
     labels = official_labels("Dive", "Offence", "3.0")
     assert (labels.action_class, labels.offence, labels.severity) == ("Dive", "Offence", "3.0")
     assert (labels.offence_severity, labels.action, labels.severity_match) == (2, 7, 1)
-    # Built by hand (as other code does), severity_match defaults to the class itself.
-    assert OfficialLabels("Holding", "Offence", "3.0", 2, 3).severity_match == 2
     assert official_labels("Tackling", "Between", "1.0") == "offence 'Between' is undecided"
 
 
@@ -507,7 +502,3 @@ def test_all_classes_present_no_warning(caplog):
     assert scores["accuracy_offence_severity"] == pytest.approx(60.0)
     assert scores["leaderboard_value"] == pytest.approx((62.5 + 50) / 2)
     assert not caplog.records
-    with pytest.raises(ValueError, match="action_total"):
-        scores_from_counts([1, 2, 3, 4], [1, 1, 0, 4], [2] * 7, [1] * 7)
-    with pytest.raises(ValueError, match="correct counts"):
-        scores_from_counts([1, 2, 3, 4], [2, 1, 0, 4], [2] * 8, [1] * 8)

@@ -21,9 +21,6 @@ frequency 0 must never be drawn. Seeds are fixed, so the tests are deterministic
 
 from __future__ import annotations
 
-import math
-import re
-
 import numpy as np
 import pytest
 
@@ -289,35 +286,26 @@ def test_lightning_distributed_wrapper_shards_one_shared_draw() -> None:
     assert shards[0] == full[0::2] and shards[1] == full[1::2]
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"oversample_factor": 0.5}, "oversample_factor must be >= 1"),
-        ({"oversample_factor": math.nan}, "oversample_factor must be >= 1"),
-        ({"class_ids": []}, "the label list is empty"),
-        ({"class_ids": [0, 1, 4]}, "out of range: expected 0..3"),
-        (
-            {"start_epoch": 6, "end_epoch": 2},
-            "progressive_start_epoch (6) must be <= progressive_end_epoch (2)",
-        ),
-        ({"num_samples": 0}, "samples_per_epoch must be >= 1"),
-    ],
-)
-def test_bad_inputs_raise_a_clear_error(kwargs: dict, message: str) -> None:
-    args = {"class_ids": [0, 1, 1, 2, 3], "num_classes": 4, **kwargs}
-    with pytest.raises(ValueError, match=re.escape(message)):
-        ClassBalancedSampler(**args)
+def test_bad_sampling_settings_are_config_errors_at_startup() -> None:
+    from conftest import compose_config
+    from mvfoul.errors import ConfigError
+    from mvfoul.rules import validate_config, with_schema
 
-
-def test_bad_task_inputs_raise_a_clear_error() -> None:
-    with pytest.raises(
-        ValueError, match="balance_task: 'both' is not one of offence_severity, action, joint"
-    ):
-        task_class_ids("both", [0], [0])
-    with pytest.raises(ValueError, match="equal length"):
-        task_class_ids("joint", [0, 1], [0])
-    with pytest.raises(ValueError, match="oversample_factor must be >= 1"):
-        capped_balanced_distribution(np.array([0.5, 0.5]), 0.99)
+    overrides = [
+        "sampling.oversample_factor=0.5",
+        "sampling.samples_per_epoch=0",
+        "sampling.progressive_start_epoch=6",
+        "sampling.progressive_end_epoch=2",
+        "sampling.balance_task=both",
+    ]
+    with pytest.raises(ConfigError) as info:
+        validate_config(with_schema(compose_config("quick_test", overrides)))
+    assert info.value.problems == [
+        "sampling.balance_task: 'both' is not one of offence_severity, action, joint",
+        "sampling.oversample_factor: 0.5 is out of range: expected >= 1",
+        "sampling.samples_per_epoch: 0 is out of range: expected >= 1 or null",
+        "sampling.progressive_end_epoch: 2 is before sampling.progressive_start_epoch (6)",
+    ]
 
 
 # --- fixed counts per epoch ------------------------------------------------------------------

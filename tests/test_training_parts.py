@@ -14,7 +14,7 @@ from conftest import compose_config
 from mvfoul.losses import MultiTaskLoss, focal_loss
 from mvfoul.models.net import MultiViewNet
 from mvfoul.training.metrics import MultiTaskScores, logged_metric_names
-from mvfoul.training.optim import (
+from mvfoul.training.module import (
     WarmupCosineLR,
     build_optimizer,
     build_scheduler,
@@ -235,7 +235,7 @@ def test_checkpoint_names_hold_no_slash():
 
 def test_loggers_write_at_most_every_few_seconds_and_in_full_when_flushed(tmp_path, monkeypatch):
     from mvfoul.training import loggers
-    from mvfoul.training.csv_log import RunCSVLogger, read_metrics_csv
+    from mvfoul.training.summary import RunCSVLogger, read_metrics_csv
 
     clock = [100.0]
     monkeypatch.setattr(loggers.time, "monotonic", lambda: clock[0])

@@ -142,7 +142,7 @@ def _identity_transform(frames: torch.Tensor) -> torch.Tensor:
 
 
 def _action(action_id: str, views: int, labelled: bool = True) -> Action:
-    labels = OfficialLabels("Holding", "Offence", "3.0", 2, 3) if labelled else None
+    labels = OfficialLabels("Holding", "Offence", "3.0", 2, 3, 2) if labelled else None
     clips = tuple(Path(f"/nowhere/action_{action_id}/clip_{k}.mp4") for k in range(views))
     return Action(action_id, clips, labels)
 

@@ -455,7 +455,10 @@ def test_explicit_torchcodec_when_unusable_is_a_config_error(torchcodec_absent, 
 
 
 def test_unknown_decoder_is_a_config_error():
+    from conftest import compose_config
+    from mvfoul.rules import validate_config, with_schema
+
     with pytest.raises(
         ConfigError, match=r"dataset\.decoder: 'ffmpeg' is not one of auto, pyav, torchcodec"
     ):
-        resolve_decoder("ffmpeg")
+        validate_config(with_schema(compose_config("quick_test", ["dataset.decoder=ffmpeg"])))

@@ -1,13 +1,7 @@
-"""Every file mvfoul writes is written atomically: a temporary file in the same folder, flushed
-to disk, then renamed over the target.
-
-A rename within one folder is atomic on POSIX, so a reader (or a resumed run) sees the previous
-complete file or the new one, never a truncated one: not after a SIGKILL mid-write, not when the
-disk fills up. The temporary file sits beside the target because a rename across filesystems is
-a copy, which is not atomic (and ``/tmp`` is often a different, smaller disk than run folders).
-
-JSON is strict (RFC 8259): NaN and infinities, which ``json.dumps`` writes as non-standard
-tokens, become ``null`` (the official evaluator yields NaN for a class absent from ground truth).
+"""Every file mvfoul writes is written atomically: a temporary file beside the target (a rename
+across filesystems is a copy, not atomic), flushed to disk, then renamed over the target. A
+reader sees the previous complete file or the new one, even after a SIGKILL or a full disk.
+JSON is strict (RFC 8259): NaN and infinities (the official metric's NaN) become ``null``.
 """
 
 from __future__ import annotations
@@ -26,10 +20,9 @@ from mvfoul.errors import OutputError
 
 @contextmanager
 def atomic_path(target: str | Path, durable: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; write the whole file there. On a clean exit it is
-    flushed to disk (``durable``) and renamed over ``target``; on any error it is removed and
-    ``target`` is left as it was. An ``OSError`` (full disk, read-only folder...) becomes one
-    :class:`~mvfoul.errors.OutputError` line naming the file."""
+    """Yield a temporary path beside ``target`` to write the whole file to. On a clean exit it is
+    flushed to disk (``durable``) and renamed over ``target``; on an error it is removed, and an
+    ``OSError`` (full disk, read-only folder...) becomes one OutputError line naming the file."""
     target = Path(target)
     # Hidden, unique per writer: concurrent writers (DataLoader workers filling the frame cache)
     # never share a temporary file, and a leftover one never matches a glob like *.ckpt.
@@ -58,18 +51,12 @@ def atomic_path(target: str | Path, durable: bool = True) -> Iterator[Path]:
         raise
 
 
-def write_bytes(target: str | Path, data: bytes, durable: bool = True) -> None:
-    with atomic_path(target, durable) as tmp:
-        tmp.write_bytes(data)
-
-
 def write_text(target: str | Path, text: str, durable: bool = True) -> None:
     with atomic_path(target, durable) as tmp:
         tmp.write_text(text, encoding="utf-8", newline="")
 
 
 def strict_json_value(value: Any) -> Any:
-    """``value`` with every NaN or infinite float replaced by None, recursively."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
@@ -79,9 +66,9 @@ def strict_json_value(value: Any) -> Any:
     return value
 
 
-def dumps_json(value: Any, indent: int | None = 2) -> str:
-    return json.dumps(strict_json_value(value), indent=indent, allow_nan=False) + "\n"
+def dumps_json(value: Any) -> str:
+    return json.dumps(strict_json_value(value), indent=2, allow_nan=False) + "\n"
 
 
-def write_json(target: str | Path, value: Any, indent: int | None = 2) -> None:
-    write_text(target, dumps_json(value, indent))
+def write_json(target: str | Path, value: Any) -> None:
+    write_text(target, dumps_json(value))

@@ -1,15 +1,10 @@
-"""Error reporting for the Hydra entry points: one line a user can act on, no traceback.
-
-Hydra reports composition errors over several lines, in its own wording; mvfoul asks it to
-re-raise (``HYDRA_FULL_ERROR=1`` in-process) and turns what it catches into one line naming the
-key, what was expected and the fix. Bugs, and every error when the user sets
-``HYDRA_FULL_ERROR=1``, keep their traceback.
-"""
+"""Error reporting for the entry points: one line a user can act on, no traceback. mvfoul asks
+Hydra to re-raise (``HYDRA_FULL_ERROR=1`` in-process) instead of printing its own multi-line report.
+Bugs, and every error when the user sets ``HYDRA_FULL_ERROR=1``, keep their traceback."""
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 import sys
@@ -30,6 +25,7 @@ from mvfoul.errors import MvfoulError
 from mvfoul.help import GROUPS
 from mvfoul.paths import PRESETS_DIR
 from mvfoul.run_folder import RunFolderAbort
+from mvfoul.validate import did_you_mean
 
 PREFIX = "mvfoul: error: "
 
@@ -37,7 +33,7 @@ PREFIX = "mvfoul: error: "
 _VALUE_WITH_EQUALS = re.compile(r"^([+~]{0,2}[\w./@\-]+)=([^'\"].*=.*)$")
 
 
-def _omegaconf_message(exc: BaseException) -> str | None:
+def _omegaconf_message(exc: BaseException | None) -> str | None:
     """One line for a bad value, or for an unknown key with the closest existing key of the node
     it was looked up in; None for any other error."""
     if isinstance(exc, ValidationError):
@@ -49,12 +45,7 @@ def _omegaconf_message(exc: BaseException) -> str | None:
     parent, _, leaf = exc.full_key.rpartition(".")
     schema = exc.object_type
     keys = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
-    close = difflib.get_close_matches(leaf, keys, n=1)
-    if close:
-        suggestion = f"{parent}.{close[0]}" if parent else close[0]
-        hint = f"; did you mean {suggestion}?"
-    else:
-        hint = f"; keys there: {', '.join(keys)}" if keys else ""
+    hint = f"; {did_you_mean(parent, leaf, keys)}" if keys else ""
     where = f"'{parent}'" if parent else "the root config"
     return f"{exc.full_key}: unknown key in {where}{hint}"
 
@@ -82,13 +73,11 @@ def explain(exc: BaseException) -> str | None:
     if isinstance(exc, OverrideParseException):
         return _override_parse_message(exc)
     if isinstance(exc, ConfigCompositionException):
-        cause = exc.__cause__
-        if cause is not None:
-            line = _omegaconf_message(cause)
-            if line:
-                return line
-        if isinstance(cause, OmegaConfBaseException):
-            return f"{str(exc).splitlines()[0]} {str(cause).splitlines()[0]}"
+        line = _omegaconf_message(exc.__cause__)
+        if line:
+            return line
+        if isinstance(exc.__cause__, OmegaConfBaseException):
+            return f"{str(exc).splitlines()[0]} {str(exc.__cause__).splitlines()[0]}"
         return _one_line(str(exc))
     return _omegaconf_message(exc)
 
@@ -96,13 +85,12 @@ def explain(exc: BaseException) -> str | None:
 def _override_parse_message(exc: OverrideParseException) -> str:
     for word in sys.argv[1:]:
         match = _VALUE_WITH_EQUALS.match(word)
-        if match is None:
-            continue
-        key, value = match.groups()
-        return (
-            f"{key}: the value {value!r} holds '=', which Hydra cannot read unquoted; quote it: "
-            f"\"{key}='{value}'\" (the double quotes keep the single ones from the shell)"
-        )
+        if match:
+            key, value = match.groups()
+            return (
+                f"{key}: the value {value!r} holds '=', which Hydra cannot read unquoted; quote it: "
+                f"\"{key}='{value}'\" (the double quotes keep the single ones from the shell)"
+            )
     return f"cannot parse the override: {str(exc).splitlines()[0]}"
 
 
@@ -167,8 +155,7 @@ def run_hydra_app(main: Callable[[], Any]) -> None:
 
 
 def run_command_app(main: Callable[[], Any]) -> None:
-    """Call a command that composes configs itself (no ``@hydra.main``), with the same one-line
-    error reporting as the Hydra entry points."""
+    """Call a command that composes configs itself (no ``@hydra.main``), reporting errors alike."""
     try:
         main()
     except Exception as exc:  # noqa: BLE001 - every error is either explained or re-raised

@@ -1,44 +1,31 @@
 """The configuration schema: one dataclass per config group, and the root.
 
-The names here are mvfoul's public API: saved configs and command lines use them, so a key is
-never renamed or removed without a migration. OmegaConf checks types against these dataclasses
-when Hydra composes; value ranges, allowed names and cross-field rules live in
-:mod:`mvfoul.validate`. Every key is also documented by a comment where it is set, in the YAML
-files under ``conf/``; a test keeps the YAML defaults and the defaults here in agreement.
-
-Enumerated keys (optimizer, backbone, ...) are typed ``str`` on purpose: the validator then
-reports every bad value in one message, with the allowed names, instead of stopping at the
-first one.
+The names here are mvfoul's public API (saved configs and command lines use them): a key is never
+renamed or removed without a migration. Each field is the single source of what is known about
+its key (type, default, one-line doc, allowed values, range); :mod:`mvfoul.validate` checks the
+values and :mod:`mvfoul.help` documents them. Enumerated keys are typed ``str`` on purpose: a bad
+value is then reported with every other problem, and the allowed names, instead of alone.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
-from mvfoul.paths import CONF_DIR
+from mvfoul.slurm import run_stamp
 
-# Allowed values of the enumerated keys; mvfoul.validate checks against these.
-DATASET_NAMES = ("mvfouls", "synthetic")
-DECODERS = ("auto", "pyav", "torchcodec")
-ON_DECODE_ERROR = ("raise", "skip")
+# Allowed values that code outside the schema checks too.
 POOLINGS = ("max", "mean", "attention")
-OPTIMIZERS = ("adamw", "adam", "sgd")
-SCHEDULERS = ("cosine", "step", "plateau", "none")
-LOSS_FUNCTIONS = ("focal", "ce")
-CLASS_WEIGHT_METHODS = ("effective_num", "inverse_freq", "balanced")
-BALANCE_TASKS = ("offence_severity", "action", "joint")
 FREEZING_STRATEGIES = ("progressive", "adaptive", "none")
-ACCELERATORS = ("auto", "gpu", "cpu")
-PRECISIONS = ("16-mixed", "bf16-mixed", "32-true", "32", "16", "bf16", "64-true", "64")
 MONITOR_MODES = ("min", "max")
-LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")
+EVALUATION_SPLITS = ("train", "valid", "test", "chall")
 
 
 def key(
@@ -49,10 +36,8 @@ def key(
     choices: tuple[str, ...] | None = None,
     bounds: str | None = None,
 ) -> Any:
-    """A schema field with what is known about it: its one-line ``doc`` (``--help``,
-    docs/configuration.md), the values it may take (``choices``; for a list, each element) and
-    its range (``bounds``: ``">= 1"``, ``"> 0"``, ``"in [0, 1)"``...). :mod:`mvfoul.validate`
-    checks both for every key; null passes where the type allows it."""
+    """A schema field: its one-line ``doc``, the values it may take (``choices``; for a list, each
+    element) and its range (``bounds``: ``">= 1"``, ``"> 0"``, ``"in [0, 1)"``...)."""
     metadata = {"doc": doc, "choices": choices, "bounds": bounds}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
@@ -78,18 +63,12 @@ def within(value: Any, bounds: str) -> bool:
 
 
 def new_default(base: type, name: str, default: Any, doc: str | None = None) -> Any:
-    """A subclass field that changes only the default (and, given, the doc) of ``base``'s field:
-    its allowed values and range are inherited, not written again."""
+    """``base``'s field ``name`` with a new default (and doc): choices and range are inherited."""
     inherited = next(f for f in fields(base) if f.name == name)
     metadata = dict(inherited.metadata)
     if doc is not None:
         metadata["doc"] = doc
     return field(default=default, metadata=metadata)
-
-
-def key_doc(schema: type, name: str) -> str:
-    """The one-line doc of field ``name`` of a schema dataclass."""
-    return next(f.metadata.get("doc", "") for f in fields(schema) if f.name == name)
 
 
 @dataclass
@@ -111,7 +90,7 @@ class DatasetConfig:
     name: str = key(
         "mvfouls",
         "which reader: mvfouls (SoccerNet layout) | synthetic (built-in)",
-        choices=DATASET_NAMES,
+        choices=("mvfouls", "synthetic"),
     )
     data_dir: Optional[str] = key(
         MISSING,
@@ -150,12 +129,12 @@ class DatasetConfig:
     decoder: str = key(
         "auto",
         "video decoding: auto (= pyav, the fastest here) | pyav | torchcodec (needs system FFmpeg and the torchcodec extra)",
-        choices=DECODERS,
+        choices=("auto", "pyav", "torchcodec"),
     )
     on_decode_error: str = key(
         "raise",
         "an unreadable clip: raise (stop, naming the file) | skip (use another view of the action, else drop the action; counted and reported each epoch)",
-        choices=ON_DECODE_ERROR,
+        choices=("raise", "skip"),
     )
     cache_dir: Optional[str] = key(
         None,
@@ -192,8 +171,6 @@ class DatasetConfig:
     color_jitter: float = key(
         0.2, "brightness/contrast/saturation jitter strength; 0 = off", bounds="in [0, 1)"
     )
-    # Per-channel normalisation; null = the backbone's own (its torchvision weights' transforms).
-    # A run records the values it used here, so evaluation feeds the checkpoint the same input.
     mean: Optional[List[float]] = key(
         None,
         "per-channel normalisation mean; null = the backbone's own (its torchvision weights' transforms); a run records what it used",
@@ -261,12 +238,12 @@ class TrainingConfig:
     backbone_lr: Optional[float] = key(
         1e-4, "learning rate of the backbone; null = learning_rate", bounds="> 0"
     )
-    optimizer: str = key("adamw", "adamw | adam | sgd", choices=OPTIMIZERS)
+    optimizer: str = key("adamw", "adamw | adam | sgd", choices=("adamw", "adam", "sgd"))
     momentum: float = key(0.9, "sgd momentum (ignored by adam/adamw)", bounds="in [0, 1)")
     scheduler: str = key(
         "cosine",
         "cosine (linear warmup, then cosine to min_lr) | step | plateau | none",
-        choices=SCHEDULERS,
+        choices=("cosine", "step", "plateau", "none"),
     )
     warmup_epochs: float = key(
         1.0, "cosine: epochs of linear warmup from 0 (fractions allowed)", bounds=">= 0"
@@ -298,10 +275,9 @@ class LossConfig:
     function: str = key(
         "focal",
         "focal | ce (cross-entropy); focal with focal_gamma 0 equals ce",
-        choices=LOSS_FUNCTIONS,
+        choices=("focal", "ce"),
     )
     focal_gamma: float = key(2.0, "focusing parameter; 0 = cross-entropy", bounds=">= 0")
-    # null, a number in (0, 1], or "class_weights" (alpha per class = the class weights).
     focal_alpha: Any = key(
         None,
         "null (= 1), a constant factor in (0, 1], or class_weights (alpha per class = the class weights)",
@@ -320,7 +296,7 @@ class LossConfig:
     class_weight_method: str = key(
         "effective_num",
         "effective_num (Cui et al. 2019) | inverse_freq | balanced",
-        choices=CLASS_WEIGHT_METHODS,
+        choices=("effective_num", "inverse_freq", "balanced"),
     )
     effective_num_beta: float = key(
         0.99,
@@ -341,7 +317,7 @@ class SamplingConfig:
     balance_task: str = key(
         "offence_severity",
         "which labels are balanced: offence_severity | action | joint",
-        choices=BALANCE_TASKS,
+        choices=("offence_severity", "action", "joint"),
     )
     oversample_factor: float = key(
         2.0,
@@ -397,9 +373,8 @@ class FreezingConfig:
 @dataclass
 class SystemConfig:
     accelerator: str = key(
-        "gpu", "gpu | cpu | auto (gpu when CUDA is available)", choices=ACCELERATORS
+        "gpu", "gpu | cpu | auto (gpu when CUDA is available)", choices=("auto", "gpu", "cpu")
     )
-    # Devices per node: GPUs, or processes with accelerator=cpu (gloo); > 1 runs DDP.
     gpus: int = key(
         1, "devices per node: GPUs (more than 1 = DDP, see system=multi_gpu)", bounds=">= 0"
     )
@@ -407,14 +382,13 @@ class SystemConfig:
     precision: str = key(
         "16-mixed",
         "16-mixed | bf16-mixed | 32-true (CPU runs always use 32-true)",
-        choices=PRECISIONS,
+        choices=("16-mixed", "bf16-mixed", "32-true", "32", "16", "bf16", "64-true", "64"),
     )
     strategy: str = key("auto", "Lightning strategy: auto | ddp | ddp_spawn | fsdp | ...")
     sync_batchnorm: bool = key(
         False,
         "synchronise BatchNorm statistics across processes (DDP only; the ResNet-3D family, S3D, tiny)",
     )
-    # torch's intra-op threads on CPU runs; null = the cores left after the DataLoader workers.
     num_threads: Optional[int] = key(
         None,
         "torch intra-op threads on CPU; null = the cores left after the DataLoader workers (at least 1)",
@@ -456,18 +430,16 @@ class ExperimentConfig:
         "also log to Weights & Biases (offline without credentials; pip install -e '.[wandb]')",
     )
     wandb_project: str = key("mvfoul", "W&B project name")
-    # Which loggers record the run (LOGGERS); use_wandb=true adds wandb.
+    # experiment.use_wandb=true adds wandb to these.
     loggers: List[str] = key(
         doc="what records the run: csv, tensorboard, wandb, mlflow (pip install mlflow)",
         factory=lambda: ["csv", "tensorboard"],
-        choices=LOGGERS,
+        choices=("csv", "tensorboard", "wandb", "mlflow"),
     )
-    # Lightning Trainer options the schema does not name, passed through (mvfoul.training.extensions).
     trainer: Dict[str, Any] = key(
         doc="other Lightning Trainer options, e.g. +experiment.trainer.val_check_interval=0.5",
         factory=dict,
     )
-    # Extra Lightning callbacks: name -> {_target_: class path, its arguments...}.
     callbacks: Dict[str, Any] = key(
         doc="extra Lightning callbacks: name: {_target_: lightning.pytorch.callbacks.EarlyStopping, ...}",
         factory=dict,
@@ -478,14 +450,12 @@ class ExperimentConfig:
     fast_dev_run: bool = key(
         False, "run one training and one validation batch, then stop (no checkpoints)"
     )
-    # int = a number of batches, float = a fraction of the epoch (Lightning's convention).
     limit_train_batches: Any = key(
         1.0, "a fraction (float) of the training batches per epoch, or a count (int)"
     )
     limit_val_batches: Any = key(
         1.0, "a fraction (float) of the validation batches, or a count (int)"
     )
-    # null: a new run; auto: continue <run folder>/checkpoints/last.ckpt (hydra.run.dir); or a path.
     resume: Optional[str] = key(
         None,
         "continue a run: null = start a new one; auto = <run folder>/checkpoints/last.ckpt (give hydra.run.dir, or use python -m mvfoul.runs resume RUN_DIR); or a checkpoint path",
@@ -494,8 +464,6 @@ class ExperimentConfig:
 
 @dataclass
 class MvfoulConfig:
-    """The root: one node per config group."""
-
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -519,55 +487,19 @@ class EvaluateConfig(MvfoulConfig):
     )
 
 
-EVALUATION_SPLITS = ("train", "valid", "test", "chall")
-
-# group name -> its schema; the YAML files of a group list "<group>_schema" first in their
-# defaults, so Hydra checks them against the dataclass.
-GROUP_SCHEMAS: dict[str, type] = {
-    "dataset": DatasetConfig,
-    "model": ModelConfig,
-    "training": TrainingConfig,
-    "loss": LossConfig,
-    "sampling": SamplingConfig,
-    "freezing": FreezingConfig,
-    "system": SystemConfig,
-    "experiment": ExperimentConfig,
-}
+# group name -> its schema; each YAML option of a group lists "<group>_schema" first in its
+# defaults, so Hydra checks it against the dataclass.
+GROUP_SCHEMAS: dict[str, type] = typing.get_type_hints(MvfoulConfig)
 # dataset.name -> the schema of that dataset option (the built-in one has generation keys).
 DATASET_SCHEMAS: dict[str, type] = {"mvfouls": DatasetConfig, "synthetic": SyntheticDatasetConfig}
-ROOT_SCHEMA_NAME = "mvfoul_schema"
 
+_store = ConfigStore.instance()
+_store.store(name="mvfoul_schema", node=MvfoulConfig)
+_store.store(name="evaluate_schema", node=EvaluateConfig)
+for _group, _schema in GROUP_SCHEMAS.items():
+    _store.store(group=_group, name=f"{_group}_schema", node=_schema)
+_store.store(group="dataset", name="synthetic_schema", node=SyntheticDatasetConfig)
 
-def schema_name(group: str) -> str:
-    return f"{group}_schema"
-
-
-def register_configs() -> None:
-    """Register the schemas in Hydra's ConfigStore (idempotent)."""
-    cs = ConfigStore.instance()
-    cs.store(name=ROOT_SCHEMA_NAME, node=MvfoulConfig)
-    cs.store(name="evaluate_schema", node=EvaluateConfig)
-    for group, schema in GROUP_SCHEMAS.items():
-        cs.store(group=group, name=schema_name(group), node=schema)
-    cs.store(group="dataset", name="synthetic_schema", node=SyntheticDatasetConfig)
-
-
-def _register_resolvers() -> None:
-    from omegaconf import OmegaConf
-
-    from mvfoul.help import render_help
-
-    # hydra/help/mvfoul.yaml renders its template through this resolver, so --help is generated
-    # from the config files themselves and cannot go stale.
-    if not OmegaConf.has_resolver("mvfoul_help"):
-        OmegaConf.register_new_resolver("mvfoul_help", lambda: render_help(CONF_DIR))
-    # The last part of default run and sweep folder names: date and time, or the SLURM job id
-    # (the tasks of a job and its requeues then share one folder). Cached, like Hydra's ${now:}.
-    if not OmegaConf.has_resolver("mvfoul_stamp"):
-        from mvfoul.slurm import run_stamp
-
-        OmegaConf.register_new_resolver("mvfoul_stamp", run_stamp, use_cache=True)
-
-
-register_configs()
-_register_resolvers()
+# The last part of default run and sweep folder names: date and time, or the SLURM job id
+# (the tasks of a job and its requeues then share one folder). Cached, like Hydra's ${now:}.
+OmegaConf.register_new_resolver("mvfoul_stamp", run_stamp, use_cache=True, replace=True)

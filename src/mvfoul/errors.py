@@ -1,9 +1,5 @@
-"""Errors a user can act on.
-
-Every error mvfoul raises on bad input is a :class:`MvfoulError`. The entry points print its
-message as one line (no traceback unless ``HYDRA_FULL_ERROR=1``) and exit non-zero, so the
-message must name the key or file, what was expected, and the fix.
-"""
+"""Errors a user can act on. The entry points print a :class:`MvfoulError` as one line and exit
+non-zero, so its message must name the key or file, what was expected, and the fix."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
 """The ``--help`` text and ``docs/configuration.md``, generated from the config files and schemas.
 
-An option's description is the first comment line of its YAML file, so documenting it there is
-enough and the list never drifts from what exists. Hydra renders the help as its template
-(``conf/hydra/help/mvfoul.yaml``) and fills in ``$FLAGS_HELP``.
-"""
+An option's description is the first comment line of its YAML file, so the lists never drift from
+what exists. Hydra fills ``$FLAGS_HELP`` into the help (``conf/hydra/help/mvfoul.yaml``)."""
 
 from __future__ import annotations
 
@@ -14,6 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
+
+from mvfoul import config
+from mvfoul.paths import CONF_DIR
 
 # Groups shown, in the order of the defaults list; each is a folder of conf/.
 GROUPS = ("dataset", "model", "training", "loss", "sampling", "freezing", "system", "experiment")
@@ -54,14 +56,8 @@ def describe(path: Path) -> str:
 def default_options(conf_dir: Path) -> dict[str, str]:
     """group -> option chosen by the root config's defaults list."""
     root = yaml.safe_load((conf_dir / "config.yaml").read_text(encoding="utf-8"))
-    options = {}
-    for entry in root.get("defaults", []):
-        if not isinstance(entry, dict):
-            continue
-        for group, option in entry.items():
-            if not group.startswith("override "):
-                options[group] = option
-    return options
+    entries = [entry for entry in root["defaults"] if isinstance(entry, dict)]
+    return {group: option for entry in entries for group, option in entry.items()}
 
 
 def _option_lines(folder: Path, default: str | None) -> list[str]:
@@ -75,7 +71,6 @@ def _option_lines(folder: Path, default: str | None) -> list[str]:
 
 
 def render_help(conf_dir: Path) -> str:
-    conf_dir = Path(conf_dir)
     defaults = default_options(conf_dir)
     parts = [USAGE, "Presets (--config-name NAME)"]
     for folder in PRESET_FOLDERS:
@@ -84,9 +79,8 @@ def render_help(conf_dir: Path) -> str:
     for group in GROUPS:
         parts += [f"  {group}", *_option_lines(conf_dir / group, defaults.get(group))]
     for group in SEARCH_GROUPS:
-        if (conf_dir / group).is_dir():
-            parts += ["", f"Hyperparameter search (--multirun {group}=NAME; off by default)"]
-            parts += _option_lines(conf_dir / group, None)
+        parts += ["", f"Hyperparameter search (--multirun {group}=NAME; off by default)"]
+        parts += _option_lines(conf_dir / group, None)
     parts += ["", FOOTER, "Hydra flags\n$FLAGS_HELP"]
     return "\n".join(parts)
 
@@ -97,31 +91,26 @@ REFERENCE_COMMAND = "python -m mvfoul.help --reference > docs/configuration.md"
 def _type_text(hint: Any) -> str:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin is typing.Union and type(None) in args:
-        (inner,) = [a for a in args if a is not type(None)]
-        return f"{_type_text(inner)} or null"
+    if origin is typing.Union:  # Optional[X]: the schema has no other unions
+        return f"{_type_text(args[0])} or null"
     if origin is list:
         return f"list of {_type_text(args[0])}"
     if origin is dict:
         return "mapping"
     if hint is Any:
         return "any"
-    return getattr(hint, "__name__", str(hint))
+    return hint.__name__
 
 
 _TABLE_HEAD = ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
 
 
-def _key_rows(schema: type, prefix: str, skip: frozenset[str] = frozenset()) -> list[str]:
+def _key_rows(schema: type, prefix: str) -> list[str]:
     hints = typing.get_type_hints(schema)
+    defaults = schema()
     rows = []
     for field in dataclasses.fields(schema):
-        if field.name in skip:
-            continue
-        if field.default is dataclasses.MISSING:
-            default = field.default_factory()  # type: ignore[misc]
-        else:
-            default = field.default
+        default = getattr(defaults, field.name)
         if default == "???":
             value = "required"
         elif dataclasses.is_dataclass(default):
@@ -152,9 +141,6 @@ def _flat(values: dict[str, Any], prefix: str) -> list[str]:
 
 def render_reference(conf_dir: Path) -> str:
     """Every key: type, default, and one-line doc, from the schemas; and what each option sets."""
-    from mvfoul import config
-
-    conf_dir = Path(conf_dir)
     defaults = default_options(conf_dir)
     lines = [
         "# Configuration reference",
@@ -179,15 +165,17 @@ def render_reference(conf_dir: Path) -> str:
             lines += ["", "With `dataset=synthetic`, the built-in dataset's generation:", ""]
             lines += [*_TABLE_HEAD, *_key_rows(config.SyntheticConfig, "dataset.synthetic.")]
     lines += ["", "## `evaluate_hydra.py`", "", "Every key above, plus:", "", *_TABLE_HEAD]
-    own = frozenset(f.name for f in dataclasses.fields(config.MvfoulConfig))
-    lines += _key_rows(config.EvaluateConfig, "", skip=own)
+    # Its own fields follow the inherited ones, one per group.
+    lines += _key_rows(config.EvaluateConfig, "")[len(config.GROUP_SCHEMAS) :]
     return "\n".join(lines) + "\n"
 
 
+# hydra/help/mvfoul.yaml renders its template through this resolver, so --help is generated from
+# the config files themselves and cannot go stale. The entry points import this module via cli.
+OmegaConf.register_new_resolver("mvfoul_help", lambda: render_help(CONF_DIR), replace=True)
+
 if __name__ == "__main__":
     import sys
-
-    from mvfoul.paths import CONF_DIR
 
     if sys.argv[1:] != ["--reference"]:
         raise SystemExit(f"usage: {REFERENCE_COMMAND}")

@@ -1,16 +1,22 @@
-"""Class vocabularies and the official SoccerNet-MVFoul label rules.
+"""Class vocabularies, the official SoccerNet-MVFoul label rules and the official metric.
 
-The rules (:func:`_apply_rules`) reproduce the SoccerNet evaluator and the VARS baseline, quirks
-included, so mvfoul trains and scores on exactly the official actions. The evaluator compares the
-predicted ``Offence`` with the *raw* ground-truth string, so an action labelled ``No Offence``,
-``Between`` or (a Dive) empty can never be matched; and it expects severity ``1.0`` from every
-Dive judged an offence, so a Dive with a card is matched by the ``Offence + No card``
-prediction. mvfoul trims surrounding whitespace; the evaluator does not.
+The rules (:func:`_apply_rules`) and the metric (:func:`scores_from_counts`) reproduce the
+SoccerNet evaluator and the VARS baseline, quirks included. The evaluator compares the predicted
+``Offence`` with the *raw* ground-truth string, so an action labelled ``No Offence``, ``Between``
+or (a Dive) empty can never be matched; and it expects severity ``1.0`` from every Dive judged an
+offence, whatever its card. mvfoul trims surrounding whitespace; the evaluator does not.
 """
 
 from __future__ import annotations
 
+import logging
+from contextlib import suppress
 from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+logger = logging.getLogger(__name__)
 
 OFFENCE_SEVERITY_CLASSES: tuple[str, ...] = (
     "No offence",
@@ -40,8 +46,6 @@ HEAD_CLASSES: dict[str, tuple[str, ...]] = {
 }
 HEAD_METRIC_PREFIX: dict[str, str] = {"offence_severity": "sev", "action": "action"}
 
-ACTION_INDEX = {name: i for i, name in enumerate(ACTION_CLASSES)}
-
 # Every raw string annotations.json uses for each label field (before the rules). A value outside
 # these is a typo or a newer vocabulary, never a legitimate "undecided" label.
 ACTION_CLASS_VALUES: tuple[str, ...] = (*ACTION_CLASSES, "Dont know", "")
@@ -50,8 +54,7 @@ SEVERITY_VALUES: tuple[str, ...] = ("", "1.0", "2.0", "3.0", "4.0", "5.0")
 
 _UNSURE_OFFENCE = ("", "Between")
 _UNSURE_SEVERITY = ("", "2.0", "4.0")
-# Severity string -> offence+severity class, for actions judged an offence.
-_SEVERITY_TO_CLASS = {"1.0": 1, "3.0": 2, "5.0": 3}
+_SEVERITY_TO_CLASS = {"1.0": 1, "3.0": 2, "5.0": 3}  # for actions judged an offence
 # Offence+severity class -> the (Offence, Severity) strings a prediction file carries.
 _CLASS_TO_PREDICTION = {
     0: ("No offence", ""),
@@ -64,21 +67,15 @@ _PREDICTION_TO_CLASS = {strings: cls for cls, strings in _CLASS_TO_PREDICTION.it
 
 @dataclass(frozen=True)
 class OfficialLabels:
-    """The labels of one action after the official filtering and mapping."""
-
     action_class: str
     offence: str  # normalised: "Offence" or the raw "No offence"/"No Offence"
     severity: str  # normalised: "1.0", "3.0" or "5.0" (or the raw value for No offence)
     offence_severity: int  # index into OFFENCE_SEVERITY_CLASSES
     action: int  # index into ACTION_CLASSES
-    # The class whose prediction strings the evaluator counts as correct: by default
+    # The class whose prediction strings the evaluator counts as correct: mostly
     # ``offence_severity``; 1 for a Dive judged an offence (whatever its card); -1 when none can
     # match (raw offence "No Offence", "Between" or empty, or strings the evaluator skips).
-    severity_match: int = None  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        if self.severity_match is None:
-            object.__setattr__(self, "severity_match", self.offence_severity)
+    severity_match: int
 
 
 @dataclass(frozen=True)
@@ -92,11 +89,6 @@ class EvaluatorView:
     action_class: str  # the raw "Action class" string a prediction must repeat
     offence: str  # the RAW ground-truth "Offence" string ("", "Between", "No Offence" included)
     severity: str  # the normalised severity: "" for No offence, "1.0" for a Dive, else its card
-
-    @property
-    def severity_match(self) -> int:
-        """The class whose :func:`prediction_strings` match (offence, severity), or -1."""
-        return _PREDICTION_TO_CLASS.get((self.offence, self.severity), -1)
 
 
 def _apply_rules(action_class: str, offence: str, severity: str) -> tuple[str, str, int] | str:
@@ -132,7 +124,7 @@ def evaluator_view(action_class: str, offence: str, severity: str) -> EvaluatorV
     if isinstance(verdict, str):
         return verdict
     _, mapped_severity, offence_severity = verdict
-    if action_class not in ACTION_INDEX:
+    if action_class not in ACTION_CLASSES:
         raise ValueError(f"unknown action class {action_class!r}")
     # The evaluator's own normalisation, after it has picked the class: a Dive always expects
     # "1.0" (even a Dive with a card), a No offence always expects "".
@@ -140,9 +132,8 @@ def evaluator_view(action_class: str, offence: str, severity: str) -> EvaluatorV
         mapped_severity = "1.0"
     if offence_severity == 0:
         mapped_severity = ""
-    return EvaluatorView(
-        offence_severity, ACTION_INDEX[action_class], action_class, offence, mapped_severity
-    )
+    action = ACTION_CLASSES.index(action_class)
+    return EvaluatorView(offence_severity, action, action_class, offence, mapped_severity)
 
 
 def official_labels(action_class: str, offence: str, severity: str) -> OfficialLabels | str:
@@ -159,12 +150,12 @@ def official_labels(action_class: str, offence: str, severity: str) -> OfficialL
         return verdict
     offence, severity, offence_severity = verdict
 
-    try:
+    match = -1  # where the evaluator skips the action or fails on its untrimmed class
+    with suppress(ValueError):
         view = evaluator_view(*raw)
-        match = view.severity_match if isinstance(view, EvaluatorView) else -1
-    except ValueError:  # the evaluator fails on the untrimmed class: nothing can match
-        match = -1
-    action = ACTION_INDEX[action_class]
+        if isinstance(view, EvaluatorView):
+            match = _PREDICTION_TO_CLASS.get((view.offence, view.severity), -1)
+    action = ACTION_CLASSES.index(action_class)
     return OfficialLabels(action_class, offence, severity, offence_severity, action, match)
 
 
@@ -181,12 +172,56 @@ def vocabulary_problem(action_class: str, offence: str, severity: str) -> str | 
     return None
 
 
-def is_official_match(offence_severity_pred: int, labels: OfficialLabels) -> bool:
-    """Whether the official evaluator counts a predicted offence+severity class as correct."""
-    return labels.severity_match >= 0 and int(offence_severity_pred) == labels.severity_match
-
-
 def prediction_strings(offence_severity: int, action: int) -> dict[str, str]:
     """The ``{"Action class", "Offence", "Severity"}`` entry of an official predictions file."""
     offence, severity = _CLASS_TO_PREDICTION[int(offence_severity)]
     return {"Action class": ACTION_CLASSES[int(action)], "Offence": offence, "Severity": severity}
+
+
+SCORE_KEYS: tuple[str, ...] = (
+    "accuracy_offence_severity",
+    "accuracy_action",
+    "balanced_accuracy_offence_severity",
+    "balanced_accuracy_action",
+    "leaderboard_value",
+)
+
+
+def scores_from_counts(
+    offence_severity_total: npt.ArrayLike,
+    offence_severity_correct: npt.ArrayLike,
+    action_total: npt.ArrayLike,
+    action_correct: npt.ArrayLike,
+    warn: bool = True,
+) -> dict[str, float]:
+    """The official scores (percent). ``*_total[c]``: ground-truth actions of class ``c``;
+    ``*_correct[c]``: those the evaluator counts correct. Computed in the evaluator's own order of
+    operations, so the floats are the same. A class without ground-truth actions makes its
+    balanced accuracy NaN, as officially; a warning names such classes unless ``warn=False``."""
+    counts = (offence_severity_total, offence_severity_correct, action_total, action_correct)
+    os_total, os_correct, act_total, act_correct = (
+        np.asarray(values, dtype=np.float64).reshape(-1) for values in counts
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        accuracy_os = np.sum(os_correct) / np.sum(os_total)
+        accuracy_action = np.sum(act_correct) / np.sum(act_total)
+        balanced_os = np.mean(os_correct / os_total)
+        balanced_action = np.mean(act_correct / act_total)
+    leaderboard = balanced_os * 0.5 + balanced_action * 0.5
+
+    absent = [
+        f"{task} {', '.join(repr(names[c]) for c in np.flatnonzero(total == 0))}"
+        for task, names, total in (
+            ("offence+severity", OFFENCE_SEVERITY_CLASSES, os_total),
+            ("action", ACTION_CLASSES, act_total),
+        )
+        if np.any(total == 0)
+    ]
+    if absent and warn:
+        logger.warning(
+            "balanced accuracy is NaN, as the official evaluator gives it: class(es) absent from "
+            "the ground truth: %s",
+            "; ".join(absent),
+        )
+    scores = (accuracy_os, accuracy_action, balanced_os, balanced_action, leaderboard)
+    return {key: float(value * 100) for key, value in zip(SCORE_KEYS, scores)}

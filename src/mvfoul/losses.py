@@ -1,14 +1,9 @@
 """Losses of the two heads: cross-entropy and focal, class weights, label smoothing, task weights.
-
-Class weights scale each sample's loss by its class's weight (and, with label smoothing, each
-class's share of the smoothed target); the batch loss is the plain mean over the batch. With
-weights normalised to mean 1 the loss keeps its scale, and focal loss at gamma 0 equals
-cross-entropy with or without weights.
-"""
+Class weights scale each sample's loss (with label smoothing, each class's share of the target);
+the batch loss is the plain mean over the batch, so weights normalised to mean 1 keep its scale."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,31 +28,22 @@ def class_counts(labels: Sequence[int], num_classes: int) -> torch.Tensor:
 
 
 def class_weights(counts: torch.Tensor, method: str, beta: float = 0.99) -> torch.Tensor:
-    """Per-class loss weights from training counts, normalised to mean 1 over present classes.
-
-    ``effective_num`` (Cui et al. 2019): (1 - beta) / (1 - beta ** n_c), the inverse "effective
-    number" of samples, which saturates for large classes; ``inverse_freq``: 1 / n_c;
-    ``balanced``: scikit-learn's N / (K * n_c), equal to ``inverse_freq`` once normalised (both
-    names exist because configs from the earlier trainer use them). A class with no training
-    sample is never a target: it gets weight 1 and stays out of the normalisation.
+    """Per-class loss weights from training counts n_c, normalised to mean 1 over present classes:
+    ``effective_num`` (Cui et al. 2019): (1 - beta) / (1 - beta ** n_c), saturating for large
+    classes; ``inverse_freq``: 1 / n_c; ``balanced`` (scikit-learn's N / (K * n_c), the earlier
+    trainer's name): the same once normalised. A class without samples weighs 1, outside the mean.
     """
     counts = counts.to(torch.float64)
     present = counts > 0
     if not present.any():
         raise ValueError("class weights need at least one labelled training sample")
-    sizes = counts[present]  # n_c of each present class
+    sizes = counts[present]
     if method == "effective_num":
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"effective_num_beta must be in [0, 1), got {beta}")
         raw = (1.0 - beta) / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), sizes))
     elif method == "inverse_freq":
         raw = 1.0 / sizes
-    elif method == "balanced":
+    else:  # balanced
         raw = sizes.sum() / (len(sizes) * sizes)
-    else:
-        raise ValueError(
-            f"class_weight_method {method!r} is not one of effective_num, inverse_freq, balanced"
-        )
     weights = torch.ones_like(counts)
     weights[present] = raw / raw.mean()
     return weights.to(torch.float32)
@@ -71,10 +57,9 @@ def focal_loss(
     label_smoothing: float = 0.0,
     weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean multi-class focal loss (Lin et al. 2017): each class's log-likelihood term is scaled
-    by ``(1 - p_c) ** gamma``, so easy examples contribute little. Over the smoothed targets (as
-    ``F.cross_entropy`` smooths) and per-class ``weight``, it equals ``F.cross_entropy(...,
-    reduction="none").mean()`` at ``gamma == 0``. ``alpha`` is a constant factor."""
+    """Mean multi-class focal loss (Lin et al. 2017): each class's log-likelihood term scaled by
+    ``(1 - p_c) ** gamma``. Targets smoothed as ``F.cross_entropy`` smooths them, so at gamma 0 it
+    equals ``F.cross_entropy(..., reduction="none").mean()``. ``alpha`` is a constant factor."""
     num_classes = logits.shape[1]
     log_probs = F.log_softmax(logits.float(), dim=1)
     one_hot = F.one_hot(target, num_classes).to(torch.float32)
@@ -102,8 +87,6 @@ class MultiTaskLoss(nn.Module):
         action_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        if function not in ("focal", "ce"):
-            raise ValueError(f"loss function {function!r} is not one of focal, ce")
         self.function = function
         self.focal_gamma = focal_gamma
         self.focal_alpha = focal_alpha
@@ -185,7 +168,6 @@ def format_class_weight_table(
     weights: dict[str, torch.Tensor],
     names: Mapping[str, Sequence[str]],
 ) -> str:
-    """A small per-class table (count, weight) for each head, printed once at start."""
     lines = []
     for head in HEADS:
         lines.append(f"class weights ({head}):")
@@ -200,9 +182,7 @@ def check_loss(cfg: DictConfig, p: Problems) -> None:
     """focal_alpha is a number or the class weights, and at least one head is trained."""
     loss = cfg.loss
     alpha = loss.focal_alpha
-    is_number = (
-        isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and math.isfinite(alpha)
-    )
+    is_number = isinstance(alpha, (int, float)) and not isinstance(alpha, bool)
     if not (alpha is None or alpha == ALPHA_CLASS_WEIGHTS or (is_number and 0.0 < alpha <= 1.0)):
         p.add(
             "loss.focal_alpha",

@@ -1,22 +1,15 @@
-"""Run folders: each run gets its own, a finished run is never overwritten, and a folder that
-cannot be written fails at startup.
-
-:class:`RunFolderCallback` (``hydra.callbacks`` in ``conf/config.yaml``) claims the folder before
-Hydra writes anything into it: with ``mkdir`` (not "exist ok"), so a clock-made name another run
-took in the same second becomes ``<name>_1``, ``_2``..., even on a shared filesystem; refusing a
-folder that holds a run unless ``experiment.resume`` is set (a resumed run writes its ``.hydra/``
-records into ``.hydra/resume_<n>/``); writing a probe file, so a read-only folder or a full disk
-fails now, not at the first checkpoint; and locking it with POSIX ``lockf``, which the kernel
-releases when the process dies, SIGKILL included. (Not ``flock``: forked children share its lock,
-and the DataLoader workers of a killed run outlive it by a few seconds.)
-
-DDP children and the non-zero ranks of a cluster job join the folder their rank zero claimed and
-pass through untouched. The same rules apply to a ``--multirun``'s ``hydra.sweep.dir``.
+"""Run (and sweep) folders: each run gets its own, made with ``mkdir`` before Hydra writes into it
+(a clock-made name another run took in the same second becomes ``<name>_1``...); one that holds a
+run is refused unless ``experiment.resume`` is set; a write probe fails a full or read-only one at
+startup; and it is locked with ``lockf``, which the kernel drops when the process dies (not
+``flock``: the forked DataLoader workers of a killed run share it and outlive the run).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
+import itertools
 import os
 import re
 import socket
@@ -25,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from mvfoul.errors import RunFolderError
@@ -63,13 +57,9 @@ def run_records(folder: Path) -> list[str]:
 
 def sweep_records(folder: Path) -> list[str]:
     """An earlier sweep's multirun.yaml, and its job folders that hold runs."""
-    found = []
-    if (folder / "multirun.yaml").is_file():
-        found.append("multirun.yaml")
-    for job in sorted(folder.iterdir()):
-        if job.is_dir() and job.name.isdigit() and run_records(job):
-            found.append(f"{job.name}/")
-    return found
+    found = ["multirun.yaml"] if (folder / "multirun.yaml").is_file() else []
+    jobs = sorted(folder.iterdir())
+    return found + [f"{job.name}/" for job in jobs if job.name.isdigit() and run_records(job)]
 
 
 def _reason(err: OSError) -> str:
@@ -98,22 +88,8 @@ def _create(folder: Path, key: str) -> bool:
         ) from None
 
 
-def check_writable(folder: Path, key: str = "hydra.run.dir") -> None:
-    try:
-        with tempfile.TemporaryFile(dir=folder) as fh:  # gone when closed
-            fh.write(b"\0" * _PROBE_BYTES)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except OSError as err:
-        raise RunFolderError(
-            f"{key}: cannot write into {folder}: {_reason(err)}; free some space or choose another folder"
-        ) from None
-
-
 def lock_run_folder(folder: Path, key: str = "hydra.run.dir") -> None:
     """Hold ``<folder>/.mvfoul.lock`` for the rest of this process, or refuse: another live run has it."""
-    import fcntl
-
     folder = folder.resolve()
     if folder in _HELD_LOCKS:
         return
@@ -157,16 +133,11 @@ def claim(config: DictConfig, dir_key: str) -> tuple[Path, bool]:
         resume = "auto"  # a requeued SLURM job continues its own run
     evaluation = "ckpt_path" in config
     created = _create(folder, dir_key)
-    resuming = False
+    records: list[str] = []
     if not created and clock_named:
         # Another run made this folder in the same second: it is not ours to join.
-        for n in range(1, 10_000):
-            variant = folder.with_name(f"{folder.name}_{n}")
-            if _create(variant, dir_key):
-                break
-        else:  # pragma: no cover
-            raise RunFolderError(f"{dir_key}: no free name near {folder}; choose another folder")
-        folder = variant
+        variants = (folder.with_name(f"{folder.name}_{n}") for n in itertools.count(1))
+        folder = next(variant for variant in variants if _create(variant, dir_key))
     elif not created:
         records = sweep_records(folder) if dir_key == "hydra.sweep.dir" else run_records(folder)
         if records and (resume is None or evaluation):
@@ -178,21 +149,16 @@ def claim(config: DictConfig, dir_key: str) -> tuple[Path, bool]:
             raise RunFolderError(
                 f"{dir_key}: {folder} already holds a run ({', '.join(records)}); {fix}"
             )
-        resuming = bool(records)
-    check_writable(folder, dir_key)
-    return folder, resuming
-
-
-def _set(config: DictConfig, key: str, value: Any) -> None:
-    with read_write(config):
-        OmegaConf.update(config, key, value, merge=False)
-
-
-def _sweep_job_dir(config: DictConfig) -> Path | None:
-    mode = OmegaConf.select(config, "hydra.mode")
-    if mode is None or not str(mode).endswith("MULTIRUN"):
-        return None
-    return Path(str(config.hydra.runtime.output_dir))
+    try:
+        with tempfile.TemporaryFile(dir=folder) as fh:  # gone when closed
+            fh.write(b"\0" * _PROBE_BYTES)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as err:
+        raise RunFolderError(
+            f"{dir_key}: cannot write into {folder}: {_reason(err)}; free some space or choose another folder"
+        ) from None
+    return folder, bool(records)
 
 
 class RunFolderCallback(Callback):
@@ -201,15 +167,16 @@ class RunFolderCallback(Callback):
             return
         try:
             folder, resuming = claim(config, "hydra.run.dir")
-            lock_run_folder(folder, "hydra.run.dir")
+            lock_run_folder(folder)
         except RunFolderError as err:
             raise RunFolderAbort(err) from None
-        _set(config, "hydra.run.dir", str(folder))
-        if resuming and config.hydra.output_subdir is not None:
-            n = 1
-            while (folder / ".hydra" / f"resume_{n}").exists():
-                n += 1
-            _set(config, "hydra.output_subdir", f".hydra/resume_{n}")
+        with read_write(config):
+            config.hydra.run.dir = str(folder)
+            if resuming and config.hydra.output_subdir is not None:
+                n = 1
+                while (folder / ".hydra" / f"resume_{n}").exists():
+                    n += 1
+                config.hydra.output_subdir = f".hydra/resume_{n}"
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if is_secondary_process():
@@ -229,14 +196,12 @@ class RunFolderCallback(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Two launches of the same explicit sweep folder must not write into one job folder.
-        job_dir = _sweep_job_dir(config)
-        if job_dir is not None and not is_secondary_process():
+        if config.hydra.mode == RunMode.MULTIRUN and not is_secondary_process():
             try:
-                lock_run_folder(job_dir, "hydra.sweep.dir")
+                lock_run_folder(Path(config.hydra.runtime.output_dir), "hydra.sweep.dir")
             except RunFolderError as err:
                 raise RunFolderAbort(err) from None
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        job_dir = _sweep_job_dir(config)
-        if job_dir is not None:
-            unlock_run_folder(job_dir)
+        if config.hydra.mode == RunMode.MULTIRUN:
+            unlock_run_folder(Path(config.hydra.runtime.output_dir))

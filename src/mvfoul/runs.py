@@ -53,32 +53,24 @@ def resume_run(run_dir: str | Path) -> int:
     run_dir = Path(run_dir).resolve()
     own = ("experiment.resume=", "hydra.run.dir=")
     args = [a for a in _run_arguments(run_dir) if not a.lstrip("+~").startswith(own)]
-    args += [
-        "experiment.resume=auto",
-        f"hydra.run.dir={hydra_quoted(str(run_dir), 'hydra.run.dir')}",
-    ]
-    cwd = _load(run_dir, "hydra.yaml")["hydra"]["runtime"].get("cwd")
+    quoted_dir = hydra_quoted(str(run_dir), "hydra.run.dir")
+    args += ["experiment.resume=auto", f"hydra.run.dir={quoted_dir}"]
+    cwd = Path(_load(run_dir, "hydra.yaml")["hydra"]["runtime"].get("cwd") or Path.cwd())
     print("resuming: " + _command(args), flush=True)
     command = [sys.executable, str(PROJECT_ROOT / "train_hydra.py"), *args]
-    if not cwd or not Path(cwd).is_dir():
-        cwd = Path.cwd()
-    return subprocess.call(command, cwd=cwd)
+    return subprocess.call(command, cwd=cwd if cwd.is_dir() else Path.cwd())
 
 
 def keep_run(
     run_dir: str | Path, name: str, folder: Path = USER_CONFIGS_DIR, force: bool = False
 ) -> Path:
-    """Write the run's composed config as ``<folder>/<name>.yaml``, usable as ``--config-name``.
-
-    It selects the run's group options (so each group is checked by the same schema), then sets
-    every value the run had, so later edits to presets or group files do not change it. A name a
-    preset or ``conf/`` uses is refused: ``--config-name`` finds those first.
-    """
-    run_dir = Path(run_dir)
+    """Write the run's composed config as ``<folder>/<name>.yaml``, usable as ``--config-name``:
+    the run's group options (each checked by its schema), then every value the run had, so later
+    edits to presets or group files do not change it."""
     if not name.replace("_", "").replace("-", "").isalnum():
         raise MvfoulError(f"config name {name!r}: use letters, digits, '_' or '-'")
-    candidates = (PRESETS_DIR / f"{name}.yaml", CONF_DIR / f"{name}.yaml")
-    taken = [path for path in candidates if path.is_file()]
+    # --config-name finds a preset's or conf/'s own file first.
+    taken = [p for p in (PRESETS_DIR / f"{name}.yaml", CONF_DIR / f"{name}.yaml") if p.is_file()]
     if taken:
         raise MvfoulError(
             f"config name {name!r} is taken by {taken[0]}: --config-name {name} would load that, "
@@ -89,22 +81,16 @@ def keep_run(
         raise MvfoulError(
             f"{target} already exists; choose another name, or pass --force to replace it"
         )
-    config = _load(run_dir, "config.yaml")
-    choices = _load(run_dir, "hydra.yaml")["hydra"]["runtime"]["choices"]
-    defaults: list[Any] = ["/config"]
-    for group in GROUPS:
-        if group in choices:
-            defaults.append({f"override /{group}": choices[group]})
-    defaults.append("_self_")
+    config = _load(Path(run_dir), "config.yaml")
+    choices = _load(Path(run_dir), "hydra.yaml")["hydra"]["runtime"]["choices"]
+    overrides = [{f"override /{group}": choices[group]} for group in GROUPS if group in choices]
+    document = {"defaults": ["/config", *overrides, "_self_"], **config}
     header = (
         "# @package _global_\n"
         f"# Kept run {run_dir}: its composed config, frozen (python -m mvfoul.runs keep).\n"
     )
-    document = {"defaults": defaults}
-    document.update(config)
-    body = yaml.safe_dump(document, sort_keys=False)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(target, header + body)
+    atomic.write_text(target, header + yaml.safe_dump(document, sort_keys=False))
     return target
 
 

@@ -28,22 +28,17 @@ def quiet_library_noise() -> None:
     """One clean console log: each library message once, in Hydra's format, no known noise."""
     # Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    # mvfoul's epoch scores are reduced across DDP ranks by their own metric (confusion
-    # matrices), so they are logged with sync_dist=False on purpose.
+    # Epoch scores are reduced across ranks by their own metrics: sync_dist=False is on purpose.
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('(train|val)/")
-    # A resumed run writes into its own checkpoints/ folder on purpose (mvfoul refuses any other
-    # run's folder before Lightning starts).
+    # A resumed run writes into its own checkpoints/ (any other run's folder is refused earlier).
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-    # The lightning package adds its own console handler on import and still propagates to the
-    # root logger, which Hydra has given a console handler too: every line would print twice.
+    # Lightning's own console handler would print every line twice beside Hydra's root handler.
     if logging.getLogger().handlers:
         lightning_logger = logging.getLogger("lightning")
         for handler in list(lightning_logger.handlers):
             if isinstance(handler, logging.StreamHandler):
                 lightning_logger.removeHandler(handler)
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if _drop_adverts not in rank_zero.filters:
-        rank_zero.addFilter(_drop_adverts)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_drop_adverts)
 
 
 def hydra_quoted(path: str, key: str = "ckpt_path") -> str:
@@ -51,10 +46,10 @@ def hydra_quoted(path: str, key: str = "ckpt_path") -> str:
     exactly ``path``, else single-quoted (with escapes)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parser = OverridesParser.create()
     try:
         # "${" would be resolved as an interpolation later, however the parser returns it.
-        if "${" not in path and parser.parse_override(f"{key}={path}").value() == path:
+        parsed = OverridesParser.create().parse_override(f"{key}={path}").value()
+        if "${" not in path and parsed == path:
             return path
     except Exception:  # noqa: BLE001 - any parse problem means: quote it
         pass

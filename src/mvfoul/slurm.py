@@ -1,8 +1,5 @@
 """Where this process runs under SLURM: the job, its requeues, and the run folder name.
-
-Light on purpose (no torch, no Lightning): the config resolver ``${mvfoul_stamp:}`` uses it while
-Hydra composes.
-"""
+Light on purpose (no torch, no Lightning): ``${mvfoul_stamp:}`` uses it while Hydra composes."""
 
 from __future__ import annotations
 
@@ -12,10 +9,8 @@ import time
 
 def on_slurm() -> bool:
     """Whether this process is a task of a SLURM batch job (not an interactive shell's)."""
-    return bool(os.environ.get("SLURM_JOB_ID")) and os.environ.get("SLURM_JOB_NAME") not in (
-        "bash",
-        "interactive",
-    )
+    interactive = os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive")
+    return bool(os.environ.get("SLURM_JOB_ID")) and not interactive
 
 
 def slurm_job_id() -> str | None:
@@ -34,7 +29,6 @@ def requeued_slurm_job() -> int:
 def run_stamp() -> str:
     """The last part of a default run or sweep folder name: the date and time, or under SLURM the
     job id, so that every task of the job, and the job after a requeue, use the same folder."""
-    job = slurm_job_id()
-    if on_slurm() and job:
-        return f"slurm-{job}"
+    if on_slurm():
+        return f"slurm-{slurm_job_id()}"
     return time.strftime("%Y-%m-%d_%H-%M-%S")

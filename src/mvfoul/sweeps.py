@@ -1,10 +1,7 @@
-"""Sweep tables: ``sweep_summary.csv`` and ``.md`` in a ``--multirun``'s folder, a row per job.
-
-Read from each job's marker ``job_status.json`` (``started``, then ``finished`` with its metric or
-``failed`` with its error), its ``summary.json`` and the sweep's ``sweep_state.json`` (``running``,
-``finished``). A killed process writes nothing: ``started`` and ``running`` hold only while the job
-folder's ``.mvfoul.lock`` (:mod:`mvfoul.run_folder`) or the sweep's ``.mvfoul.sweep.lock`` is held
-(a POSIX lock, which the kernel drops when its process dies, SIGKILL included).
+"""Sweep tables: ``sweep_summary.csv`` and ``.md`` in a ``--multirun``'s folder, a row per job,
+read from each job's ``job_status.json`` and ``summary.json`` and the sweep's ``sweep_state.json``.
+A killed process writes nothing: ``started`` and ``running`` hold only while the job's
+``.mvfoul.lock`` or the sweep's ``.mvfoul.sweep.lock`` is held (POSIX locks die with their process).
 """
 
 from __future__ import annotations
@@ -68,8 +65,8 @@ def _is_number(value: Any) -> bool:
 
 
 def _locked(path: Path) -> bool:
-    """Whether a live process holds a POSIX lock on ``path``. Never ask about a lock this process
-    holds: closing the probe's descriptor would drop it."""
+    """Whether another live process holds a POSIX lock on ``path`` (never ask about this one's:
+    closing the probe's descriptor would drop it)."""
     with contextlib.suppress(OSError):  # a lock file never made was never held
         fd = os.open(path, os.O_RDWR)
         try:
@@ -117,9 +114,7 @@ def read_job(folder: Path, sweep_running: bool) -> dict[str, Any]:
     # A resumed job's folder holds its earlier run's summary.json: believed once the job returns.
     summary = _json(folder / "summary.json") if status != "started" else {}
     best = summary.get("best") or {}
-    last = summary.get("final_metrics") or {}
-    history = summary.get("history") or {}  # epoch (a string) -> that epoch's metrics
-    at_best = history.get(str(best.get("epoch"))) or {}
+    at_best = (summary.get("history") or {}).get(str(best.get("epoch"))) or {}
     if status == "failed":
         pass  # its marker says so, whatever else its folder holds
     elif summary:
@@ -136,7 +131,7 @@ def read_job(folder: Path, sweep_running: bool) -> dict[str, Any]:
         "best_value": best.get("value"),
         "best_epoch": best.get("epoch"),
         "val_leaderboard_at_best_epoch": at_best.get(LB),
-        "val_leaderboard_at_last_epoch": last.get(LB),
+        "val_leaderboard_at_last_epoch": (summary.get("final_metrics") or {}).get(LB),
         "wall_time_s": summary.get("wall_time_s", marker.get("duration_s")),
         "error": error,
         "folder": folder.name,
@@ -158,38 +153,20 @@ def summarize_sweep(sweep_dir: str | Path, state: str | None = None) -> dict[str
     jobs = [read_job(folder, state == "running") for _, folder in numbered]
     known = [j["overrides"] for j in jobs if j["overrides"] is not None]
     common = [o for o in known[0] if all(o in other for other in known)] if known else []
-    # The keys of the overrides not common to all, in order of appearance.
-    keys: list[str] = []
-    for job_overrides in known:
-        for override in job_overrides:
-            key = override.split("=", 1)[0]
-            if override not in common and key not in keys:
-                keys.append(key)
+    # A column for each key of the overrides not common to all, in order of appearance.
+    keys = list(
+        dict.fromkeys(o.split("=", 1)[0] for found in known for o in found if o not in common)
+    )
     for job in jobs:
-        job["varying"] = {}
-        for override in job["overrides"] or []:
-            key, _, value = override.partition("=")
-            if key in keys:
-                job["varying"][key] = value
-        job.update(job["varying"])  # a column each
-    # The metric the finished jobs monitored; before any has, the sweep's configured one.
+        pairs = (override.partition("=") for override in job["overrides"] or [])
+        job["varying"] = {key: value for key, _, value in pairs if key in keys}
+        job.update(job["varying"])
+    # The metric the finished jobs monitored (None: they differ); until one has, the configured one.
     seen = [(j["monitor"], j["mode"]) for j in jobs if j["monitor"]]
-    if not seen:
-        seen = [(record.get("monitor"), record.get("mode"))]
-    if len({seen_monitor for seen_monitor, _ in seen}) == 1:
-        monitor, mode = seen[0]
-    else:  # jobs monitored different metrics
-        monitor, mode = None, None
-    return {
-        **record,
-        "dir": sweep_dir,
-        "state": state,
-        "jobs": jobs,
-        "common": common,
-        "keys": keys,
-        "monitor": monitor,
-        "mode": mode,
-    }
+    seen = seen or [(record.get("monitor"), record.get("mode"))]
+    monitor, mode = seen[0] if len({m for m, _ in seen}) == 1 else (None, None)
+    record.update(dir=sweep_dir, state=state, jobs=jobs, common=common, keys=keys)
+    return {**record, "monitor": monitor, "mode": mode}
 
 
 def _cell(value: Any, field: str) -> str:
@@ -199,14 +176,12 @@ def _cell(value: Any, field: str) -> str:
             return f"{float(value):.4g}"
     if not _is_number(value) or field == "best_epoch":
         return "" if value is None else str(value)
+    if field == "wall_time_s" and value < 60:
+        return f"{value:.1f} s"
     if field == "wall_time_s":
-        total_minutes, secs = divmod(round(value), 60)
-        hours, minutes = divmod(total_minutes, 60)
-        if value < 60:
-            return f"{value:.1f} s"
-        if hours:
-            return f"{hours}h {minutes:02d}m"
-        return f"{minutes}m {secs:02d}s"
+        minutes, secs = divmod(round(value), 60)
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
     return f"{value:.2f}" if value == 0 or abs(value) >= 0.1 else f"{value:.3g}"  # % or a loss
 
 
@@ -224,11 +199,7 @@ def format_markdown(sweep: dict[str, Any]) -> str:
     scored.sort(key=lambda j: j["best_value"], reverse=mode != "min")
     best = scored[0] if len({j["monitor"] for j in scored}) == 1 else None  # one metric's values
     state = STOPPED if sweep["state"] == "stopped" else sweep["state"]
-    head = [
-        f"sweep: {state}",
-        f"jobs: {text}",
-        f"sweeper: {sweep.get('sweeper') or 'unknown'}",
-    ]
+    head = [f"sweep: {state}", f"jobs: {text}", f"sweeper: {sweep.get('sweeper') or 'unknown'}"]
     if sweep.get("config"):
         head.append(f"config: {sweep['config']}")
     head.append("common overrides: " + (" ".join(sweep["common"]) or "none"))
@@ -248,9 +219,7 @@ def format_markdown(sweep: dict[str, Any]) -> str:
     fields += HEADINGS
     if any(j["error"] for j in jobs):
         fields.append("error")
-    titles = dict(HEADINGS)
-    if monitor:
-        titles["best_value"] = f"best {monitor}"
+    titles = {**HEADINGS, "best_value": f"best {monitor}" if monitor else "best"}
     rows = [["job", *(titles.get(f, f) for f in fields)]]
     # The alignment row: the job number and the HEADINGS columns (numbers) right-aligned.
     rows += [["---:", *("---:" if f in HEADINGS else "---" for f in fields)]]
@@ -294,19 +263,16 @@ class SweepSummaryCallback(Callback):
         if sweeper == "optuna":
             storage = str(hydra.sweeper.storage or "memory (not kept)")
             if storage.startswith("sqlite:///"):  # SQLite makes its file, not the folder
-                database = storage.removeprefix("sqlite:///").split("?")[0]
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                database = Path(storage.removeprefix("sqlite:///").split("?")[0])
+                database.parent.mkdir(parents=True, exist_ok=True)
             storage = re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", storage)  # no password
             record["sweeper"] = f"optuna, study {hydra.sweeper.study_name} in {storage}"
             record["planned"] = hydra.sweeper.n_trials
             direction, mode = str(hydra.sweeper.direction), str(record["mode"])
             if not direction.lower().startswith(mode.lower()):  # "maximize" goes with "max"
                 log.warning(
-                    "optuna: hydra.sweeper.direction=%s but experiment.mode=%s: the search would "
-                    "look for the worst %s",
-                    direction,
-                    mode,
-                    record["monitor"],
+                    f"optuna: hydra.sweeper.direction={direction} but experiment.mode={mode}: "
+                    f"the search would look for the worst {record['monitor']}"
                 )
         elif sweeper == "basic":
             # The cross product of the swept values; the command line replaces sweeper.params.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, read_write
 
@@ -19,81 +22,59 @@ from mvfoul.data.datamodule import worker_death_message
 from mvfoul.errors import DataError, DivergenceError
 from mvfoul.losses import resolve_label_smoothing
 from mvfoul.rules import validate_config, with_schema
+from mvfoul.run_folder import is_secondary_process
 from mvfoul.runtime import hydra_run_dir, quiet_library_noise
+from mvfoul.slurm import requeued_slurm_job
 
 log = logging.getLogger(__name__)
 
 
 @rank_zero_only
-def print_summary(
-    metrics: dict[str, float],
-    best_path: str,
-    best_score: float | None,
-    monitor: str,
-    elapsed: float,
-) -> None:
+def print_summary(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
-
-    from mvfoul.training.checkpoints import evaluate_command
 
     table = Table(title="Validation metrics (last epoch, percent)")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for name in sorted(metrics):
+    for name, value in sorted(summary["final_metrics"].items()):
         if name.startswith("val/"):
-            table.add_row(name, f"{metrics[name]:.2f}")
+            table.add_row(name, f"{value:.2f}")
     console = Console()
     console.print(table)
-    best = "n/a" if best_score is None else f"{best_score:.4f}"
-    console.print(
-        f"best {monitor}: {best}  checkpoint: {best_path or 'none'}  ({elapsed:.0f} s)",
-        soft_wrap=True,
-    )
-    if best_path:
-        # soft_wrap: a long path stays on one line, so the command can be copied as printed.
-        console.print(
-            f"evaluate it: {evaluate_command(best_path)}",
-            soft_wrap=True,
-            markup=False,
-            highlight=False,
-        )
+    best = summary["best"]
+    value = "n/a" if best["value"] is None else f"{best['value']:.4f}"
+    checkpoint = best["checkpoint"] or "none"
+    elapsed = summary["wall_time_s"]
+    # soft_wrap: a long path stays on one line, so the command can be copied as printed.
+    line = f"best {summary['monitor']}: {value}  checkpoint: {checkpoint}  ({elapsed:.0f} s)"
+    console.print(line, soft_wrap=True)
+    if summary["evaluate_command"]:
+        line = f"evaluate it: {summary['evaluate_command']}"
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 def apply_automatic_changes(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     """Settings mvfoul changes by rule; each is logged once and recorded in summary.json."""
-    changes: dict[str, dict[str, Any]] = {}
     smoothing = resolve_label_smoothing(cfg.loss, cfg.sampling)
-    if smoothing.reason:
-        log.info(smoothing.reason)
-        cfg.loss.label_smoothing = smoothing.effective
-        changes["loss.label_smoothing"] = {
-            "configured": smoothing.configured,
-            "effective": smoothing.effective,
-            "reason": smoothing.reason,
-        }
-    return changes
+    if not smoothing.reason:
+        return {}
+    log.info(smoothing.reason)
+    cfg.loss.label_smoothing = smoothing.effective
+    return {"loss.label_smoothing": dataclasses.asdict(smoothing)}
 
 
 @contextmanager
 def ddp_children_for_this_job(world_size: int) -> Iterator[None]:
     """In a ``--multirun`` job, make Lightning's DDP launcher start this job's processes, once.
 
-    The launcher starts the other ranks by running this script again with ``sys.argv``, into
-    ``hydra.run.dir``. In a sweep that argv is the sweep's own (each child would launch the whole
-    sweep again: Hydra issue 2070) and ``run.dir`` is not the job's folder; and the variables it
-    leaves in the environment (``LOCAL_RANK``...) make the next job believe its processes were
-    started for it, so it waits for ranks that never come. So for the job: its own command (config
-    name and path, its overrides), its own folder, and the environment put back afterwards.
+    The launcher reruns ``sys.argv`` into ``hydra.run.dir``: in a sweep, the whole sweep (Hydra
+    issue 2070), and not into the job's folder; and the variables it sets (``LOCAL_RANK``...) would
+    make the next job wait for ranks that never come. So: the job's own command (config name and
+    path, its overrides) and folder, and the environment put back afterwards.
     """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if (
-        world_size <= 1
-        or not HydraConfig.initialized()
-        or HydraConfig.get().mode != RunMode.MULTIRUN
-    ):
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if world_size <= 1 or not multirun:
         yield
         return
     hydra_cfg: Any = HydraConfig.get()
@@ -108,7 +89,7 @@ def ddp_children_for_this_job(world_size: int) -> Iterator[None]:
     saved_run_dir = hydra_cfg.run.dir
     # What Lightning's DDP launcher sets in the launching process's environment.
     launcher_variables = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
-    saved_env = {name: os.environ.get(name) for name in launcher_variables}
+    saved_env = {name: os.environ[name] for name in launcher_variables if name in os.environ}
     sys.argv = [sys.argv[0], *keep, *[str(o) for o in hydra_cfg.overrides.task]]
     with read_write(hydra_cfg):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
@@ -118,18 +99,13 @@ def ddp_children_for_this_job(world_size: int) -> Iterator[None]:
         sys.argv = saved_argv
         with read_write(hydra_cfg):
             hydra_cfg.run.dir = saved_run_dir
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        for name in launcher_variables:
+            os.environ.pop(name, None)
+        os.environ.update(saved_env)
 
 
 def train(cfg: DictConfig) -> float | None:
     """Validate ``cfg``, train, and return the best value of ``experiment.monitor``."""
-    from mvfoul.run_folder import is_secondary_process
-    from mvfoul.slurm import requeued_slurm_job
-
     started = time.monotonic()
     if is_secondary_process():
         # Rank zero speaks: the other DDP processes log warnings and errors only.
@@ -144,13 +120,17 @@ def train(cfg: DictConfig) -> float | None:
     from mvfoul.training.checkpoints import BEST_LINK, CHECKPOINTS_DIR, LAST_NAME, evaluate_command
     from mvfoul.training.module import MultiViewFoulModule
     from mvfoul.training.resume import check_resumed_config, resolve_resume
-    from mvfoul.training.summary import EpochHistory, write_summary
+    from mvfoul.training.summary import (
+        EpochHistory,
+        git_commit,
+        plot_training_curves,
+        write_summary,
+    )
     from mvfoul.training.trainer import build_loggers, build_trainer
 
     quiet_library_noise()
     run_dir = hydra_run_dir()
-    # A SLURM job that SLURM requeued (after a preemption or its time limit, see
-    # mvfoul.training.preemption) continues its run unless experiment.resume says otherwise.
+    # A job SLURM requeued (training.callbacks.SlurmRequeue) continues its run by default.
     resume_value = cfg.experiment.resume
     restarts = requeued_slurm_job()
     if resume_value is None and restarts:
@@ -189,6 +169,29 @@ def train(cfg: DictConfig) -> float | None:
     if resume is not None:
         loggers[0].continue_from(resume.metrics_rows())  # type: ignore[attr-defined]
     trainer = build_trainer(cfg, run_dir, config, history=history, loggers=loggers)
+
+    def summary_of(status: str, **fields: Any) -> dict[str, Any]:
+        """summary.json up to its wall time: what every run records, ``fields``, the curves."""
+        best_epoch, best_value = history.best(cfg.experiment.monitor, cfg.experiment.mode)
+        resumed = {"checkpoint": str(resume.path), "epochs_done": resume.epoch} if resume else None
+        title = f"{cfg.experiment.name}: {run_dir.name}"
+        curves = plot_training_curves(history.epochs, run_dir / "training_curves.png", title)
+        return {
+            "experiment": cfg.experiment.name,
+            "run_dir": str(run_dir),
+            "monitor": cfg.experiment.monitor,
+            "mode": cfg.experiment.mode,
+            "best": {"value": best_value, "epoch": best_epoch, "checkpoint": None},
+            "epochs_completed": len(history.epochs),
+            "history": {str(e): m for e, m in sorted(history.epochs.items())},
+            "effective": changes,
+            "resumed_from": resumed,
+            **git_commit(),
+            "status": status,
+            **fields,
+            "training_curves": str(curves) if curves else None,
+        }
+
     log.info("run folder: %s", run_dir)
     fit_started = time.monotonic()
     try:
@@ -208,10 +211,8 @@ def train(cfg: DictConfig) -> float | None:
                 dist.destroy_process_group()
     except DivergenceError as err:
         if trainer.is_global_zero:
-            summary = _summary(cfg, run_dir, history, changes, resume, status="diverged")
-            summary["stopped"] = str(err)
             # The ranked checkpoints (if any) predate the divergence: they hold finite weights.
-            summary["training_curves"] = _plot_curves(cfg, run_dir, history)
+            summary = summary_of("diverged", stopped=str(err))
             summary["wall_time_s"] = round(time.monotonic() - started, 1)
             write_summary(run_dir / "summary.json", summary)
         raise
@@ -229,72 +230,34 @@ def train(cfg: DictConfig) -> float | None:
     if best_path and not Path(best_path).is_file():
         best_path = ""
     last = run_dir / CHECKPOINTS_DIR / LAST_NAME
-    summary = _summary(cfg, run_dir, history, changes, resume, status="completed")
+    summary = summary_of(
+        "completed",
+        best_link=str(run_dir / CHECKPOINTS_DIR / BEST_LINK) if best_path else None,
+        evaluate_command=evaluate_command(best_path) if best_path else None,
+        last_checkpoint=str(last) if last.is_file() else None,
+        final_metrics=metrics,
+    )
     summary["best"]["checkpoint"] = best_path or None
-    summary["best_link"] = str(run_dir / CHECKPOINTS_DIR / BEST_LINK) if best_path else None
-    summary["evaluate_command"] = evaluate_command(best_path) if best_path else None
-    summary["last_checkpoint"] = str(last) if last.is_file() else None
-    summary["final_metrics"] = metrics
-    summary["training_curves"] = _plot_curves(cfg, run_dir, history)
     if (
         cfg.experiment.test_after_fit
         and not cfg.experiment.fast_dev_run
         and datamodule.has_split("test")
     ):
-        summary["test"] = test_best_model(module, best_path, cfg, resolved.frame_indices, run_dir)
+        from mvfoul.evaluation.evaluate import evaluate_checkpoint
+
+        # The best checkpoint, or the final weights when none was kept.
+        model = MultiViewFoulModule.from_checkpoint(best_path) if best_path else module.eval()
+        result = evaluate_checkpoint(model, cfg, resolved.frame_indices, "test", run_dir)
+        which = "best checkpoint" if best_path else "final weights"
+        log.info("test (%s): %s", which, result.summary())
+        files = [str(p) for p in result.files]
+        summary["test"] = {
+            "checkpoint": best_path or None,
+            "metrics": result.metrics,
+            "files": files,
+        }
     summary["fit_time_s"] = round(fit_time, 2)
     summary["wall_time_s"] = round(time.monotonic() - started, 1)
     write_summary(run_dir / "summary.json", summary)
-    print_summary(metrics, best_path, best_value, cfg.experiment.monitor, summary["wall_time_s"])
+    print_summary(summary)
     return best_value
-
-
-def _summary(
-    cfg: DictConfig, run_dir: Path, history: Any, changes: dict, resume: Any, status: str
-) -> dict[str, Any]:
-    """The part of summary.json a completed and a diverged run share."""
-    from mvfoul.training.summary import git_commit
-
-    best_epoch, best_value = history.best(cfg.experiment.monitor, cfg.experiment.mode)
-    summary = {
-        "experiment": cfg.experiment.name,
-        "run_dir": str(run_dir),
-        "monitor": cfg.experiment.monitor,
-        "mode": cfg.experiment.mode,
-        "best": {"value": best_value, "epoch": best_epoch, "checkpoint": None},
-        "epochs_completed": len(history.epochs),
-        "history": {str(e): m for e, m in sorted(history.epochs.items())},
-        "effective": changes,
-        "resumed_from": None,
-    }
-    if resume is not None:
-        summary["resumed_from"] = {"checkpoint": str(resume.path), "epochs_done": resume.epoch}
-    summary.update(git_commit())
-    summary["status"] = status
-    return summary
-
-
-def _plot_curves(cfg: DictConfig, run_dir: Path, history: Any) -> str | None:
-    from mvfoul.training.summary import plot_training_curves
-
-    title = f"{cfg.experiment.name}: {run_dir.name}"
-    curves = plot_training_curves(history.epochs, run_dir / "training_curves.png", title)
-    return str(curves) if curves else None
-
-
-def test_best_model(
-    module: Any, best_path: str, cfg: DictConfig, frame_indices: tuple[int, ...], run_dir: Path
-) -> dict[str, Any]:
-    """Evaluate the best checkpoint (or the final weights when none was kept) on the test split,
-    writing predictions, metrics and reports into the run folder."""
-    from mvfoul.evaluation.evaluate import evaluate_checkpoint
-    from mvfoul.training.module import MultiViewFoulModule
-
-    model = MultiViewFoulModule.from_checkpoint(best_path) if best_path else module.eval()
-    result = evaluate_checkpoint(model, cfg, frame_indices, "test", run_dir)
-    log.info("test (%s): %s", "best checkpoint" if best_path else "final weights", result.summary())
-    return {
-        "checkpoint": best_path or None,
-        "metrics": result.metrics,
-        "files": [str(p) for p in result.files],
-    }

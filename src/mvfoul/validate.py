@@ -1,14 +1,7 @@
-"""Checks OmegaConf cannot do: allowed names, value ranges and rules across keys.
-
-OmegaConf checks types while Hydra composes. Everything else is checked here, at startup,
-before any data or model work, and every problem is reported in one message so that a user
-fixes a command line in one go.
-
-Allowed values and ranges are read from each key's schema metadata (:func:`mvfoul.config.key`).
-Rules that tie keys to each other live beside the code they protect and register themselves
-with :func:`cross_key_rule`, so this module depends on nothing above the schema: the window
-rule sits with the decoder, the backbone's input rule with the backbones, and so on.
-"""
+"""Checks OmegaConf cannot do, all at startup and reported in one message: allowed values and
+ranges (from each key's schema metadata), unknown keys, and rules across keys. Those rules live
+beside the code they protect and register with :func:`cross_key_rule`, so this module depends on
+nothing above the schema; :func:`mvfoul.rules.validate_config` runs them all."""
 
 from __future__ import annotations
 
@@ -58,6 +51,14 @@ class Problems:
             self.add(key, f"{value!r} is out of range: expected {expected}")
 
 
+def did_you_mean(parent: str, name: str, keys: list[str]) -> str:
+    """The hint for an unknown key ``name`` of node ``parent`` whose keys are ``keys``."""
+    close = difflib.get_close_matches(name, keys, n=1)
+    if close:
+        return f"did you mean {parent + '.' if parent else ''}{close[0]}?"
+    return f"keys there: {', '.join(keys)}"
+
+
 # A rule reports problems and may return values it derives (fields of ResolvedRun).
 Rule = Callable[[DictConfig, Problems], Mapping[str, Any] | None]
 _RULES: dict[str, tuple[str, Rule]] = {}
@@ -78,13 +79,11 @@ def cross_key_rule(group: str) -> Callable[[Rule], Rule]:
 
 def registered_rules() -> list[str]:
     """The registered rules' qualified names, in the order they run."""
-    order = sorted(_RULES.items(), key=lambda kv: (_GROUP_ORDER.index(kv[1][0]), kv[0]))
-    return [name for name, _ in order]
+    return sorted(_RULES, key=lambda name: (_GROUP_ORDER.index(_RULES[name][0]), name))
 
 
 def with_schema(cfg: DictConfig) -> DictConfig:
-    """The config merged onto the root schema, so that one composed without the schema
-    (a saved run's config.yaml given as --config-path) is type-checked too."""
+    """``cfg`` merged onto the root schema: a saved run's config.yaml is type-checked too."""
     schema = OmegaConf.structured(C.MvfoulConfig)
     dataset_schema = C.DATASET_SCHEMAS.get(OmegaConf.select(cfg, "dataset.name"))
     if dataset_schema is not None:
@@ -97,15 +96,32 @@ def with_schema(cfg: DictConfig) -> DictConfig:
 def _schemas_in(cfg: DictConfig) -> dict[str, type]:
     """Node path -> schema for every schema'd node of ``cfg``."""
     dataset = C.DATASET_SCHEMAS.get(OmegaConf.select(cfg, "dataset.name"), C.DatasetConfig)
-    found = {group: dataset if group == "dataset" else s for group, s in C.GROUP_SCHEMAS.items()}
+    found = {**C.GROUP_SCHEMAS, "dataset": dataset}
     if dataset is C.SyntheticDatasetConfig:
         found["dataset.synthetic"] = C.SyntheticConfig
     return found
 
 
+def _check_unknown_keys(cfg: DictConfig, p: Problems) -> None:
+    """Keys no schema declares. Composition refuses a misspelt ``key=value``, but Hydra's append
+    syntax ``+training.learnin_rate=0.1`` adds a key past the schema on purpose."""
+    schemas = _schemas_in(cfg)
+
+    def walk(node: DictConfig, schema: type, path: str) -> None:
+        fields = [f.name for f in dataclasses.fields(schema)]
+        for key in map(str, node.keys()):
+            name = f"{path}.{key}" if path else key
+            if key not in fields:
+                where = path or "the root config"
+                p.add(name, f"unknown key in '{where}'; {did_you_mean(path, key, fields)}")
+            elif name in schemas and isinstance(node[key], DictConfig):
+                walk(node[key], schemas[name], name)
+
+    walk(cfg, C.EvaluateConfig if "ckpt_path" in cfg else C.MvfoulConfig, "")
+
+
 def _check_schema_values(cfg: DictConfig, p: Problems) -> None:
-    """Every key's allowed values and range, as its schema field declares them
-    (:func:`mvfoul.config.key`); null passes where the type allows it."""
+    """Every key's allowed values and range, as its schema field declares them; null passes."""
     for path, schema in _schemas_in(cfg).items():
         node = OmegaConf.select(cfg, path)
         if not isinstance(node, DictConfig):
@@ -124,32 +140,9 @@ def _check_schema_values(cfg: DictConfig, p: Problems) -> None:
                 p.check(False, key, value, bounds + (" or null" if nullable else ""))
 
 
-def _check_unknown_keys(cfg: DictConfig, p: Problems) -> None:
-    """Keys no schema declares. Composition refuses a misspelt ``key=value``, but Hydra's append
-    syntax ``+training.learnin_rate=0.1`` adds a key past the schema on purpose."""
-    schemas = _schemas_in(cfg)
-
-    def walk(node: DictConfig, schema: type, path: str) -> None:
-        fields = [f.name for f in dataclasses.fields(schema)]
-        for key in map(str, node.keys()):
-            name = f"{path}.{key}" if path else key
-            if key not in fields:
-                close = difflib.get_close_matches(str(key), fields, n=1)
-                hint = (
-                    f"did you mean {path + '.' if path else ''}{close[0]}?"
-                    if close
-                    else f"keys there: {', '.join(fields)}"
-                )
-                p.add(name, f"unknown key in '{path or 'the root config'}'; {hint}")
-            elif name in schemas and isinstance(node[key], DictConfig):
-                walk(node[key], schemas[name], name)
-
-    walk(cfg, C.EvaluateConfig if "ckpt_path" in cfg else C.MvfoulConfig, "")
-
-
-def check_registered_rules(cfg: DictConfig) -> ResolvedRun:
-    """Raise :class:`ConfigError` listing every problem of ``cfg``; return derived values.
-    Use :func:`mvfoul.rules.validate_config`, which registers every rule first."""
+def validate_config(cfg: DictConfig) -> ResolvedRun:
+    """Raise :class:`ConfigError` listing every problem; return derived values. Import it from
+    :mod:`mvfoul.rules`, which registers every rule first."""
     p = Problems()
     _check_unknown_keys(cfg, p)
     _check_schema_values(cfg, p)

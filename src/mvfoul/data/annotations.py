@@ -1,8 +1,7 @@
 """Read a split (``annotations.json`` beside ``action_N/clip_K.mp4``) into :class:`Action` records.
 
 Each source (this JSON, or :mod:`mvfoul.data.csv_annotations`) yields :class:`RawAction` records;
-:func:`build_actions` alone applies the official label rules and checks the clips on disk, so both
-give the actions the official evaluator sees and the same :class:`SplitReport`.
+:func:`build_actions` alone applies the official label rules and checks the clips on disk.
 """
 
 from __future__ import annotations
@@ -24,8 +23,6 @@ logger = logging.getLogger(__name__)
 ANNOTATIONS_FILE = "annotations.json"
 LABEL_FIELDS = ("Action class", "Offence", "Severity")  # the raw label strings of an entry
 _RESTORE = "restore it from the SoccerNet mvfouls download"
-_ACTION_FOLDER = re.compile(r"^action_(\d+)$")
-_CLIP_FILE = re.compile(r"^clip_(\d+)\.mp4$")
 
 
 @dataclass(frozen=True)
@@ -71,9 +68,8 @@ class SplitReport:
 
 
 def find_split_dir(data_dir: str | Path, split: str) -> Path:
-    """The folder of ``split`` under ``data_dir``, whatever its capitalisation: SoccerNet ships
-    ``Train/Valid/Test/Chall`` but unpacked copies are often lower-cased. Two folders differing
-    only in case are ambiguous and refused rather than picked at random."""
+    """The folder of ``split`` under ``data_dir``, whatever its capitalisation (unpacked copies are
+    often lower-cased); two folders differing only in case are refused."""
     wanted = split.lower()
     if wanted not in EVALUATION_SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(EVALUATION_SPLITS)}")
@@ -93,12 +89,9 @@ def find_split_dir(data_dir: str | Path, split: str) -> Path:
             f"{data_dir} has several folders for the {split!r} split ({', '.join(matches)}); "
             f"keep only one"
         )
-    if not entries:
-        shown = "nothing"
-    elif len(entries) > 10:
-        shown = ", ".join(entries[:10]) + ", ..."
-    else:
-        shown = ", ".join(entries)
+    shown = ", ".join(entries[:10]) or "nothing"
+    if len(entries) > 10:
+        shown += ", ..."
     raise DataError(
         f"no {expected}/ folder (any capitalisation) in {data_dir}; found: {shown}. "
         f"Point dataset.data_dir at the folder holding Train/Valid/Test/Chall"
@@ -110,7 +103,7 @@ def build_actions(
 ) -> tuple[list[Action], SplitReport]:
     """Actions (in the given order) and the report of ``source`` (split folder or CSV file); with
     ``labelled=False`` labels are ``None`` and no rule applies. Only actions that survive the rules
-    are checked on disk: a missing clip of an action dropped anyway changes nothing."""
+    are checked on disk."""
     report = SplitReport(source, len(raw_actions), sum(len(raw.clips) for raw in raw_actions))
     actions: list[Action] = []
     for raw in raw_actions:
@@ -131,8 +124,7 @@ def build_actions(
             continue
         actions.append(Action(raw.action_id, tuple(clips), labels))
 
-    # The official rules' own drops ("Dont know", "Between"...) are expected and counted in the
-    # split's info line; a value outside the vocabulary is a typo someone should fix.
+    # The official rules' own drops ("Dont know", "Between"...) are expected; a typo is not.
     if typos := list(report.unknown_labels.items()):
         shown = "; ".join(f"action {i}: {v}" for i, v in typos[:10])
         more = " ..." if len(typos) > 10 else ""
@@ -140,8 +132,7 @@ def build_actions(
             f"{source}: {len(typos)} action(s) left out for labels outside the SoccerNet "
             f"vocabulary ({shown}{more}); fix the annotations"
         )
-    # One line for the whole split: a partial download can miss hundreds of clips, and one
-    # warning per clip would drown the log.
+    # One line for the whole split: a partial download can miss hundreds of clips.
     if missing := report.missing_clips:
         logger.warning(
             f"{source}: {len(missing)} of {report.listed_clips} listed clips are missing on disk "
@@ -208,7 +199,6 @@ def read_json_document(path: Path, kind: str, fix: str, missing_fix: str | None 
 
 
 def load_actions_object(path: Path) -> dict[str, Any]:
-    """The ``Actions`` object of an annotations file, or a one-line DataError."""
     data = read_json_document(path, "annotations file", _RESTORE)
     actions = data.get("Actions") if isinstance(data, dict) else None
     if not isinstance(actions, dict):
@@ -226,28 +216,22 @@ def _url_to_path(split_dir: Path, url: str) -> Path:
     return path if path.suffix == ".mp4" else path.with_name(path.name + ".mp4")
 
 
-def _numbered(
-    folder: Path, pattern: re.Pattern[str], kind: Callable[[Path], bool]
-) -> list[tuple[int, Path]]:
-    numbered = []
-    for path in folder.iterdir():
-        match = pattern.match(path.name)
-        if match and kind(path):
-            numbered.append((int(match[1]), path))
-    # By number, not name: action_10 after action_9.
-    return sorted(numbered)
+def _numbered(folder: Path, pattern: str, kind: Callable[[Path], bool]) -> list[tuple[int, Path]]:
+    """(number, entry) of the entries of ``folder`` matching ``pattern``, by number."""
+    matches = [(re.match(pattern, path.name), path) for path in folder.iterdir()]
+    return sorted((int(match[1]), path) for match, path in matches if match and kind(path))
 
 
 def _read_action_folders(split_dir: Path) -> tuple[list[Action], SplitReport]:
     """An unlabelled split without annotations: one action per ``action_<n>`` folder, id ``<n>``."""
-    folders = _numbered(split_dir, _ACTION_FOLDER, Path.is_dir)
+    folders = _numbered(split_dir, r"action_(\d+)$", Path.is_dir)
     if not folders:
         raise DataError(
             f"{split_dir} has neither {ANNOTATIONS_FILE} nor action_<n> folders; "
             f"check dataset.data_dir"
         )
     raw = [
-        RawAction(str(n), tuple(p for _, p in _numbered(folder, _CLIP_FILE, Path.is_file)))
+        RawAction(str(n), tuple(p for _, p in _numbered(folder, r"clip_(\d+)\.mp4$", Path.is_file)))
         for n, folder in folders
     ]
     actions, report = build_actions(split_dir, raw, labelled=False)

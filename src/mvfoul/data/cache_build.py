@@ -1,8 +1,5 @@
-"""Fill the frame cache for a dataset config before training (``python build_cache.py``).
-
-Training fills the cache one clip at a time in the DataLoader workers; building it ahead decodes
-every view of every split in parallel, so the first epoch already reads at cache speed.
-"""
+"""Fill the frame cache before training (``python build_cache.py``), every clip in parallel, so
+the first epoch already reads at cache speed."""
 
 from __future__ import annotations
 
@@ -15,7 +12,6 @@ from pathlib import Path
 from omegaconf import DictConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from mvfoul.data.annotations import find_split_dir
 from mvfoul.data.datamodule import SPLIT_CSV_KEYS, MultiViewDataModule
 from mvfoul.data.frames import ClipLoader
 from mvfoul.errors import ConfigError, DataError
@@ -53,8 +49,7 @@ def human_size(n: int) -> str:
 
 
 def _cache_one(loader: ClipLoader, path: str) -> tuple[bool, bool]:
-    """(it was already cached, a damaged entry was replaced): not the frames, which would be
-    pickled back to the parent process for nothing."""
+    """(already cached, a damaged entry replaced): not the frames, pickled back for nothing."""
     clip = loader(Path(path))
     return clip.cached, clip.repaired is not None
 
@@ -72,12 +67,11 @@ def build_cache(
     loader = datamodule.clip_loader()
     assert loader.cache_dir is not None
     clips: set[Path] = set()
-    for split, csv_key in SPLIT_CSV_KEYS.items():
-        if not datamodule.cfg.get(csv_key):
-            try:  # a split folder may be absent
-                find_split_dir(datamodule.data_dir, split)
-            except DataError:
-                continue
+    for split in SPLIT_CSV_KEYS:
+        try:  # a split folder may be absent (a split with a CSV is always read)
+            datamodule.annotations_path(split)
+        except DataError:
+            continue
         # Entries are keyed by the resolved file: splits sharing files (links) share entries.
         clips.update(
             clip.resolve() for action in datamodule.read_split(split) for clip in action.clips
@@ -96,17 +90,18 @@ def build_cache(
         task = bar.add_task("cache", total=len(clips))
         futures = [pool.submit(_cache_one, loader, str(path)) for path in sorted(clips)]
         for future in as_completed(futures):
+            bar.advance(task)
             try:
                 cached, repaired = future.result()
-                if cached:
-                    report.present += 1
-                else:
-                    report.new += 1
-                if repaired:
-                    report.repaired += 1
             except DataError as err:
                 report.unreadable.append(str(err))
-            bar.advance(task)
+                continue
+            if cached:
+                report.present += 1
+            else:
+                report.new += 1
+            if repaired:
+                report.repaired += 1
     report.size_bytes = loader.cache_size_bytes()
     report.seconds = time.monotonic() - started
     return report

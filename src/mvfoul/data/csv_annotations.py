@@ -1,8 +1,5 @@
-"""CSV annotations: the same actions as ``annotations.json``, one row per action, through the same
-official rules and report; and a converter between the two formats.
-
-The schema (columns, allowed values, an example) and the converter are documented in
-``docs/csv-annotations.md``.
+"""CSV annotations (one row per action, schema in ``docs/csv-annotations.md``): the same actions,
+rules and report as ``annotations.json``; and a converter between the two formats.
 """
 
 from __future__ import annotations
@@ -310,7 +307,6 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mvfoul.data.csv_annotations {to-csv,to-json} ...``; one line out, exit 0 or 2."""
     from mvfoul.cli import PREFIX
 
     parser = _OneLineParser(

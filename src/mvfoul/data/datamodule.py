@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Sampler
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch.utils.data import DataLoader
 
 from mvfoul.config import SyntheticConfig
 from mvfoul.data.annotations import ANNOTATIONS_FILE, Action, find_split_dir, read_soccernet_split
@@ -19,7 +20,7 @@ from mvfoul.data.csv_annotations import read_csv_annotations
 from mvfoul.data.dataset import MultiViewClipDataset, collate_views
 from mvfoul.data.frames import ClipLoader
 from mvfoul.data.sampling import ClassBalancedSampler, EpochShuffleSampler, task_class_ids
-from mvfoul.data.sharding import EvaluationShare, RankShare
+from mvfoul.data.sharding import RankShare, evaluation_share
 from mvfoul.data.synthetic import ensure_synthetic_dataset, synthetic_dataset_dir
 from mvfoul.data.transforms import ClipTransformConfig, build_clip_transform
 from mvfoul.data.video import resolve_decoder
@@ -29,7 +30,6 @@ from mvfoul.validate import Problems, cross_key_rule
 
 log = logging.getLogger(__name__)
 
-# Split -> the dataset key of its CSV annotations.
 SPLIT_CSV_KEYS = {"train": "train_csv", "valid": "val_csv", "test": "test_csv"}
 
 
@@ -46,9 +46,8 @@ class MultiViewDataModule(L.LightningDataModule):
         self.cfg = dataset
         self.sampling = sampling
         self.seed = seed
-        # The epoch training starts at (a resumed run's). Lightning builds the loader's iterator
-        # (and persistent workers prefetch from the sampler) before it first sets the sampler's
-        # epoch, so the sampler must start at the right one.
+        # A resumed run's sampler must start at its epoch: Lightning builds the loader's iterator
+        # (persistent workers prefetch from it) before it first sets the sampler's epoch.
         self.first_epoch = first_epoch
         self.frame_indices = tuple(frame_indices)
         # The folder holding Train/ Valid/ Test/.
@@ -72,7 +71,6 @@ class MultiViewDataModule(L.LightningDataModule):
             )
 
     def clip_loader(self) -> ClipLoader:
-        """Path -> prepared frames (decoded, resized; through the frame cache when configured)."""
         return ClipLoader(
             self.frame_indices,
             self._transform_config().effective_resize_size,
@@ -81,24 +79,16 @@ class MultiViewDataModule(L.LightningDataModule):
         )
 
     def _transform_config(self) -> ClipTransformConfig:
-        keys = (
-            "frame_size",
-            "resize_size",
-            "augment",
-            "hflip_prob",
-            "crop_scale_min",
-            "color_jitter",
-        )
-        settings: dict[str, Any] = {key: self.cfg[key] for key in keys}
-        # train_hydra.py and evaluate_hydra.py fill mean/std with the backbone's own (or the
-        # checkpoint's record); bare configs fall back to the R3D statistics.
-        for key in ("mean", "std"):
-            if self.cfg.get(key) is not None:
-                settings[key] = tuple(self.cfg[key])
+        settings: dict[str, Any] = {}
+        for field in fields(ClipTransformConfig):
+            # Null mean/std: the R3D statistics (train_hydra.py and evaluate_hydra.py fill them
+            # with the backbone's own, or the checkpoint's record).
+            value = self.cfg.get(field.name)
+            if value is not None:
+                settings[field.name] = tuple(value) if isinstance(value, ListConfig) else value
         return ClipTransformConfig(**settings)
 
     def _csv_path(self, split: str) -> Path | None:
-        """The split's CSV annotations when ``dataset.<split>_csv`` is set."""
         csv_key = SPLIT_CSV_KEYS.get(split)
         csv_path = self.cfg.get(csv_key) if csv_key else None
         return self.data_dir / Path(csv_path).expanduser() if csv_path else None
@@ -114,7 +104,6 @@ class MultiViewDataModule(L.LightningDataModule):
             return False
 
     def read_split(self, split: str) -> list[Action]:
-        """The split's actions, from :meth:`annotations_path`."""
         csv_path = self._csv_path(split)
         labelled = split != "chall"  # the challenge split is read for prediction only
         if csv_path:
@@ -143,16 +132,13 @@ class MultiViewDataModule(L.LightningDataModule):
             self.datasets["valid"] = self._build("valid", train=False)
             self.train_sampler = self._build_sampler()
             self.train_sampler.set_epoch(self.first_epoch)
-        if stage == "validate" and "valid" not in self.datasets:
-            self.datasets["valid"] = self._build("valid", train=False)
-        if stage == "test" and "test" not in self.datasets:
-            self.datasets["test"] = self._build("test", train=False)
-        if stage == "predict" and self.predict_split not in self.datasets:
-            self.datasets[self.predict_split] = self._build(self.predict_split, train=False)
+        eval_splits = {"validate": "valid", "test": "test", "predict": self.predict_split}
+        split = eval_splits.get(stage or "fit")
+        if split is not None and split not in self.datasets:
+            self.datasets[split] = self._build(split, train=False)
 
     def _build_sampler(self) -> ClassBalancedSampler | EpochShuffleSampler:
-        """Class-balanced or a uniform shuffle, both drawn from ``(seed, epoch)`` alone, so a
-        resumed run draws exactly what the uninterrupted run would have."""
+        """Both draw from ``(seed, epoch)`` alone: a resumed run draws what an uninterrupted one would."""
         sampling = self.sampling
         if sampling is None or not sampling.use_class_balanced_sampler:
             return EpochShuffleSampler(len(self.datasets["train"]), seed=self.seed)
@@ -173,11 +159,7 @@ class MultiViewDataModule(L.LightningDataModule):
 
     def train_labels(self) -> dict[str, list[int]]:
         """Each training action's labels per task (for class weights and balanced sampling)."""
-        labels = [a.labels for a in self.datasets["train"].actions]
-        if None in labels:
-            raise DataError(
-                "the training split has actions without labels; it cannot be trained on"
-            )
+        labels = [a.labels for a in self.datasets["train"].actions]  # a labelled read: never None
         return {head: [getattr(label, head) for label in labels] for head in HEADS}
 
     def _loader(self, split: str, train: bool) -> DataLoader:
@@ -186,17 +168,15 @@ class MultiViewDataModule(L.LightningDataModule):
         if not train and dataset.eval_batch_size is not None:
             batch_size = dataset.eval_batch_size
         trainer = self.trainer
-        rank, world_size = 0, 1
-        if trainer is not None:
-            rank, world_size = trainer.global_rank, trainer.world_size
-        sampler: Sampler | None = None
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        sampler: Iterable[Any] | None = None
         if train:
             assert self.train_sampler is not None, "setup('fit') builds the training sampler"
             sampler = self.train_sampler
             if world_size > 1:
-                sampler = RankShare(sampler, rank, world_size)
+                sampler = RankShare(self.train_sampler, rank, world_size)
         elif world_size > 1:
-            sampler = EvaluationShare(len(self.datasets[split]), rank, world_size)
+            sampler = evaluation_share(len(self.datasets[split]), rank, world_size)
         # Pin only for a CUDA trainer: a CPU run on a GPU machine gains nothing from it.
         on_gpu = trainer is not None and trainer.strategy.root_device.type == "cuda"
         workers = dataset.num_workers

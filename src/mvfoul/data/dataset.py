@@ -11,7 +11,6 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
-from mvfoul.config import ON_DECODE_ERROR
 from mvfoul.data.annotations import Action
 from mvfoul.data.frames import LoadedClip
 from mvfoul.data.sampling import Draw
@@ -23,16 +22,10 @@ LABEL_KEYS = ("offence_severity", "action", "severity_match")
 
 
 class MultiViewClipDataset(Dataset):
-    """One sample per action: its views loaded and transformed.
-
-    ``views_per_sample=None`` keeps every view; ``k`` draws ``k`` at random per access (training,
-    as the baseline does). Indexed with a :class:`Draw`, the draw and the augmentation use its
-    seed; with an int, torch's global generator.
-
-    An unreadable view raises, or with ``on_decode_error="skip"`` is replaced by a view not drawn
-    yet, else left out; an action with none left is *dropped*. Every skip travels with the batch
-    (``faults``, ``dropped_action_ids``) to be counted and reported.
-    """
+    """One sample per action: its views (all, or ``views_per_sample`` drawn at random) loaded
+    and transformed; indexed with a :class:`Draw`, the draw and augmentation use its seed. With
+    ``on_decode_error="skip"`` an unreadable view is replaced by one not drawn yet, else left out;
+    an action with none left is dropped. Skips travel with the batch to be reported."""
 
     def __init__(
         self,
@@ -42,12 +35,6 @@ class MultiViewClipDataset(Dataset):
         views_per_sample: int | None,
         on_decode_error: str = "raise",
     ) -> None:
-        if views_per_sample is not None and views_per_sample < 1:
-            raise ValueError(f"views_per_sample must be >= 1 or None, got {views_per_sample}")
-        if on_decode_error not in ON_DECODE_ERROR:
-            raise ValueError(
-                f"on_decode_error must be one of {ON_DECODE_ERROR}, got {on_decode_error!r}"
-            )
         self.actions = list(actions)
         self.load_clip = load_clip
         self.transform = transform
@@ -107,10 +94,7 @@ class MultiViewClipDataset(Dataset):
 
 def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack samples, padded with all-zero views (``view_mask`` False) to the largest view
-    count. Dropped samples are left out, listed in ``dropped_action_ids``; when all are,
-    ``video`` is None and the training loop skips the batch."""
-    if not samples:
-        raise ValueError("collate_views got an empty batch")
+    count. Dropped samples are listed in ``dropped_action_ids``; when all are, ``video`` is None."""
     report = {
         "faults": [f for s in samples for f in s.get("faults", [])],
         "dropped_action_ids": [s["action_id"] for s in samples if s.get("dropped")],
@@ -125,10 +109,7 @@ def collate_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
     view_mask = pad_sequence(
         [torch.ones(len(v), dtype=torch.bool) for v in views], batch_first=True
     )
-    batch: dict[str, Any] = {
-        "video": video,  # [B, Vmax, C, T, H, W]
-        "view_mask": view_mask,  # [B, Vmax]
-    }
+    batch: dict[str, Any] = {"video": video, "view_mask": view_mask}  # [B, V, C, T, H, W], [B, V]
     for key in (*LABEL_KEYS, "num_padded_frames"):
         batch[key] = torch.tensor([s[key] for s in samples], dtype=torch.long)
     batch["action_id"] = [s["action_id"] for s in samples]

@@ -1,11 +1,8 @@
-"""A view's frames at training resolution, decoded once and optionally kept in an on-disk
-cache of uncompressed ``.npy`` arrays, read back at disk speed instead of H.264's.
+"""A view's frames at training resolution, optionally cached on disk as ``.npy`` arrays.
 
-An entry's key holds the clip file's identity (resolved path, size, mtime) and everything that
-shapes the frames, so a changed file or config misses instead of reading stale frames. A read
-entry must have the shape and dtype its key implies and the CRC-32 recorded when it was written
-(~0.5 ms for 16x256x256); a damaged one is decoded again, rewritten and reported, never used.
-"""
+An entry's key holds the clip file's identity (resolved path, size, mtime) and all that shapes
+the frames, so a changed file or config misses. An entry whose shape, dtype or CRC-32 disagrees
+is decoded again, rewritten and reported, never used."""
 
 from __future__ import annotations
 
@@ -29,7 +26,6 @@ from mvfoul.validate import Problems, cross_key_rule
 log = logging.getLogger(__name__)
 
 # Bump when the stored layout or the preparation changes: old entries then miss.
-# 2: a .json record (shape, dtype, padded frames, CRC-32) beside each .npy array.
 CACHE_FORMAT = 2
 
 
@@ -42,7 +38,7 @@ class LoadedClip:
 
 
 class DamagedEntry(Exception):
-    """A cache entry exists but disagrees with its key or its checksum."""
+    """A cache entry disagrees with its key or its checksum."""
 
 
 def _checksum(frames: np.ndarray) -> int:
@@ -51,11 +47,8 @@ def _checksum(frames: np.ndarray) -> int:
 
 class ClipLoader:
     """Path -> prepared frames, through the cache when there is one. Picklable (DataLoader workers).
-
-    A cache entry is ``<key>.npy`` (the array) and ``<key>.json`` (its shape, dtype, padded-frame
-    count and CRC-32), in 256 sub-folders. Both are written atomically, the record last, so
-    concurrent workers or an interrupted build never leave a half-written entry that reads valid.
-    """
+    An entry is ``<key>.npy`` and its ``<key>.json`` record, written atomically, the record last,
+    so concurrent workers or an interrupted build never leave a half-written valid entry."""
 
     def __init__(
         self,
@@ -68,7 +61,7 @@ class ClipLoader:
         self.square = int(square)
         self.decoder = decoder
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
-        self.shape = (len(self.indices), self.square, self.square, 3)  # every entry's shape
+        self.shape = (len(self.indices), self.square, self.square, 3)
 
     def decode(self, path: Path) -> LoadedClip:
         decoded = decode_frames(path, self.indices, backend=self.decoder)

@@ -1,19 +1,11 @@
 """Class-balanced sampling with an optional progressive ramp (the ``sampling`` config group).
 
-The training split is badly imbalanced (``Dive`` 28 actions vs ``Standing tackling`` 1264; 27 red
-cards vs 1402 ``No card``); trained on it as it is, a model collapses to the majority classes.
-For the classes of ``sampling.balance_task`` (``joint``: every (offence_severity, action) pair
-present is a class, lifting both tasks' rare classes at once) the draw moves from the natural
-distribution ``p_c = n_c / N`` to a capped balanced target ``q_c = min(f * p_c, lam)``, ``sum q =
-1``: uniform, but no class above ``f = oversample_factor`` times its natural frequency, because
-oversampling 27 red cards 40 times over mostly teaches the network 27 clips. With the ramp the
-epoch's mix is ``(1 - a) * p + a * q``, ``a`` going linearly from 0 at ``start`` to 1 at ``end``.
-
-Each class is drawn a fixed ``floor`` or ``ceil`` of its share, each member evenly, so the cap
-holds in every epoch, not only on average (a multinomial draw went to ~3x in half the epochs).
-Everything comes from ``(seed, epoch)`` alone: every DDP rank, rerun and resumed run builds the
-same list, and each :class:`Draw` carries the seed of its sample's views and augmentation, so
-these depend on no worker, rank or process.
+The draw moves from the natural distribution ``p_c = n_c / N`` to a capped balanced target
+``q_c = min(f * p_c, lam)``, ``sum q = 1``: uniform, but no class above ``f = oversample_factor``
+times its natural frequency (oversampling 27 red cards 40 times over mostly teaches 27 clips).
+Each class is drawn a fixed ``floor`` or ``ceil`` of its share, so the cap holds in every epoch,
+not only on average. Everything comes from ``(seed, epoch)`` alone, so every DDP rank, rerun and
+resumed run draws the same; each :class:`Draw` carries the seed of its views and augmentation.
 """
 
 from __future__ import annotations
@@ -25,14 +17,12 @@ import numpy as np
 from omegaconf import DictConfig
 from torch.utils.data import Sampler
 
-from mvfoul.config import BALANCE_TASKS
 from mvfoul.labels import ACTION_CLASSES, OFFENCE_SEVERITY_CLASSES
 from mvfoul.validate import Problems, cross_key_rule
 
 
 class Draw(NamedTuple):
-    """One training draw: the sample, and the seed of its views and augmentation, a function of
-    ``(seed, epoch, position in the epoch's draw)``."""
+    """A sample, and the seed of its views and augmentation (from seed, epoch and position)."""
 
     index: int  # type: ignore[assignment]  # shadows tuple.index; a Draw is never searched
     seed: int
@@ -60,37 +50,22 @@ def epoch_class_counts(
 def task_class_ids(
     task: str, offence_severity: Sequence[int] | np.ndarray, action: Sequence[int] | np.ndarray
 ) -> tuple[np.ndarray, list[str]]:
-    """Class id per sample for ``task``, and the class names; ``joint`` classes are the pairs
-    present, by severity then action, named like ``"Offence + No card / Tackling"``."""
+    """Class id per sample for ``task``, and the class names; ``joint`` classes are the
+    (severity, action) pairs present, named like ``"Offence + No card / Tackling"``."""
     severity = np.asarray(offence_severity, dtype=np.int64)
     act = np.asarray(action, dtype=np.int64)
-    if severity.shape != act.shape or severity.ndim != 1:
-        raise ValueError(
-            "offence_severity and action labels must be 1-D and of equal length; "
-            f"got shapes {severity.shape} and {act.shape}"
-        )
     if task == "offence_severity":
         return severity, list(OFFENCE_SEVERITY_CLASSES)
     if task == "action":
         return act, list(ACTION_CLASSES)
-    if task == "joint":
-        n = len(ACTION_CLASSES)
-        _check_range(severity, len(OFFENCE_SEVERITY_CLASSES), "offence_severity")
-        _check_range(act, n, "action")
-        present, ids = np.unique(severity * n + act, return_inverse=True)
-        names = [f"{OFFENCE_SEVERITY_CLASSES[c // n]} / {ACTION_CLASSES[c % n]}" for c in present]
-        return ids.astype(np.int64).reshape(-1), names
-    raise ValueError(f"sampling.balance_task: {task!r} is not one of {', '.join(BALANCE_TASKS)}")
+    n = len(ACTION_CLASSES)  # joint
+    present, ids = np.unique(severity * n + act, return_inverse=True)
+    names = [f"{OFFENCE_SEVERITY_CLASSES[c // n]} / {ACTION_CLASSES[c % n]}" for c in present]
+    return ids.astype(np.int64).reshape(-1), names
 
 
 def natural_distribution(class_ids: np.ndarray, num_classes: int) -> np.ndarray:
     """``p_c = n_c / N``: how often each class occurs in the split."""
-    class_ids = np.asarray(class_ids, dtype=np.int64)
-    if class_ids.size == 0:
-        raise ValueError(
-            "class-balanced sampling needs at least one labelled sample; the label list is empty"
-        )
-    _check_range(class_ids, num_classes, "class id")
     return np.bincount(class_ids, minlength=num_classes) / class_ids.size
 
 
@@ -101,10 +76,6 @@ def capped_balanced_distribution(natural: np.ndarray, oversample_factor: float) 
     On the first segment where ``g`` reaches 1, the ``j`` smallest classes are held at their cap
     and the other ``K - j`` share the rest: ``lam = (1 - sum of those j caps) / (K - j)``.
     """
-    if not oversample_factor >= 1:  # also rejects NaN
-        raise ValueError(
-            f"sampling.oversample_factor must be >= 1 (1 = natural distribution); got {oversample_factor}"
-        )
     natural = np.asarray(natural, dtype=np.float64)
     present = natural > 0
     caps = np.sort(oversample_factor * natural[present])
@@ -122,10 +93,6 @@ def capped_balanced_distribution(natural: np.ndarray, oversample_factor: float) 
 def ramp_fraction(epoch: int, start: int, end: int) -> float:
     """How far the ramp from natural (0) to the balanced target (1) is at ``epoch``: 0 before
     ``start``, 1 from ``end`` on, linear in between (``start == end`` is a step)."""
-    if start > end:
-        raise ValueError(
-            f"progressive_start_epoch ({start}) must be <= progressive_end_epoch ({end})"
-        )
     if epoch < start:
         return 0.0
     if epoch >= end:
@@ -139,12 +106,6 @@ def expected_distribution(
     """Expected class frequencies of a draw with per-sample probabilities ``sample_probs`` (to
     log what balancing one task does to the other's mix)."""
     labels = np.asarray(labels, dtype=np.int64)
-    sample_probs = np.asarray(sample_probs, dtype=np.float64)
-    if labels.shape != sample_probs.shape:
-        raise ValueError(
-            f"labels {labels.shape} and sample probabilities {sample_probs.shape} differ in length"
-        )
-    _check_range(labels, num_classes, "label")
     return np.bincount(labels, weights=sample_probs, minlength=num_classes)
 
 
@@ -170,13 +131,11 @@ class _EpochSampler(Sampler[Draw]):
         order, samples = np.random.SeedSequence([self.seed % 2**64, self.epoch % 2**64]).spawn(2)
         indices = self._indices(np.random.default_rng(order), self.epoch)
         seeds = samples.generate_state(indices.size, dtype=np.uint64) & np.uint64(2**63 - 1)
-        draws = [Draw(index, seed) for index, seed in zip(indices.tolist(), seeds.tolist())]
-        return iter(draws)
+        return map(Draw, indices.tolist(), seeds.tolist())
 
 
 class ClassBalancedSampler(_EpochSampler):
-    """Draws ``num_samples`` per epoch at that epoch's class mix, each class a fixed number of
-    times (see the module docstring)."""
+    """Draws ``num_samples`` per epoch at that epoch's class mix, each class a fixed number of times."""
 
     def __init__(
         self,
@@ -190,13 +149,8 @@ class ClassBalancedSampler(_EpochSampler):
         seed: int = 0,
     ) -> None:
         self.class_ids = np.asarray(class_ids, dtype=np.int64)
-        self.natural = natural_distribution(self.class_ids, num_classes)  # raises when empty
+        self.natural = natural_distribution(self.class_ids, num_classes)
         self.target = capped_balanced_distribution(self.natural, oversample_factor)
-        ramp_fraction(start_epoch, start_epoch, end_epoch)  # checks start <= end now, not mid-run
-        if num_samples is not None and num_samples < 1:
-            raise ValueError(
-                f"sampling.samples_per_epoch must be >= 1 or null (= dataset size); got {num_samples}"
-            )
         self.progressive = bool(progressive)
         self.start_epoch = int(start_epoch)
         self.end_epoch = int(end_epoch)
@@ -212,7 +166,7 @@ class ClassBalancedSampler(_EpochSampler):
         return ramp_fraction(epoch, self.start_epoch, self.end_epoch) if self.progressive else 1.0
 
     def class_distribution(self, epoch: int | None = None) -> np.ndarray:
-        """Expected class frequencies of the draw at ``epoch`` (default: the current epoch)."""
+        """Expected class frequencies of the draw at ``epoch`` (default: the current one)."""
         a = self.balance_fraction(epoch)
         return (1.0 - a) * self.natural + a * self.target
 
@@ -237,25 +191,15 @@ class ClassBalancedSampler(_EpochSampler):
 
 
 class EpochShuffleSampler(_EpochSampler):
-    """Uniform sampling (``sampling.use_class_balanced_sampler=false``): every sample once per
-    epoch. Stands in for ``shuffle=True``, whose generator advances with every epoch, so a run
-    resumed at epoch 7 could not know where it stood."""
+    """Every sample once per epoch (``sampling.use_class_balanced_sampler=false``); unlike
+    ``shuffle=True``, whose generator advances every epoch, a resumed run knows where it stands."""
 
     def __init__(self, num_samples: int, seed: int = 0) -> None:
-        if num_samples < 1:
-            raise ValueError(f"EpochShuffleSampler needs at least one sample; got {num_samples}")
         self.num_samples = int(num_samples)
         self.seed = int(seed)
 
     def _indices(self, rng: np.random.Generator, epoch: int) -> np.ndarray:
         return rng.permutation(self.num_samples)
-
-
-def _check_range(ids: np.ndarray, num_classes: int, what: str) -> None:
-    if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
-        raise ValueError(
-            f"{what} out of range: expected 0..{num_classes - 1}, got {ids.min()}..{ids.max()}"
-        )
 
 
 @cross_key_rule("sampling")

@@ -1,12 +1,9 @@
 """Frames of one view (uint8 ``[T, H, W, 3]``) -> a normalised float32 clip ``[C, T, S, S]``.
 
-The transforms run on a ``tv_tensors.Video``: torchvision.transforms.v2 draws its random
-parameters once per call, so every frame of a clip gets the same crop, flip and colour change.
-
-Evaluation resizes the short side to ``resize_size`` and centre-crops ``frame_size``. Training
-keeps that field of view, random-resized-cropping inside the centre square: on a whole 16:9
-frame no square-ish crop covers >= 80%, so torchvision would fall back to a fixed centre crop,
-and a 16:9 crop squashed into a square distorts the players unlike evaluation.
+On a ``tv_tensors.Video`` torchvision.transforms.v2 draws its random parameters once per call:
+every frame of a clip gets the same crop, flip and colour change. Training random-resized-crops
+inside the centre square evaluation sees: on a whole 16:9 frame no square-ish crop covers >= 80%
+(torchvision would fall back to a centre crop), and a squashed 16:9 crop distorts the players.
 """
 
 from __future__ import annotations
@@ -44,9 +41,8 @@ class ClipTransformConfig:
 
 
 def prepare_frames(frames: torch.Tensor, resize_size: int) -> torch.Tensor:
-    """uint8 ``[T, H, W, 3]`` -> ``[T, R, R, 3]``: the short side resized to ``R`` and the centre
-    square, which every later crop cuts inside. Clips of any resolution (the dataset also ships
-    720p) end up the same size; this is what the frame cache stores."""
+    """uint8 ``[T, H, W, 3]`` -> ``[T, R, R, 3]``: the short side resized to ``R``, then the centre
+    square, whatever the clip's resolution; this is what the frame cache stores."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
         raise ValueError(
             f"expected uint8 frames [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}"
@@ -62,11 +58,9 @@ def prepare_frames(frames: torch.Tensor, resize_size: int) -> torch.Tensor:
 def build_clip_transform(
     cfg: ClipTransformConfig, train: bool
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """uint8 ``[T, H, W, 3]`` (raw or already prepared) -> float32 ``[3, T, S, S]``, normalised;
-    ``train=True`` augments when ``cfg.augment`` is set, else it is the eval path."""
+    """uint8 ``[T, H, W, 3]`` (raw or prepared) -> normalised float32 ``[3, T, S, S]``; augmented
+    when ``train`` and ``cfg.augment``."""
     resize = cfg.effective_resize_size
-    if resize < cfg.frame_size:
-        raise ValueError(f"resize_size ({resize}) must be >= frame_size ({cfg.frame_size})")
     steps: list[v2.Transform]
     if train and cfg.augment:
         # torchvision's default aspect ratios (3/4..4/3), relative to the square the crop is

@@ -1,11 +1,6 @@
-"""Frame selection and decoding of one view's clip.
-
-The official VARS baseline decodes every frame of a clip to RGB, then keeps a 16-frame window
-around the foul. Here PyAV starts at the keyframe before the window, drops the packets of frames
-before it that nothing references, stops at the window's last frame and converts only the kept
-frames to RGB; torchcodec, where usable, decodes by index. Every path gives the very same pixels
-as decoding everything (``tests/test_video.py`` checks that on real broadcast clips).
-"""
+"""Frame selection and decoding of one view's clip: only the window's frames, with the very
+same pixels as the baseline's decode-everything (PyAV seeks to the keyframe before the window and
+skips unreferenced frames before it; torchcodec, where usable, decodes by index)."""
 
 from __future__ import annotations
 
@@ -22,7 +17,6 @@ import torch
 from av.video.reformatter import VideoReformatter
 from omegaconf import DictConfig
 
-from mvfoul.config import DECODERS
 from mvfoul.errors import ConfigError, DataError
 from mvfoul.validate import Problems, cross_key_rule
 
@@ -34,14 +28,10 @@ SEEK_MIN_FRAME = 8
 def window_frame_indices(
     start_frame: int, end_frame: int, fps: float, clip_fps: float = 25.0
 ) -> list[int]:
-    """The frame indices the official baseline keeps from ``frames[start:end]``. ``factor`` is
-    written as the baseline writes it so that float rounding at ``< 1`` picks the same frames."""
+    """The frame indices the official baseline keeps from ``frames[start:end]``; ``factor`` is
+    written as the baseline writes it, so that float rounding picks the same frames."""
     if end_frame <= start_frame:
         raise ValueError(f"end_frame ({end_frame}) must be > start_frame ({start_frame})")
-    if start_frame < 0:
-        raise ValueError(f"start_frame must be >= 0, got {start_frame}")
-    if clip_fps <= 0:
-        raise ValueError(f"clip_fps must be > 0, got {clip_fps}")
     if not 0 < fps <= clip_fps:
         raise ValueError(f"fps must be in (0, clip_fps={clip_fps}], got {fps}")
     length = end_frame - start_frame
@@ -56,14 +46,12 @@ class DecodedClip:
 
 
 def available_decoders() -> list[str]:
-    """The decoders usable here, the one ``auto`` picks first: PyAV, which skips the frames the
-    window does not need, beats torchcodec on the real clips (``benchmarks/data_loading.py``)."""
+    """The decoders usable here; ``auto`` picks the first, PyAV (``benchmarks/data_loading.py``)."""
     return ["pyav"] if _torchcodec_problem() else ["pyav", "torchcodec"]
 
 
 def resolve_decoder(name: str) -> str:
-    """``dataset.decoder`` -> ``pyav`` or ``torchcodec``. ``auto`` quietly falls back to PyAV; an
-    explicit ``torchcodec`` that cannot run is a config error at startup, not in a worker."""
+    """``dataset.decoder`` -> ``pyav`` or ``torchcodec``; an unusable ``torchcodec`` is a ConfigError."""
     if name == "auto":
         return available_decoders()[0]
     if name == "torchcodec" and (problem := _torchcodec_problem()):
@@ -71,34 +59,29 @@ def resolve_decoder(name: str) -> str:
             f"dataset.decoder: torchcodec is not usable here ({problem}): "
             "apt-get install ffmpeg && pip install -e '.[torchcodec]', or set dataset.decoder=pyav"
         )
-    if name not in DECODERS:
-        raise ConfigError(f"dataset.decoder: {name!r} is not one of {', '.join(DECODERS)}")
     return name
 
 
 @functools.cache
 def _torchcodec_problem() -> str | None:
-    """Why torchcodec cannot decode here, or None. Importing its decoders loads the FFmpeg
-    libraries, so the import is the check; without them it raises RuntimeError or OSError."""
+    """Why torchcodec cannot decode here, or None: importing its decoders loads FFmpeg."""
     try:
         from torchcodec.decoders import VideoDecoder  # noqa: F401
     except Exception as err:  # noqa: BLE001 - any failure means "not usable", with its reason
-        lines = str(err).strip().splitlines()
-        first_line = lines[0] if lines else type(err).__name__
-        return first_line[:200]
+        return (_first_line(err) or type(err).__name__)[:200]
     return None
 
 
+def _first_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else ""
+
+
 def decode_frames(path: str | Path, indices: Sequence[int], backend: str = "auto") -> DecodedClip:
-    """The frames at ``indices`` (presentation order, from 0, any order, repeats allowed) of a
-    clip, in request order; indices past its end get its last frame, counted in ``padded``. An
-    unusable file raises :class:`DataError` naming it, whatever the backend."""
+    """The frames at ``indices`` (from 0, any order, repeats allowed), in request order; indices
+    past the end get the last frame, counted in ``padded``. A bad file raises DataError."""
     path = Path(path)
     wanted = [int(i) for i in indices]
-    if not wanted:
-        raise ValueError("decode_frames needs at least one frame index")
-    if min(wanted) < 0:
-        raise ValueError(f"frame indices must be >= 0, got {min(wanted)}")
     if resolve_decoder(backend) == "torchcodec":
         return _decode_torchcodec(path, wanted)
     if min(wanted) >= SEEK_MIN_FRAME:
@@ -110,7 +93,7 @@ def decode_frames(path: str | Path, indices: Sequence[int], backend: str = "auto
 
 
 def decode_all_frames(path: str | Path) -> torch.Tensor:
-    """Every frame of a clip as uint8 RGB ``[N, H, W, 3]``: the baseline's way, for reference."""
+    """Every frame as uint8 RGB ``[N, H, W, 3]``: the baseline's way, for reference."""
     path = Path(path)
     with _open_video(path) as (container, stream):
         try:
@@ -124,20 +107,14 @@ def decode_all_frames(path: str | Path) -> torch.Tensor:
 def _decode_window_seeking(
     container: av.container.InputContainer, stream: av.VideoStream, wanted: list[int]
 ) -> dict[int, np.ndarray] | None:
-    """The window's frames by index, decoded from the keyframe before it; None to fall back.
-
-    Indices come from timestamps here, so any doubt that they equal a full decode's counted
-    indices falls back to :func:`_decode_from_start`: no timestamps or rate, a seek landing after
-    the window, indices that repeat, go back or skip inside it, a clip ending before it, a
-    decoding error. Unchecked (it would take a full decode): that frame 0 is the frame at the
-    stream's start time; it is on every real clip the tests decode.
-    """
+    """The window's frames by index, decoded from the keyframe before it. Indices come from
+    timestamps here, so any doubt that they equal a full decode's counted indices returns None
+    (fall back to :func:`_decode_from_start`). Unchecked: that frame 0 is at the stream's start."""
     rate = stream.average_rate
     time_base = stream.time_base
     start = stream.start_time
     if not rate or not time_base or start is None:
         return None
-    needed = set(wanted)
     first = min(wanted)
     last = max(wanted)
 
@@ -160,7 +137,7 @@ def _decode_window_seeking(
             expected = first if previous < first else previous + 1
             if index <= previous or (index >= first and index != expected):
                 return None
-            if index in needed:
+            if index in wanted:
                 kept[index] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
             if index == last:
                 return kept
@@ -172,31 +149,25 @@ def _decode_window_seeking(
 
 def _decode_from_start(path: Path, wanted: list[int]) -> DecodedClip:
     """Decode from frame 0, counting frames, up to the last needed one; pads a short clip."""
-    needed = set(wanted)
     last_needed = max(wanted)
     to_rgb = VideoReformatter()
     kept: dict[int, np.ndarray] = {}
-    last_frame = None
     count = 0
     with _open_video(path) as (container, stream):
         try:
             for count, frame in enumerate(_decode_stream(container, stream), start=1):
-                index = count - 1
-                if index in needed:
-                    kept[index] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
-                if index >= last_needed:
+                if count - 1 in wanted:
+                    kept[count - 1] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
+                if count > last_needed:
                     break
-                last_frame = frame
         except av.FFmpegError as err:
             raise _ffmpeg_error(path, err) from None
-        if count <= last_needed:
+        if count <= last_needed:  # the clip ended first: pad with its final frame
             _check_complete(path, stream.frames, count)
-        padded = sum(1 for i in wanted if i >= count)
-        if padded and count - 1 not in kept:
-            # last_frame is the clip's final frame here (the loop never reached last_needed).
-            assert last_frame is not None
-            kept[count - 1] = to_rgb.reformat(last_frame, format="rgb24").to_ndarray()
-        frames = [kept[min(i, count - 1)] for i in wanted]
+            if count - 1 not in kept:
+                kept[count - 1] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
+    frames = [kept[min(i, count - 1)] for i in wanted]
+    padded = sum(1 for i in wanted if i >= count)
     return DecodedClip(frames=torch.from_numpy(np.stack(frames)), padded=padded)
 
 
@@ -206,10 +177,8 @@ def _decode_stream(
     index_of: Callable[[int], int] | None = None,
     skip_nonref_before: int | None = None,
 ) -> Iterator[av.VideoFrame]:
-    """Decode ``stream`` from where the container stands. With ``skip_nonref_before``, frames
-    shown before that index that nothing references (most B-frames) are not decoded; set per
-    packet before it is sent, so the window decodes normally although packets come in decode
-    order."""
+    """Decode ``stream`` from where the container stands, skipping frames shown before index
+    ``skip_nonref_before`` that nothing references (set per packet: they come in decode order)."""
     codec = stream.codec_context
     for packet in container.demux(stream):
         if skip_nonref_before is not None and index_of is not None and packet.pts is not None:
@@ -219,8 +188,7 @@ def _decode_stream(
 
 
 def _decode_torchcodec(path: Path, wanted: list[int]) -> DecodedClip:
-    """torchcodec seeks by index itself; its count comes from the packets, so a cut-short clip
-    has fewer frames than its header lists."""
+    """torchcodec counts frames from the packets: a cut-short clip has fewer than its header."""
     _check_file(path)
     from torchcodec.decoders import VideoDecoder
 
@@ -239,8 +207,7 @@ def _decode_torchcodec(path: Path, wanted: list[int]) -> DecodedClip:
 
 
 def _check_file(path: Path) -> None:
-    # Checked first because FFmpeg's message for both ("Invalid data found") would send the
-    # user looking in the wrong place.
+    # Checked first: FFmpeg's message for both ("Invalid data found") would mislead the user.
     if not path.is_file():
         raise DataError(f"video {path} not found; check the dataset download")
     if path.stat().st_size == 0:
@@ -267,10 +234,7 @@ def _open_video(path: Path) -> Iterator[tuple[av.container.InputContainer, av.Vi
 
 def _ffmpeg_error(path: Path, err: Exception, opening: bool = False) -> DataError:
     """FFmpeg's own words, without the file name and torchcodec's source location prefix."""
-    reason = getattr(err, "strerror", None)
-    if not reason:
-        lines = str(err).strip().splitlines()
-        reason = lines[0] if lines else ""
+    reason = getattr(err, "strerror", None) or _first_line(err)
     if str(path) in reason:
         reason = reason.split(str(path), 1)[1].strip(" :,")
     reason = reason or type(err).__name__
@@ -280,9 +244,8 @@ def _ffmpeg_error(path: Path, err: Exception, opening: bool = False) -> DataErro
 
 
 def _check_complete(path: Path, listed: int, decoded: int) -> None:
-    """Refuse a clip with no frame, or fewer than its header lists (``listed``, 0 if unknown).
-    With frame threading FFmpeg does not report a truncated packet: decoding just ends early,
-    and the clip would pass as a short one, padded."""
+    """Refuse a clip with no frame, or fewer than its header lists (``listed``, 0 if unknown):
+    with frame threading FFmpeg does not report a truncated packet, decoding just ends early."""
     if decoded == 0:
         raise DataError(f"video {path} holds no decodable frame; the file is damaged")
     if decoded < listed:
@@ -303,8 +266,7 @@ def configured_window(dataset: DictConfig) -> tuple[int, ...] | None:
 
 @cross_key_rule("dataset")
 def check_clip_window(cfg: DictConfig, p: Problems) -> dict[str, Any] | None:
-    """The decoder is installed, and the window (start, end, fps) reads at least one frame;
-    derives the frame indices every clip is read at."""
+    """The decoder is installed and the window reads at least one frame; derives its indices."""
     dataset = cfg.dataset
     if dataset.decoder == "torchcodec":
         try:

@@ -1,2 +1,1 @@
-"""Evaluation: the official SoccerNet-MVFoul metric and predictions files (:mod:`.official`),
-checkpoint evaluation and reports."""
+"""Evaluation: the official metric and predictions files, checkpoint evaluation, reports."""

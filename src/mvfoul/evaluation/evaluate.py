@@ -1,16 +1,20 @@
 """Checkpoint + split -> predictions JSON, and where the split has labels: official metrics,
-confusion matrices and per-class tables. Used by ``evaluate_hydra.py`` and after training."""
+confusion matrices (PNG, CSV), per-class tables. For ``evaluate_hydra.py`` and after training."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import lightning as L
+import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.callbacks import RichProgressBar
@@ -23,9 +27,8 @@ from mvfoul.data.datamodule import MultiViewDataModule, worker_death_message
 from mvfoul.data.transforms import KINETICS_MEAN, KINETICS_STD
 from mvfoul.errors import ConfigError, DataError, MvfoulError
 from mvfoul.evaluation.official import evaluate_files, write_predictions
-from mvfoul.evaluation.report import write_reports
 from mvfoul.help import GROUPS
-from mvfoul.labels import HEADS
+from mvfoul.labels import HEAD_CLASSES, HEADS
 from mvfoul.rules import validate_config, with_schema
 from mvfoul.runtime import hydra_run_dir, quiet_library_noise
 from mvfoul.training.checkpoints import read_checkpoint, require_keys
@@ -61,31 +64,18 @@ class EvaluationResult:
 # Keys a checkpoint's config must hold: they decide the network and the input it was trained on,
 # so a default in their place would build another model or feed another input.
 REQUIRED_CONFIG_KEYS = (
-    "model.backbone",
-    "model.pooling",
-    "model.shared_dim",
-    "dataset.start_frame",
-    "dataset.end_frame",
-    "dataset.fps",
-    "dataset.frame_size",
+    *(f"model.{key}" for key in ("backbone", "pooling", "shared_dim")),
+    *(f"dataset.{key}" for key in ("start_frame", "end_frame", "fps", "frame_size")),
 )
 # Overrides that change the input the network sees: allowed (a user may know better), warned about.
-INPUT_KEYS = (
-    "dataset.frame_size",
-    "dataset.resize_size",
-    "dataset.start_frame",
-    "dataset.end_frame",
-    "dataset.fps",
-    "dataset.clip_fps",
-    "dataset.num_frames",
-    "dataset.mean",
-    "dataset.std",
+INPUT_KEYS = tuple(
+    f"dataset.{key}"
+    for key in "frame_size resize_size start_frame end_frame fps clip_fps num_frames mean std".split()
 )
 
 
 def checkpoint_config(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The checkpoint's training config, complete under today's schema, or one line naming the key
-    and the checkpoint that keep it from being one."""
+    """The checkpoint's training config under today's schema, or one line naming what is wrong."""
     config = OmegaConf.create(checkpoint["hyper_parameters"]["config"])
     for key in REQUIRED_CONFIG_KEYS:
         if OmegaConf.select(config, key, default=None) is None:
@@ -124,6 +114,74 @@ def load_checkpoint(path: str | Path) -> MultiViewFoulModule:
     return MultiViewFoulModule.from_checkpoint_dict(checkpoint, path)
 
 
+def _write_csv(path: Path, rows: Sequence[Sequence[object]]) -> None:
+    out = io.StringIO()
+    csv.writer(out).writerows(rows)
+    atomic.write_text(path, out.getvalue())
+
+
+def write_confusion_png(matrix: np.ndarray, names: Sequence[str], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed (servers, CI)
+    import matplotlib.pyplot as plt
+
+    support = matrix.sum(axis=1, keepdims=True)
+    # Colour by row share (recall per cell) so rare classes read as well as common ones.
+    shares = np.divide(matrix, support, out=np.zeros(matrix.shape, dtype=float), where=support > 0)
+    size = 2.0 + 0.7 * len(names)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(names)), labels=names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), labels=names)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    for (i, j), count in np.ndenumerate(matrix):
+        colour = "white" if shares[i, j] > 0.5 else "black"
+        ax.text(j, i, str(count), ha="center", va="center", color=colour)
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    fig.tight_layout()
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def write_reports(
+    true: Mapping[str, Sequence[int]], pred: Mapping[str, Sequence[int]], out_dir: Path, split: str
+) -> list[Path]:
+    """Confusion matrices (PNG + CSV) for both tasks and the per-class table; returns the files."""
+    written: list[Path] = []
+    table: list[list[object]] = [["task", "class", "precision", "recall", "support", "predicted"]]
+    markdown: list[str] = []
+    for head, names in HEAD_CLASSES.items():
+        count = len(names)
+        true_classes = np.asarray(true[head], dtype=np.int64)
+        cells = true_classes * count + np.asarray(pred[head], dtype=np.int64)
+        matrix = np.bincount(cells, minlength=count**2).reshape(count, count)  # [true, predicted]
+        csv_path = out_dir / f"confusion_{head}_{split}.csv"
+        png_path = out_dir / f"confusion_{head}_{split}.png"
+        rows = [[name, *counts] for name, counts in zip(names, matrix.tolist())]
+        _write_csv(csv_path, [["true \\ predicted", *names], *rows])
+        write_confusion_png(matrix, names, f"{head.replace('_', ' + ')} ({split})", png_path)
+        written += [csv_path, png_path]
+        markdown += [f"### {head}", "", "| class | precision % | recall % | support | predicted |"]
+        markdown.append("|---|---|---|---|---|")
+        for index, name in enumerate(names):
+            right = int(matrix[index, index])
+            predicted = int(matrix[:, index].sum())
+            support = int(matrix[index].sum())
+            precision = f"{100.0 * right / predicted:.1f}" if predicted else "n/a"
+            recall = f"{100.0 * right / support:.1f}" if support else "n/a"
+            row = [name, precision, recall, support, predicted]
+            table.append([head, *row])
+            markdown.append("| " + " | ".join(map(str, row)) + " |")
+        markdown.append("")
+    table_csv = out_dir / f"per_class_{split}.csv"
+    table_md = out_dir / f"per_class_{split}.md"
+    _write_csv(table_csv, table)
+    atomic.write_text(table_md, "\n".join(markdown))
+    return written + [table_csv, table_md]
+
+
 def evaluate_checkpoint(
     module: MultiViewFoulModule,
     cfg: DictConfig,
@@ -131,13 +189,11 @@ def evaluate_checkpoint(
     split: str,
     out_dir: Path,
 ) -> EvaluationResult:
-    """Predict ``split`` with ``module`` (batched, views padded with a mask) and write every file
-    into ``out_dir``."""
+    """Predict ``split`` with ``module`` and write every file into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     datamodule = MultiViewDataModule(cfg.dataset, frame_indices, seed=cfg.system.seed)
     datamodule.prepare_data()
     datamodule.predict_split = split
-    # Predictions run in one process.
     hw = dataclasses.replace(resolve_hardware(cfg.system), devices=1, strategy="auto", num_nodes=1)
     apply_cpu_threads(cfg.system, hw, cfg.dataset.num_workers)
     trainer = L.Trainer(
@@ -158,11 +214,10 @@ def evaluate_checkpoint(
         raise DataError(message) from None
     ids = [i for out in outputs for i in out["action_id"]]
     dropped = [i for out in outputs for i in out["dropped_action_ids"]]
-    classes: dict[str, list[int]] = {head: [] for head in HEADS}
-    for out in outputs:
-        if out["action_id"]:  # a batch whose actions were all dropped holds no probabilities
-            for head in HEADS:
-                classes[head] += out[head].argmax(dim=1).tolist()
+    kept = [out for out in outputs if out["action_id"]]  # else: no actions, no probabilities
+    classes = {
+        head: [c for out in kept for c in out[head].argmax(dim=1).tolist()] for head in HEADS
+    }
     if dropped:
         log.warning(
             "%s: %d action(s) had no readable view and get no prediction (counted wrong): %s",
@@ -170,25 +225,16 @@ def evaluate_checkpoint(
             len(dropped),
             ", ".join(dropped[:10]),
         )
-    predictions = {
-        action_id: (severity, action)
-        for action_id, severity, action in zip(ids, classes["offence_severity"], classes["action"])
-    }
-    predictions_path = out_dir / f"predictions_{split}.json"
-    write_predictions(predictions_path, predictions, split)
+    predictions = dict(zip(ids, zip(classes["offence_severity"], classes["action"])))
+    predictions_path = write_predictions(out_dir / f"predictions_{split}.json", predictions, split)
     result = EvaluationResult(split, len(ids), predictions_path, files=[predictions_path])
     if split != "chall":
         ground_truth = datamodule.annotations_path(split)
         result.metrics = evaluate_files(ground_truth, predictions_path)
         metrics_path = out_dir / f"metrics_{split}.json"
         # Strict JSON: a balanced accuracy that is NaN (a class absent from the split) is null.
-        metrics_file = {
-            "split": split,
-            "ground_truth": str(ground_truth),
-            "num_predicted": len(ids),
-        }
-        metrics_file.update(result.metrics)
-        atomic.write_json(metrics_path, metrics_file)
+        summary = {"split": split, "ground_truth": str(ground_truth), "num_predicted": len(ids)}
+        atomic.write_json(metrics_path, {**summary, **result.metrics})
         labels = {a.action_id: a.labels for a in datamodule.datasets[split].actions}
         true = {head: [getattr(labels[i], head) for i in ids] for head in HEADS}
         result.files.append(metrics_path)
@@ -227,8 +273,7 @@ def config_for_evaluation(
         )
     given_folder = "dataset.data_dir" in keys and "dataset.name" not in keys
     if config.dataset.name == "synthetic" and given_folder:
-        # On the built-in data, data_dir names where generated datasets are kept; a folder given at
-        # evaluation is where the user's real clips are: never generate built-in data into it.
+        # A folder given at evaluation holds the user's real clips: never generate data into it.
         log.info(
             "dataset.data_dir given: reading the SoccerNet clips in %s (the model was trained on the built-in data)",
             config.dataset.data_dir,

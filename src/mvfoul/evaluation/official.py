@@ -1,23 +1,12 @@
-"""The official SoccerNet-MVFoul metric, and the predictions files it reads.
+"""The official SoccerNet-MVFoul metric and the predictions files it reads.
 
-:func:`official_scores` reproduces ``SoccerNet.Evaluation.MV_FoulRecognition.evaluate``
-(SoccerNet 0.2.0) number for number, quirks included: ground-truth actions are filtered and
-mapped by the official rules on their raw, untrimmed strings (:func:`mvfoul.labels.evaluator_view`);
-the predicted ``Offence`` is compared with the *raw* ground-truth string, so an action labelled
-``No Offence``, ``Between`` or (a Dive) empty is never counted correct; the predicted ``Severity``
-is compared with the normalised one, ``""`` for No offence and ``"1.0"`` for every Dive judged an
-offence (a Dive with a card is matched by ``Offence``/``1.0`` and counted under its own class);
-the action class is compared as raw strings; a ground-truth action without a prediction is counted
-wrong (one warning line) and predictions for other ids are ignored; balanced accuracy is the mean
-over **all** classes, NaN when one is absent from the ground truth; results are percentages. The
-formula is :func:`mvfoul.official_metric.scores_from_counts`, shared with training-time metrics.
-Where the official code would crash (a missing field, a non-object entry, an action class outside
-its vocabulary that survives the rules) a one-line :class:`~mvfoul.errors.DataError` is raised.
-
-Predictions files are ``{"Set": "test", "Actions": {"<id>": {"Action class": ..., "Offence":
-..., "Severity": ...}}}``, as the official VARS baseline writes them; the evaluator and the
-EvalAI server read ``Actions`` only (``Set`` is optional).
-"""
+:func:`official_scores` reproduces SoccerNet 0.2.0's ``MV_FoulRecognition.evaluate`` number for
+number, quirks included: the ground truth is filtered by the official rules on raw strings; the
+predicted ``Offence`` is compared with the *raw* ground-truth string, ``Severity`` with the
+normalised one; a missing prediction counts wrong; an absent class gives NaN. Where the official
+code would crash (a missing field, an unknown action class) a one-line DataError is raised.
+Predictions files: ``{"Set": "test", "Actions": {"<id>": {"Action class": ..., "Offence": ...,
+"Severity": ...}}}``, as the VARS baseline writes them; ``Set`` is optional."""
 
 from __future__ import annotations
 
@@ -44,8 +33,8 @@ from mvfoul.labels import (
     EvaluatorView,
     evaluator_view,
     prediction_strings,
+    scores_from_counts,
 )
-from mvfoul.official_metric import scores_from_counts
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +55,8 @@ def official_scores(
     gt_actions = _actions_object(ground_truth, gt_name)
     pred_actions = {str(k): v for k, v in _actions_object(predictions, pred_name).items()}
     # Per class: ground-truth actions, and those the prediction gets right.
-    severity_total = np.zeros(NUM_OFFENCE_SEVERITY)
-    severity_correct = np.zeros(NUM_OFFENCE_SEVERITY)
-    action_total = np.zeros(NUM_ACTION)
-    action_correct = np.zeros(NUM_ACTION)
+    severity_total, severity_correct = np.zeros((2, NUM_OFFENCE_SEVERITY))
+    action_total, action_correct = np.zeros((2, NUM_ACTION))
     missing: list[str] = []
     hint = " (an unlabelled, challenge, split cannot be scored)"
     for action_id, entry in gt_actions.items():
@@ -153,8 +140,7 @@ def _source(path: Path) -> Path:
 
 
 def read_ground_truth(path: str | Path) -> dict[str, Any]:
-    """``{"Actions": {id: {"Action class", "Offence", "Severity"}}}`` with the raw strings of an
-    ``annotations.json`` (or the split folder holding it) or of a labelled mvfoul CSV."""
+    """The raw label strings of an annotations.json (or its split folder) or a labelled CSV."""
     path = Path(path).expanduser()
     if path.suffix.lower() == ".csv":
         rows = parse_csv_rows(path, labelled=True)
@@ -168,10 +154,10 @@ def prediction_entry(offence_severity: int, action: int) -> dict[str, str]:
     """The ``{"Action class", "Offence", "Severity"}`` entry for predicted class indices."""
     for value, count in ((offence_severity, NUM_OFFENCE_SEVERITY), (action, NUM_ACTION)):
         try:
-            index: int | None = int(value)
+            valid = int(value) == value and 0 <= value < count
         except (TypeError, ValueError):
-            index = None
-        if index is None or not (index == value and 0 <= index < count):
+            valid = False
+        if not valid:
             raise ValueError(
                 f"prediction ({offence_severity!r}, {action!r}): expected an offence+severity class "
                 f"in 0..{NUM_OFFENCE_SEVERITY - 1} and an action class in 0..{NUM_ACTION - 1}"
@@ -182,9 +168,8 @@ def prediction_entry(offence_severity: int, action: int) -> dict[str, str]:
 def write_predictions(
     path: str | Path, predictions: Mapping[str, tuple[int, int]], set_name: str | None = None
 ) -> Path:
-    """Write ``{"Set": set_name, "Actions": {"<id>": entry}}`` from ``id -> (offence+severity
-    class, action class)``; ids as strings, numeric ones in numeric order first, ``Set`` only when
-    given. The file is replaced atomically (no half-written predictions). Returns the path."""
+    """Write ``id -> (offence+severity class, action class)`` atomically, numeric ids first in
+    numeric order, ``Set`` only when given; return the path."""
     path = Path(path).expanduser()
     actions: dict[str, dict[str, str]] = {}
     for key, value in predictions.items():
@@ -205,17 +190,15 @@ def write_predictions(
             return 0, int(action_id), ""
         return 1, 0, action_id
 
-    document: dict[str, Any] = {}
-    if set_name is not None:
-        document["Set"] = set_name
+    document: dict[str, Any] = {} if set_name is None else {"Set": set_name}
     document["Actions"] = {i: actions[i] for i in sorted(actions, key=numeric_first)}
     write_atomically(path, json.dumps(document, indent=2) + "\n", overwrite=True)
     return path
 
 
 def read_predictions(path: str | Path, strict: bool = True) -> dict[str, Any]:
-    """The whole document, every entry checked for three strings and, with ``strict``, for
-    values a prediction can carry (the evaluator would silently count anything else wrong)."""
+    """The document, checked for three strings per entry and, with ``strict``, for values a
+    prediction can carry (the evaluator would silently count anything else wrong)."""
     path = Path(path).expanduser()
     fix = "write it with mvfoul.evaluation.official.write_predictions (or evaluate_hydra.py)"
     document = read_json_document(path, "predictions file", fix, missing_fix="check the path")
@@ -234,8 +217,8 @@ def read_predictions(path: str | Path, strict: bool = True) -> dict[str, Any]:
             )
         pair = (entry["Offence"], entry["Severity"])
         if pair not in _PREDICTION_PAIRS:
-            known_offences = {offence for offence, _ in _PREDICTION_PAIRS}
-            field = "Severity" if pair[0] in known_offences else "Offence"
+            known = pair[0] in {offence for offence, _ in _PREDICTION_PAIRS}
+            field = "Severity" if known else "Offence"
             allowed = ", ".join(
                 f"{offence!r}/{severity!r}" for offence, severity in _PREDICTION_PAIRS
             )

@@ -1,3 +1,2 @@
-"""The migration path: ``training/train.py`` (:mod:`.cli`) takes the old trainer's flags
-(:mod:`.flags`, derived from the schema) or the VARS baseline's (:mod:`.vars_baseline`), prints
-the equivalent Hydra command and runs it; MIGRATION.md comes from the same tables (:mod:`.markdown`)."""
+"""The migration path: ``training/train.py`` translates the old trainer's or the VARS baseline's
+flags (:mod:`.flags`, :mod:`.vars_baseline`, :mod:`.cli`); MIGRATION.md is :mod:`.markdown`'s."""

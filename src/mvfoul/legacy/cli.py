@@ -1,6 +1,5 @@
-"""``training/train.py``: translate an old command line, say so, then run exactly the printed
-command with this interpreter (its output and exit code are the Hydra run's), or keep it as
-``conf/user/NAME.yaml``: the base config, the group options chosen, then the values set."""
+"""``training/train.py``: translate an old command line, print the equivalent command and run
+exactly that (its output and exit code are the Hydra run's), or keep it as conf/user/NAME.yaml."""
 
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra import compose, initialize_config_dir
 
 from mvfoul import atomic
 from mvfoul.legacy import flags
@@ -37,21 +37,17 @@ def script_path(script: str) -> str:
 
 
 def notice(translation: Translation) -> str:
-    if len(translation.commands) > 1:
-        commands, them = "commands", "them"
-    else:
-        commands, them = "command", "it"
+    several = len(translation.commands) > 1
+    commands, them = ("commands", "them") if several else ("command", "it")
     keep = ""
     if translation.trains:
         keep = ", or keep this command line for good with --write-config NAME"
-    lines = [
+    lines = [f"  {c.render(script_path(c.script))}" for c in translation.commands]
+    return (
         f"mvfoul: training/train.py is deprecated: it translates the {translation.source}'s flags into "
         f"Hydra overrides and runs the equivalent {commands} below. Run "
-        f"{them} directly from now on{keep} (see MIGRATION.md):"
-    ]
-    for command in translation.commands:
-        lines.append(f"  {command.render(script_path(command.script))}")
-    return "\n".join(lines)
+        f"{them} directly from now on{keep} (see MIGRATION.md):\n" + "\n".join(lines)
+    )
 
 
 def config_body(command: Command) -> dict[str, Any]:
@@ -112,10 +108,6 @@ def write_config(
     (command,) = translation.commands
     body = config_body(command)
     # Compose once, so that a bad key or option fails before anything is written.
-    from hydra import compose, initialize_config_dir
-
-    import mvfoul.config  # noqa: F401  (registers the schemas)
-
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         compose(command.config_name or "config", overrides=list(command.overrides))
     header = [
@@ -138,13 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"mvfoul: note: {note}\n")
     if request.write_config is not None:
         # The command line as it was before --write-config NAME [--force] was added to it.
-        was = []
-        for before, word in zip(["", *argv], argv):
-            if word == "--force" or word.startswith("--write-config"):
-                continue
-            if before == "--write-config":  # its NAME
-                continue
-            was.append(word)
+        was = [
+            word
+            for before, word in zip(["", *argv], argv)
+            if not word.startswith(("--force", "--write-config")) and before != "--write-config"
+        ]
         original = shlex.join(["python", "training/train.py", *was])
         name = request.write_config
         print(f"wrote {write_config(translation, name, force=request.force, original=original)}")
@@ -169,6 +159,4 @@ def run(argv: Sequence[str] | None = None) -> None:
     """:func:`main` with mvfoul's one-line errors, then exit with its code."""
     from mvfoul.cli import run_command_app
 
-    codes: list[int] = []
-    run_command_app(lambda: codes.append(main(argv)))
-    sys.exit(codes[0] if codes else 0)
+    run_command_app(lambda: sys.exit(main(argv)))

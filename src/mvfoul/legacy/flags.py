@@ -1,7 +1,6 @@
-"""The old trainer's flags, derived from the schema so that the two cannot drift apart, and what
-both dialects share: the parser, the commands, and Hydra overrides written from typed values.
-Every leaf key has one flag: its field name, or the whole key with dots as underscores where
-the field name is shared (``--batch_size``, ``--dataset_name``); MIGRATION.md has the rules."""
+"""The old trainer's flags, derived from the schema (each leaf key's field name, or the whole key
+with dots as underscores where the field name is shared: ``--dataset_name``), and what both
+dialects share: the parser, the commands, and Hydra overrides written from typed values."""
 
 from __future__ import annotations
 
@@ -51,9 +50,9 @@ def _reads_back(text: str, value: Any) -> bool:
     return not parsed.is_sweep_override() and repr(parsed.value()) == repr(value)
 
 
-def _plain(value: Any) -> str:
+def _plain(value: Any, separator: str = ",") -> str:
     if isinstance(value, list):
-        return "[" + ",".join(map(_plain, value)) + "]"
+        return "[" + separator.join(_plain(item, separator) for item in value) + "]"
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -102,8 +101,7 @@ def override_key(text: str) -> tuple[str, str]:
 
 
 def merge_overrides(*parts: Iterable[str]) -> list[str]:
-    """A later group choice or key value replaces an earlier one: Hydra would apply the last
-    anyway, and this keeps dead words out of the printed command."""
+    """A later group choice or key value replaces an earlier one, as Hydra would apply it."""
     kept: dict[Any, str] = {}
     for number, text in enumerate(t for part in parts for t in part):
         kind, key = override_key(text)
@@ -149,21 +147,13 @@ class Request(NamedTuple):
 @dataclass(frozen=True)
 class KeySpec:
     key: str  # dotted: training.learning_rate
+    field: str  # its last part
     kind: str  # bool | int | float | str | any
     optional: bool  # null allowed
     is_list: bool
     default: Any  # REQUIRED when the schema has none
     doc: str
-
-    @property
-    def field(self) -> str:
-        return self.key.rsplit(".", 1)[1]
-
-    @property
-    def type_text(self) -> str:
-        text = "Any" if self.kind == "any" else self.kind
-        text = f"List[{text}]" if self.is_list else text
-        return f"Optional[{text}]" if self.optional else text
+    type_text: str  # as the schema writes it: Optional[List[float]]
 
 
 def _leaves(schema: Any, prefix: str) -> Iterator[KeySpec]:
@@ -175,6 +165,7 @@ def _leaves(schema: Any, prefix: str) -> Iterator[KeySpec]:
             continue
         if typing.get_origin(hint) is dict:
             continue  # experiment.trainer, .callbacks: Lightning's options; the old trainer had none
+        type_text = hint.__name__ if isinstance(hint, type) else repr(hint).replace("typing.", "")
         optional = type(None) in typing.get_args(hint)
         if optional:
             (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -185,18 +176,16 @@ def _leaves(schema: Any, prefix: str) -> Iterator[KeySpec]:
             raise TypeError(f"{key}: schema type {hint!r} has no legacy flag type")
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
         default = REQUIRED if default == MISSING else default
-        yield KeySpec(key, kind, optional, is_list, default, f.metadata.get("doc", ""))
+        doc = f.metadata.get("doc", "")
+        yield KeySpec(key, f.name, kind, optional, is_list, default, doc, type_text)
 
 
 def _schema_keys() -> list[KeySpec]:
-    """Every leaf key once, in schema order; dataset also has the keys only some options have
-    (synthetic.*)."""
+    """Every leaf key once, in schema order, with the keys only some dataset options have."""
     first: dict[str, KeySpec] = {}
     for group, schema in C.GROUP_SCHEMAS.items():
-        parts = [schema]
-        if group == "dataset":
-            parts += C.DATASET_SCHEMAS.values()
-        for part in parts:
+        extra = C.DATASET_SCHEMAS.values() if group == "dataset" else ()
+        for part in (schema, *extra):
             for spec in _leaves(part, group):
                 first.setdefault(spec.key, spec)
     return list(first.values())
@@ -209,8 +198,7 @@ DERIVED_FLAGS = {s.key: s.field if _FIELDS[s.field] == 1 else s.key.replace(".",
 # The old trainer's spellings that are not the derived flag of their key.
 ALIASES = {"loss_function": "loss.function"}
 FLAG_KEYS = {name: key for key, name in DERIVED_FLAGS.items()} | ALIASES
-# The old trainer's flags as its users typed them -> the key each sets (a name here that no
-# longer derives from the schema fails at import, not silently).
+# The old trainer's flags -> the key each sets (a name that no longer derives fails at import).
 OLD_TRAINER_FLAGS = {
     name: FLAG_KEYS[name]
     for name in """data_dir train_csv val_csv backbone batch_size learning_rate head_lr backbone_lr
@@ -227,13 +215,7 @@ def flag_names(key: str) -> list[str]:
 
 def shown(value: Any) -> str:
     """A default as --help and MIGRATION.md show it."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return f"[{', '.join(map(str, value))}]"
-    return "required" if value == REQUIRED else str(value)
+    return "required" if value == REQUIRED else _plain(value, ", ")
 
 
 def group_options(group: str) -> list[str]:
@@ -258,13 +240,11 @@ def converter(spec: KeySpec) -> Callable[[str], Any]:
     def convert(text: str) -> Any:
         return None if spec.optional and text.strip().lower() in NULLS else base(text)
 
-    # argparse's errors name the type by this
+    convert.__name__ = spec.kind  # argparse's errors name the type by this
     if base is _value:
         convert.__name__ = "value"
     elif spec.optional:
-        convert.__name__ = f"{spec.kind} (or null)"
-    else:
-        convert.__name__ = spec.kind
+        convert.__name__ += " (or null)"
     return convert
 
 
@@ -279,8 +259,7 @@ HELP = {
 
 
 class LegacyParser(argparse.ArgumentParser):
-    """argparse with one-line errors, and what both dialects share: the dialect switch, what to
-    do with the translation, and Hydra's own flags."""
+    """argparse with one-line errors and the flags both dialects share."""
 
     def __init__(self, prog: str, description: str, usage: str, switch_help: str) -> None:
         # SUPPRESS: only the flags given land in the namespace, so only they become overrides.
@@ -303,8 +282,7 @@ class LegacyParser(argparse.ArgumentParser):
         raise LegacyFlagError(f"{message} (see `{self.prog} --help`, or MIGRATION.md)")
 
     def parse(self, argv: Sequence[str], hint: Callable[[str], str]) -> tuple[dict, list[str]]:
-        """The flags given, and the ``key=value`` words (Hydra overrides, passed on as they
-        are); any other word is an error naming it (an unknown flag with its close matches)."""
+        """The flags given and the ``key=value`` words (passed on); any other word is an error."""
         ns, extras = self.parse_known_args(list(argv))
         for word in extras:
             if word.startswith("-") and word != "-" and isinstance(_value(word), str):
@@ -320,21 +298,15 @@ class LegacyParser(argparse.ArgumentParser):
 
     def request(self, translation: Translation, given: dict[str, Any]) -> Request:
         """The translation with Hydra's own flags, and what to do with it."""
-        flags: list[str] = []
-        if given.get("multirun"):
-            flags.append("--multirun")
+        hydra_flags = ["--multirun"] if given.get("multirun") else []
         if given.get("cfg"):
-            flags += ["--cfg", given["cfg"]]
+            hydra_flags += ["--cfg", given["cfg"]]
         if given.get("resolve"):
-            flags.append("--resolve")
+            hydra_flags.append("--resolve")
         for command in translation.commands:
-            command.hydra_flags = list(flags)
-        return Request(
-            translation,
-            write_config=given.get("write_config"),
-            force=bool(given.get("force")),
-            dry_run=bool(given.get("dry_run")),
-        )
+            command.hydra_flags = list(hydra_flags)
+        force, dry_run = bool(given.get("force")), bool(given.get("dry_run"))
+        return Request(translation, given.get("write_config"), force, dry_run)
 
 
 def unknown_flag_error(word: str, known: list[str], prog: str, hint: str = "") -> LegacyFlagError:
@@ -399,8 +371,7 @@ def translate_legacy(argv: Sequence[str]) -> Request:
             f"--preset {preset}: no such config; {fix}available: {', '.join(names)}"
         )
     for spec in (s for s in KEYS if s.is_list and s.key in given):
-        # A key=value word after a list flag is read as one of its items: say so, rather than
-        # setting experiment.tags to [..., 'model=tiny'].
+        # A key=value word after a list flag was read as one of its items (tags=[a, model=tiny]).
         for item in map(str, given[spec.key]):
             if "=" in item and item.split("=", 1)[0].lstrip("+~") in (*DERIVED_FLAGS, *GROUPS):
                 raise LegacyFlagError(

@@ -1,6 +1,5 @@
-"""MIGRATION.md (``python -m mvfoul.legacy --markdown > MIGRATION.md``): the prose is
-MIGRATION.template.md beside this file; every table row, example command and count comes from
-the flag tables and the schema."""
+"""MIGRATION.md (``python -m mvfoul.legacy --markdown > MIGRATION.md``): MIGRATION.template.md's
+prose, with every table, example and count generated from the flag tables and the schema."""
 
 from __future__ import annotations
 
@@ -18,8 +17,7 @@ LEGACY_EXAMPLE = (
     "--data_dir /data/mvfouls --backbone r3d_18 --max_epochs 50 --learning_rate 3e-4 "
     "--loss_function ce --use_class_weights --no-gradual_finetuning --unfreeze_schedule 5 10 --gpus 2"
 ).split()
-# The old trainer's basic command line ("50+ arguments just to run basic training"): mvfoul's
-# defaults are exactly these values, so it translates to nothing but the data paths.
+# The old trainer's basic command line: mvfoul's defaults are these values, so only paths remain.
 SEED_COMMAND = """--data_dir /path/to/data --train_csv train.csv --val_csv val.csv
     --backbone mvit_base_16x4 --batch_size 16 --learning_rate 1e-3 --head_lr 1e-3 --backbone_lr 1e-4
     --max_epochs 50 --optimizer adamw --scheduler cosine --weight_decay 1e-4 --gradient_clip_val 1.0
@@ -28,18 +26,14 @@ SEED_COMMAND = """--data_dir /path/to/data --train_csv train.csv --val_csv val.c
     --loss_function focal --focal_gamma 2.0 --label_smoothing 0.1 --use_class_weights
     --effective_num_beta 0.99 --gpus 1 --precision 16-mixed --save_top_k 3 --monitor val/sev_acc
     --log_every_n_steps 50""".split()
-# The baseline's README: "if you use the code from the GitHub repository and run: ... you should
-# get similar results" (VARS model/README.md, "Baseline hyperparameters").
+# The command of the baseline's README (VARS model/README.md, "Baseline hyperparameters").
 VARS_EXAMPLE = """--from-vars-baseline --LR 5e-5 --step_size 3 --gamma 0.3 --pooling_type attention
     --start_frame 63 --end_frame 87 --fps 17 --path /data/mvfouls --pre_model mvit_v2_s""".split()
 
 
 def _rows(rows: Iterable[Sequence[Any]]) -> str:
-    lines = []
-    for row in rows:
-        cells = [str(cell).replace("|", "\\|") for cell in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    cells = ([str(cell).replace("|", "\\|") for cell in row] for row in rows)
+    return "\n".join("| " + " | ".join(row) + " |" for row in cells)
 
 
 def _example(argv: list[str]) -> str:
@@ -59,14 +53,7 @@ def _key_row(spec: KeySpec, names: list[str]) -> list[str]:
 
 
 def _baseline_row(b: BaselineFlag) -> list[str]:
-    if b.default == REQUIRED:
-        default = "required"
-    elif b.default == EARLY:
-        default = EARLY
-    elif b.default == "":
-        default = '`""`'
-    else:
-        default = f"`{b.default}`"
+    default = {REQUIRED: "required", EARLY: EARLY, "": '`""`'}.get(b.default, f"`{b.default}`")
     if b.status == "mapped":  # a key, or a group's option
         sets = ", ".join(f"`{k}`" if "." in k else f"`{k}=OPTION`" for k in b.sets.split())
     elif b.status == "evaluation":
@@ -76,11 +63,10 @@ def _baseline_row(b: BaselineFlag) -> list[str]:
     return [f"`{b.flag}`", default, sets, b.note]
 
 
-def _old_trainer(spec: KeySpec) -> str:
-    """The all-keys table's "old trainer" column: "yes" where the old trainer had the flag."""
-    if any(name[2:] in OLD_TRAINER_FLAGS for name in flag_names(spec.key)):
-        return "yes"
-    return ""
+def _all_keys_row(spec: KeySpec) -> list[str]:
+    names = flag_names(spec.key)
+    old_trainer = any(name[2:] in OLD_TRAINER_FLAGS for name in names)  # the column says "yes"
+    return [*_key_row(spec, names), "yes" if old_trainer else "", spec.doc]
 
 
 def _numbers(values: Iterable[float]) -> str:
@@ -112,9 +98,7 @@ def migration_markdown() -> str:
         group_table=_rows(
             (f"`--{g} OPTION`", f"`{g}=OPTION`", ", ".join(flags.group_options(g))) for g in GROUPS
         ),
-        all_keys_table=_rows(
-            [*_key_row(s, flag_names(s.key)), _old_trainer(s), s.doc] for s in KEYS
-        ),
+        all_keys_table=_rows(_all_keys_row(s) for s in KEYS),
         baseline_table=_rows(map(_baseline_row, BASELINE_FLAGS)),
         fixed_table=_rows((f"`{o}`", why) for o, why in FIXED_SETTINGS.items()),
         vars_example=_example(VARS_EXAMPLE),

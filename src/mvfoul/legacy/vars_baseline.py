@@ -1,6 +1,5 @@
-"""The official VARS baseline's command line (SoccerNet sn-mvfoul, ``VARS model/main.py``). It
-describes a whole baseline run, so a flag left out takes the baseline's default, and what the
-baseline always did is set explicitly; both are the tables of vars_baseline.yaml."""
+"""The VARS baseline's command line (sn-mvfoul ``VARS model/main.py``): a whole baseline run, so a
+flag left out takes its default and what it always did is set (tables: vars_baseline.yaml)."""
 
 from __future__ import annotations
 
@@ -13,12 +12,10 @@ import yaml
 from mvfoul.legacy import flags
 from mvfoul.legacy.flags import REQUIRED, Command, LegacyFlagError, Request, Translation
 from mvfoul.legacy.flags import make_override as override
-from mvfoul.legacy.flags import merge_overrides as merge
 from mvfoul.paths import CONF_DIR
 
-# --pre_model -> the crop its torchvision Kinetics-400 transform feeds the network (crop_size of
-# <Weights>.KINETICS400_V1.transforms(); mvfoul's default resize_size = frame_size * 8/7 matches
-# the resize before it on the short side).
+# --pre_model -> the crop_size of its torchvision <Weights>.KINETICS400_V1.transforms() (mvfoul's
+# default resize_size, frame_size * 8/7, matches the resize before it).
 PRE_MODEL_CROP = {"r3d_18": 112, "s3d": 224, "mc3_18": 112, "r2plus1d_18": 112, "mvit_v2_s": 224}
 EVALUATION_SPLITS = {0: ["test"], 1: ["chall"], 2: ["test", "chall"]}
 TRAIN = 3  # --only_evaluation 3
@@ -102,26 +99,18 @@ def _evaluation(given: dict[str, Any], passthrough: list[str]) -> Translation:
             "(.pth.tar) holds the baseline's own network and does not load into mvfoul's; train with "
             "mvfoul and evaluate its checkpoints/*.ckpt"
         )
-    tail = [override("dataset.data_dir", given["--path"])]
-    if "--max_num_worker" in given:
-        tail.append(override("dataset.num_workers", given["--max_num_worker"]))
-    unused = [
-        f
-        for f in given
-        if FLAGS_BY_NAME[f].status == "mapped" and f not in ("--path", "--max_num_worker")
-    ]
+    used = {"--path": "dataset.data_dir", "--max_num_worker": "dataset.num_workers"}
+    tail = [override(key, given[flag]) for flag, key in used.items() if flag in given]
+    unused = [f for f in given if FLAGS_BY_NAME[f].status == "mapped" and f not in used]
     notes = []
     if unused:
         notes.append(
             f"{', '.join(unused)}: not used to evaluate (the checkpoint holds the model's settings)"
         )
-    commands = [
-        Command(
-            "evaluate_hydra.py",
-            merge([override("ckpt_path", weights), f"split={split}"], tail, passthrough),
-        )
-        for split in EVALUATION_SPLITS[mode]
-    ]
+    commands = []
+    for split in EVALUATION_SPLITS[mode]:
+        overrides = [override("ckpt_path", weights), f"split={split}", *tail, *passthrough]
+        commands.append(Command("evaluate_hydra.py", flags.merge_overrides(overrides)))
     return Translation("VARS baseline", commands, notes)
 
 
@@ -162,9 +151,8 @@ def _training(given: dict[str, Any], passthrough: list[str]) -> Translation:
             f"--num_views {given['--num_views']}: dataset.train_views=2, since the baseline trains on two random "
             "views per action whatever --num_views says; add dataset.train_views=N to use more"
         )
-    groups = [w for w in words if "." not in w.split("=")[0]]
-    keys = [w for w in words if w not in groups]
-    command = Command("train_hydra.py", merge(groups, keys, passthrough))
+    groups_first = sorted(words, key=lambda word: "." in word.split("=")[0])
+    command = Command("train_hydra.py", flags.merge_overrides(groups_first, passthrough))
     return Translation("VARS baseline", [command], notes)
 
 

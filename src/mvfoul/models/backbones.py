@@ -1,10 +1,7 @@
-"""Video backbones by name: ``model.backbone`` picks one, :func:`build_backbone` builds it.
+"""Video backbones by name (``model.backbone``): clips ``[N, C, T, H, W]`` -> ``[N, D]``.
 
-A :class:`Backbone` maps clips ``[N, C, T, H, W]`` to features ``[N, feature_dim]`` and lists its
-``blocks()`` stem to top, so "unfreeze the top k blocks" means the same for every network; its
-:class:`BackboneSpec` says which inputs it accepts, so a bad frame size is one line at startup.
-torchvision's registry supplies the network, input statistics, smallest input and Kinetics-400
-weights (through torch.hub's cache); they are read from it, not restated here.
+torchvision's registry supplies each network, its input statistics, smallest input and
+Kinetics-400 weights (through torch.hub's cache); they are read from it, not restated here.
 """
 
 from __future__ import annotations
@@ -37,24 +34,20 @@ _DEFAULT_WINDOW = "the default dataset.start_frame=63, end_frame=87, fps=17 give
 
 @dataclasses.dataclass(frozen=True)
 class BackboneSpec:
-    """A registered backbone: its torchvision model and weights, the inputs it accepts and the
-    statistics its inputs are normalised with (its weights' ``transforms()``)."""
-
-    name: str  # the config name (model.backbone)
-    torchvision_name: str | None  # for torchvision.models.get_model; None: not torchvision's
-    weights: WeightsEnum | None  # its Kinetics-400 weights; None when it has none
+    name: str  # model.backbone
+    torchvision_name: str | None  # None: not torchvision's
+    weights: WeightsEnum | None  # Kinetics-400
     # Blocks, stem first: "a.b" is one block, "a.*" makes each child of a a block, and a leading
     # "+" adds the module to the block before.
     layout: tuple[str, ...]
     min_frames: int
     min_size: int  # square frames, side in px
-    mean: tuple[float, ...]
+    mean: tuple[float, ...]  # input normalisation: its weights' transforms()
     std: tuple[float, ...]
     exact: bool = False  # accepts only min_frames of min_size
 
     def input_problem(self, num_frames: int, frame_size: int) -> str | None:
-        """None when ``num_frames`` frames of ``frame_size`` px are accepted, else one line
-        saying what this backbone accepts and which settings would work."""
+        """None when the input is accepted, else one line saying which settings would work."""
         frames, size = self.min_frames, self.min_size
         if self.exact:
             frames_ok, size_ok = num_frames == frames, frame_size == size
@@ -68,11 +61,7 @@ class BackboneSpec:
             frames_fix = f"a window giving at least {frames} frames ({_DEFAULT_WINDOW})"
             # 224 is what the Kinetics weights were trained at; suggest it where it qualifies.
             size_fix = f"dataset.frame_size>={size} (e.g. {max(size, 224)})"
-        fixes = []
-        if not size_ok:
-            fixes.append(size_fix)
-        if not frames_ok:
-            fixes.append(frames_fix)
+        fixes = [fix for fix, ok in ((size_fix, size_ok), (frames_fix, frames_ok)) if not ok]
         if not fixes:
             return None
         got = f"got {num_frames} frames of {frame_size}"
@@ -80,9 +69,7 @@ class BackboneSpec:
 
 
 class TinyVideoCNN(nn.Module):
-    """A small 3-D CNN (conv-BN-ReLU stages, global average pool), random init, for tests and CPU
-    debugging, not for results. Any frame count and size >= 1 works (padded stride-2 convolutions
-    never shrink a dimension below 1)."""
+    """A small random-init 3-D CNN for tests and CPU debugging; takes any frame count and size."""
 
     def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128)) -> None:
         super().__init__()
@@ -101,21 +88,16 @@ class TinyVideoCNN(nn.Module):
 
 
 def _spec(name: str, tv_name: str | None, layout: tuple[str, ...], **measured: Any) -> BackboneSpec:
-    """The spec as torchvision's weights entry declares it, but for the ``measured`` fields."""
     # The tiny backbone has no weights of its own and is fed what the ResNet-3D family is.
     weights = get_model_weights(tv_name or "r3d_18")["KINETICS400_V1"]
     preset = weights.transforms()
-    spec = BackboneSpec(
-        name,
-        tv_name,
-        weights if tv_name else None,
-        layout,
-        min_frames=weights.meta.get("min_temporal_size", 1),
-        min_size=min(weights.meta["min_size"]),
-        mean=tuple(preset.mean),
-        std=tuple(preset.std),
-    )
-    return dataclasses.replace(spec, **measured)
+    facts: dict[str, Any] = {
+        "min_frames": weights.meta.get("min_temporal_size", 1),
+        "min_size": min(weights.meta["min_size"]),
+        "mean": tuple(preset.mean),
+        "std": tuple(preset.std),
+    }
+    return BackboneSpec(name, tv_name, weights if tv_name else None, layout, **facts | measured)
 
 
 _MVIT = ("conv_proj", "+pos_encoding", "blocks.*", "+norm")
@@ -155,8 +137,7 @@ BACKBONES: dict[str, BackboneSpec] = {
 
 
 class Backbone(nn.Module):
-    """A registered video network without its classification head, in ``self.net`` under
-    torchvision's own module names (so torchvision files load into it)."""
+    """A video network without its classifier, in ``self.net`` under torchvision's own names."""
 
     def __init__(self, spec: BackboneSpec, net: nn.Module, feature_dim: int, head: str | None):
         super().__init__()
@@ -165,15 +146,8 @@ class Backbone(nn.Module):
         self.feature_dim = feature_dim
         self.head_name = head
 
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 5:
-            raise ValueError(f"{self.name} expects clips [N, C, T, H, W], got {list(x.shape)}")
-        # Checking costs nothing (Python ints) and turns MViT's positional-embedding shape error
-        # into a message that says which settings work.
+        # Cheap (Python ints), and says which settings work where MViT would raise a shape error.
         _, _, frames, height, width = x.shape
         problem = self.spec.input_problem(frames, height) or self.spec.input_problem(frames, width)
         if problem:
@@ -181,10 +155,9 @@ class Backbone(nn.Module):
         return self.net(x)
 
     def blocks(self) -> list[nn.Module]:
-        """The network's blocks, stem to top; every parameter is in exactly one. A block of
-        several modules is an unregistered ``nn.ModuleList`` view (the state dict is unchanged);
-        one without parameters (a pool) joins the next, so unfreezing a block always does something.
-        """
+        """The blocks, stem to top, for "unfreeze the top k blocks"; every parameter is in exactly
+        one. A block of several modules is an unregistered ``nn.ModuleList`` view; one without
+        parameters (a pool) joins the next, so unfreezing a block always does something."""
         groups: list[list[nn.Module]] = []
         for item in self.spec.layout:
             path = item.lstrip("+")
@@ -211,23 +184,18 @@ def _backbone_tensors(loaded: object, head: str | None) -> dict[str, torch.Tenso
     or under "state_dict"/"model", keyed as torchvision, a Backbone (``net.``), under a
     ``backbone.`` component (a MultiViewNet, maybe in a Lightning module) or by DDP (``module.``)."""
     for _ in range(3):  # a Lightning checkpoint nests once; allow a little more
-        if not isinstance(loaded, Mapping):
-            break
-        for wrapper in ("state_dict", "model"):
-            if wrapper in loaded:
-                loaded = loaded[wrapper]
-                break
+        if isinstance(loaded, Mapping):
+            loaded = loaded.get("state_dict", loaded.get("model", loaded))
     if not isinstance(loaded, Mapping):
         return {}
     items = {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
-    if any("backbone" in k.split(".") for k in items):
-        # Keep only the backbone's entries, named from after their "backbone." component.
-        inside: dict[str, torch.Tensor] = {}
-        for key, value in items.items():
-            parts = key.split(".")
-            if "backbone" in parts:
-                inside[".".join(parts[parts.index("backbone") + 1 :])] = value
-        items = inside
+    # Where there is a "backbone" component, only the entries after it.
+    inside = {}
+    for key, value in items.items():
+        parts = key.split(".")
+        if "backbone" in parts:
+            inside[".".join(parts[parts.index("backbone") + 1 :])] = value
+    items = inside or items
     for prefix in ("module.", "net."):
         if items and all(k.startswith(prefix) for k in items):
             items = {k[len(prefix) :]: v for k, v in items.items()}
@@ -238,6 +206,7 @@ def _backbone_tensors(loaded: object, head: str | None) -> dict[str, torch.Tenso
 def _load(backbone: Backbone, read: Callable[[], object], what: str, fix: str) -> None:
     """Load what ``read()`` returns into ``backbone.net``. Every problem is one
     WeightsUnavailableError naming the file (``what``) and what the user can do (``fix``)."""
+    name = backbone.spec.name
     try:
         tensors = _backbone_tensors(read(), backbone.head_name)
     except WeightsUnavailableError:
@@ -245,16 +214,15 @@ def _load(backbone: Backbone, read: Callable[[], object], what: str, fix: str) -
     except Exception as exc:  # any unreadable file is the same problem to the user
         reason = f"{type(exc).__name__}: {_one_line(exc)[:200]}"
         raise WeightsUnavailableError(
-            f"{what} for {backbone.name} cannot be read ({reason}); {fix}"
+            f"{what} for {name} cannot be read ({reason}); {fix}"
         ) from None
     if not tensors:
         raise WeightsUnavailableError(
-            f"{what} for {backbone.name} holds no state dict of tensors "
+            f"{what} for {name} holds no state dict of tensors "
             f"(raw, or under 'state_dict'/'model'); {fix}"
         )
     expected = backbone.net.state_dict()
-    # Files written before BatchNorm counted its batches lack these counters; BatchNorm itself
-    # treats them as optional, so fill them rather than report them.
+    # Older files lack BatchNorm's batch counters, which BatchNorm treats as optional: fill them.
     for key, value in expected.items():
         if key.endswith("num_batches_tracked"):
             tensors.setdefault(key, value.clone())
@@ -267,45 +235,35 @@ def _load(backbone: Backbone, read: Callable[[], object], what: str, fix: str) -
             if k in tensors and tensors[k].shape != v.shape
         ],
     }
-    if any(problems.values()):
-        parts = []
-        for kind, keys in problems.items():
-            if not keys:
-                continue
-            examples = ", ".join(keys[:2])
-            if len(keys) > 2:
-                examples += ", ..."
-            parts.append(f"{len(keys)} {kind} (e.g. {examples})")
-        summary = "; ".join(parts)
+    parts = []
+    for kind, keys in problems.items():
+        if keys:
+            more = ", ..." if len(keys) > 2 else ""
+            parts.append(f"{len(keys)} {kind} (e.g. {', '.join(keys[:2])}{more})")
+    if parts:
         raise WeightsUnavailableError(
-            f"{what} does not match backbone {backbone.name}: {summary}; expected a state dict "
-            f"of {backbone.name} (with or without its classifier head, optionally under "
-            f"'backbone.'); {fix}"
+            f"{what} does not match backbone {name}: {'; '.join(parts)}; expected a state dict "
+            f"of {name} (with or without its classifier head, optionally under 'backbone.'); "
+            f"{fix}"
         )
     try:
         backbone.net.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:  # dtype or other surprises the key check did not catch
         raise WeightsUnavailableError(
-            f"{what} does not load into backbone {backbone.name}: {_one_line(exc)[:300]}; {fix}"
+            f"{what} does not load into backbone {name}: {_one_line(exc)[:300]}; {fix}"
         ) from None
 
 
 def hub_weights_path(name: str) -> Path:
-    """Where torch.hub's cache keeps the Kinetics-400 weights of backbone ``name``."""
     weights = BACKBONES[name].weights
-    if weights is None:
-        raise WeightsUnavailableError(
-            f"backbone {name} has no pretrained weights; set model.pretrained=false"
-        )
+    assert weights is not None, name
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
 
 
 def _hub_state_dict(weights: WeightsEnum, path: Path) -> object:
     """``weights.get_state_dict()``: torch.hub's cached file at ``path``, downloaded when absent.
-
-    torch.hub sets no timeout and no socket timeout bounds a DNS lookup, so this runs in a daemon
-    thread, given up after ``DOWNLOAD_STALL_TIMEOUT_S`` without a byte arriving. torch.hub writes
-    ``<path>.<uuid>.partial``, renamed to ``path`` once complete and hash-checked."""
+    torch.hub sets no timeout and none bounds a DNS lookup, so this runs in a daemon thread, given
+    up after ``DOWNLOAD_STALL_TIMEOUT_S`` without a byte arriving in torch.hub's partial file."""
     result: dict[str, Any] = {}
 
     def fetch() -> None:
@@ -341,9 +299,8 @@ def _hub_state_dict(weights: WeightsEnum, path: Path) -> object:
 def build_backbone(
     name: str, pretrained: bool = False, weights_path: str | None = None
 ) -> Backbone:
-    """Build backbone ``name``, with the weights of ``weights_path`` (a local state dict) or else,
-    if ``pretrained``, its Kinetics-400 weights. Raises ConfigError for an unknown name and
-    WeightsUnavailableError when the weights cannot be had."""
+    """Build backbone ``name`` with the weights of ``weights_path`` (a local state dict) or else,
+    if ``pretrained``, its Kinetics-400 weights."""
     if name not in BACKBONES:
         raise ConfigError(
             f"model.backbone={name!r} is not a backbone; choose one of: {', '.join(BACKBONES)}"
@@ -400,30 +357,28 @@ def build_backbone(
 def check_backbone_input(cfg: DictConfig, p: Problems) -> dict[str, Any] | None:
     """The backbone exists, takes this window and frame size, and has the weights asked for;
     derives the input normalisation: dataset.mean/std, or the backbone's own."""
-    m = cfg.model
-    if m.backbone not in BACKBONES:
-        p.choice("model.backbone", m.backbone, BACKBONES)
+    model = cfg.model
+    if model.backbone not in BACKBONES:
+        p.choice("model.backbone", model.backbone, BACKBONES)
         return None
-    if m.weights_path is not None and not Path(m.weights_path).expanduser().is_file():
+    spec = BACKBONES[model.backbone]
+    if model.weights_path is not None and not Path(model.weights_path).expanduser().is_file():
         p.add(
             "model.weights_path",
-            f"{m.weights_path!r} is not a file: give the path of a saved state dict, or null",
+            f"{model.weights_path!r} is not a file: give the path of a saved state dict, or null",
         )
-    if m.backbone == "tiny" and m.pretrained and m.weights_path is None:
+    if model.backbone == "tiny" and model.pretrained and model.weights_path is None:
         p.add(
             "model.pretrained",
             "the tiny backbone has no pretrained weights: set model.pretrained=false",
         )
     indices = configured_window(cfg.dataset)
     if indices is not None:
-        problem = BACKBONES[m.backbone].input_problem(len(indices), cfg.dataset.frame_size)
+        problem = spec.input_problem(len(indices), cfg.dataset.frame_size)
         if problem:
             p.add("model.backbone", problem)
-    spec = BACKBONES[m.backbone]
-    normalisation: dict[str, Any] = {}
+    normalisation = {}
     for key in ("mean", "std"):
-        if cfg.dataset.get(key) is not None:
-            normalisation[key] = tuple(float(v) for v in cfg.dataset[key])
-        else:
-            normalisation[key] = getattr(spec, key)
+        values = cfg.dataset.get(key)
+        normalisation[key] = getattr(spec, key) if values is None else tuple(map(float, values))
     return normalisation

@@ -1,16 +1,6 @@
 """MultiViewNet: one backbone over every real view, view pooling, a shared layer, two heads.
-
-::
-
-    video [B, V, C, T, H, W], view_mask [B, V]
-      -> backbone on the real views only (one batched call) -> [N_real, D]
-      -> scattered back to [B, V, D] (padded slots zero) -> masked view pooling -> [B, D]
-      -> shared: Linear -> LayerNorm -> GELU -> Dropout -> [B, shared_dim]
-      -> offence_severity head [B, 4], action head [B, 8]
-
-Padded views never reach the backbone: that saves their compute and keeps them out of
-BatchNorm's batch statistics. LayerNorm, not BatchNorm1d, in the shared layer for the same
-reason: a sample's output must not depend on its batch (and batches of one must work).
+Padded views never reach the backbone (nor BatchNorm's batch statistics); the shared layer uses
+LayerNorm, not BatchNorm1d: a sample's output must not depend on its batch (even a batch of one).
 """
 
 from __future__ import annotations
@@ -18,9 +8,41 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mvfoul.config import POOLINGS
 from mvfoul.labels import NUM_ACTION, NUM_OFFENCE_SEVERITY
 from mvfoul.models.backbones import Backbone, build_backbone
-from mvfoul.models.pooling import build_view_pooling
+
+
+class ViewPooling(nn.Module):
+    """Pools view features ``[B, V, D]`` over the real views (``view_mask``) to ``[B, D]``: ``max``
+    (the VARS baseline's), ``mean``, or ``attention`` (an MLP scores each view, softmax-weighted).
+    Padded slots are zeroed with ``torch.where`` (``0 * nan`` is ``nan``), so they affect neither
+    output nor gradients; a sample without a real view (a bug upstream) pools to zeros, not NaN."""
+
+    def __init__(self, kind: str, dim: int) -> None:
+        super().__init__()
+        if kind not in POOLINGS:
+            raise ValueError(f"unknown view pooling {kind!r}; choose one of: {', '.join(POOLINGS)}")
+        self.kind = kind
+        if kind == "attention":
+            hidden = min(128, dim)
+            self.scorer = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def forward(self, features: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
+        real = view_mask.unsqueeze(-1)
+        features = torch.where(real, features, features.new_zeros(()))
+        if self.kind == "max":
+            pooled = features.masked_fill(~real, float("-inf")).amax(dim=1)
+            return torch.where(view_mask.any(dim=1, keepdim=True), pooled, pooled.new_zeros(()))
+        if self.kind == "mean":
+            count = view_mask.sum(dim=1, keepdim=True).clamp(min=1).to(features.dtype)
+            return features.sum(dim=1) / count
+        scores = self.scorer(features).squeeze(-1).masked_fill(~view_mask, float("-inf"))
+        weights = torch.softmax(scores, dim=1)  # NaN for a row without a real view: zeroed
+        weights = torch.where(view_mask, weights, weights.new_zeros(()))
+        # Broadcast multiply rather than einsum: under autocast the softmax may run in float32
+        # while features are float16, and type promotion handles that where einsum would not.
+        return (weights.unsqueeze(-1) * features).sum(dim=1)
 
 
 class MultiViewNet(nn.Module):
@@ -38,13 +60,12 @@ class MultiViewNet(nn.Module):
     ) -> None:
         super().__init__()
         self.backbone: Backbone = build_backbone(backbone, pretrained, weights_path)
-        # channels_last_3d: weights and input clips in NDHWC order, which cuDNN's 3-D convolutions
-        # may run faster (benchmarks/gpu.py measures it; system.channels_last).
+        # NDHWC weights and clips may run cuDNN's 3-D convolutions faster (benchmarks/gpu.py).
         self.channels_last = channels_last
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last_3d)
         dim = self.backbone.feature_dim
-        self.pooling = build_view_pooling(pooling, dim)
+        self.pooling = ViewPooling(pooling, dim)
         self.shared = nn.Sequential(
             nn.Linear(dim, shared_dim),
             nn.LayerNorm(shared_dim),
@@ -64,15 +85,13 @@ class MultiViewNet(nn.Module):
             )
         if view_mask.dtype != torch.bool:
             raise ValueError(f"view_mask must be bool (True = real view), got {view_mask.dtype}")
-
-        clips = video[view_mask]  # the real views only
+        clips = video[view_mask]
         if self.channels_last:
             clips = clips.contiguous(memory_format=torch.channels_last_3d)
         real_features = self.backbone(clips)  # [N_real, D], row-major over (b, v)
+        # Back to [B, V, D], padded slots zero: out-of-place, in the boolean selection's order.
         features = real_features.new_zeros(*view_mask.shape, real_features.shape[-1])
-        # Out-of-place index_put: same (b, v) order as the boolean selection above.
         features = features.index_put((view_mask,), real_features)
-
         shared = self.shared(self.pooling(features, view_mask))
         return {
             "offence_severity": self.offence_severity_head(shared),
@@ -82,10 +101,7 @@ class MultiViewNet(nn.Module):
     def head_parameters(self) -> list[nn.Parameter]:
         """Pooling, shared layer and both heads: everything trained from scratch."""
         modules = (self.pooling, self.shared, self.offence_severity_head, self.action_head)
-        parameters: list[nn.Parameter] = []
-        for module in modules:
-            parameters.extend(module.parameters())
-        return parameters
+        return [p for module in modules for p in module.parameters()]
 
-    def backbone_parameters(self) -> list[nn.Parameter]:  # pretrained: a lower LR, maybe frozen
+    def backbone_parameters(self) -> list[nn.Parameter]:
         return list(self.backbone.parameters())

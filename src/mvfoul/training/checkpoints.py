@@ -1,20 +1,13 @@
 """A run's checkpoints in ``<run>/checkpoints/``: the ``experiment.save_top_k`` best epochs,
-``best.ckpt`` (a link to the best of them) and ``last.ckpt`` (what ``experiment.resume`` continues).
-
-All are written through :class:`AtomicCheckpointIO`: Lightning's writer streams into the final
-name, so a kill or a full disk mid-write would leave a truncated checkpoint under a valid name.
-
-``last.ckpt`` is written at the start of the next epoch: everything epoch ``e`` does is done then
-(its training and validation metrics logged, per-epoch schedulers stepped) and nothing of ``e + 1``
-has begun, so with the RNG states saved beside it a resumed run computes the same numbers.
-
-Evicted top-k files are deleted only once a newer ``last.ckpt`` no longer lists them, so the
-ranking a resumed run restores never names a deleted file; files the killed run wrote after the
-``last.ckpt`` being resumed are removed at resume.
+``best.ckpt`` (a link to the best) and ``last.ckpt``, written at the start of the next epoch (when
+epoch ``e`` is wholly done and nothing of ``e + 1`` has begun), with the RNG states, so a resumed
+run computes the same numbers. All are written atomically (Lightning's writer streams into the
+final name); evicted top-k files are deleted only once a newer ``last.ckpt`` no longer lists them.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import pickle
@@ -57,38 +50,29 @@ def evaluate_command(ckpt_path: str | Path) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-class _RecordingWriter:
+class _RecordingWriter(io.BufferedWriter):
     """Keeps the ``OSError`` of a failed write: torch reports a full disk as "unexpected pos"."""
 
-    def __init__(self, fh: Any) -> None:
-        self.fh = fh
-        self.error: OSError | None = None
+    error: OSError | None = None
 
     def write(self, data: Any) -> int:
         try:
-            return self.fh.write(data)
+            return super().write(data)
         except OSError as err:
             self.error = err
             raise
 
-    def flush(self) -> None:
-        self.fh.flush()
-
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` through :func:`mvfoul.atomic.atomic_path`: a full disk is one line naming the
-    checkpoint, and the previous file under its name stays whole."""
+    """``torch.save`` through :func:`mvfoul.atomic.atomic_path`: a full disk is one line."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
-        if storage_options is not None:
-            raise TypeError("AtomicCheckpointIO.save_checkpoint takes no storage_options")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with atomic.atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            writer = _RecordingWriter(fh)
+        with atomic.atomic_path(path) as tmp, _RecordingWriter(io.FileIO(tmp, "wb")) as writer:
             try:
-                torch.save(checkpoint, writer)  # type: ignore[arg-type]
+                torch.save(checkpoint, writer)
             except RuntimeError:
                 if writer.error is not None:
                     raise writer.error from None
@@ -155,30 +139,6 @@ def require_keys(
             node = node[part]
 
 
-def capture_rng_state() -> dict[str, Any]:
-    """The process's random states, in types ``torch.load(weights_only=True)`` accepts."""
-    numpy_state: Any = np.random.get_state()  # legacy: a tuple, typed as if it were a dict
-    kind, keys, *rest = numpy_state
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), *rest],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _link_or_copy(source: Path, target: Path) -> None:
     """A hard link where the filesystem allows it, else a copy; atomically either way."""
     with atomic.atomic_path(target, durable=False) as tmp:
@@ -190,7 +150,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 class RankedCheckpoint(ModelCheckpoint):
     """Lightning's top-k ModelCheckpoint with names a user can paste, ``best.ckpt``, and removals
-    that wait for the next ``last.ckpt`` (see the module docstring)."""
+    that wait for the next ``last.ckpt`` (``defer_removals``)."""
 
     def __init__(self, *args: Any, defer_removals: bool = True, **kwargs: Any) -> None:
         # A rerun of an epoch after a resume overwrites its own file instead of adding "-v1".
@@ -221,12 +181,10 @@ class RankedCheckpoint(ModelCheckpoint):
 
     def update_best_link(self, trainer: L.Trainer) -> None:
         """``best.ckpt``: a relative symlink to the best, or a hard link or copy without symlinks."""
-        if not trainer.is_global_zero or not self.best_model_path or self.dirpath is None:
-            return
         best = Path(self.best_model_path)
-        link = Path(self.dirpath) / BEST_LINK
-        if not best.is_file():
+        if not trainer.is_global_zero or self.dirpath is None or not best.is_file():
             return
+        link = Path(self.dirpath) / BEST_LINK
         try:
             with atomic.atomic_path(link, durable=False) as tmp:
                 os.symlink(os.path.relpath(best, link.parent), tmp)
@@ -245,7 +203,8 @@ class RankedCheckpoint(ModelCheckpoint):
     def _adopt_files(self, state: dict[str, Any], source: Path, target: Path) -> dict[str, Any]:
         target.mkdir(parents=True, exist_ok=True)
         moved: dict[str, str] = {}
-        for old in state.get("best_k_models", {}):
+        best_k: dict[str, Any] = {}
+        for old, score in state.get("best_k_models", {}).items():
             if not Path(old).is_file():
                 log.warning("resume: the ranked checkpoint %s is gone; it leaves the top-k", old)
                 continue
@@ -253,10 +212,8 @@ class RankedCheckpoint(ModelCheckpoint):
             if not new.exists():
                 _link_or_copy(Path(old), new)
             moved[old] = str(new)
-        best_k = {moved[k]: v for k, v in state.get("best_k_models", {}).items() if k in moved}
-        state = dict(state)  # a copy: the caller's state_dict stays as loaded
-        state["dirpath"] = str(target)
-        state["best_k_models"] = best_k
+            best_k[str(new)] = score
+        state = dict(state, dirpath=str(target), best_k_models=best_k)  # the loaded one stays
         for key in ("best_model_path", "kth_best_model_path"):
             if state.get(key):
                 state[key] = moved.get(state[key], "")
@@ -272,27 +229,25 @@ class RankedCheckpoint(ModelCheckpoint):
             # Ranked files the resumed state does not know were written by the killed run after
             # the checkpoint being resumed; the resumed run recomputes those epochs.
             known = {Path(p).name for p in self.best_k_models}
-            orphans = [p for p in Path(self.dirpath).iterdir() if _TOP_K_FILE.match(p.name)]
-            orphans = sorted(p for p in orphans if p.name not in known)
+            orphans = sorted(
+                p
+                for p in Path(self.dirpath).iterdir()
+                if _TOP_K_FILE.match(p.name) and p.name not in known
+            )
             for path in orphans:
                 path.unlink(missing_ok=True)
             if orphans:
-                names = ", ".join(p.name for p in orphans)
                 log.info(
                     "resume: removed %d checkpoint(s) written after the resumed state (%s); their epochs run again",
                     len(orphans),
-                    names,
+                    ", ".join(p.name for p in orphans),
                 )
             self.update_best_link(trainer)
 
 
 class LastCheckpoint(Callback):
-    """``checkpoints/last.ckpt`` at every epoch boundary and at the end of training, with the
-    random states, which it restores when a run resumes.
-
-    Place it before the callbacks that act at an epoch start (unfreezing, sampling), so the state
-    it saves is that of the end of the previous epoch; Lightning keeps plain callbacks in order.
-    """
+    """``last.ckpt`` at every epoch boundary and at the end, with the random states it restores on
+    resume. It goes before the callbacks acting at an epoch start (unfreezing, sampling)."""
 
     def __init__(
         self, dirpath: str | Path, ranked: RankedCheckpoint | None = None, save: bool = True
@@ -306,11 +261,20 @@ class LastCheckpoint(Callback):
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        checkpoint[RNG_KEY] = capture_rng_state()
+        # The random states, in types torch.load(weights_only=True) accepts.
+        numpy_state: Any = np.random.get_state()  # legacy: a tuple, typed as if it were a dict
+        kind, keys, *rest = numpy_state
+        rng: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), *rest],
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint[RNG_KEY] = rng
         # Lightning counts an epoch as "ready" just before on_train_epoch_start, where last.ckpt
         # is written; saved as is, the epoch would resume as under way with its batches done
-        # (skipped whole). Undoing that count resumes it from its beginning. (Anywhere else,
-        # ranked checkpoints included, the two counts agree already.)
+        # (skipped whole). Undoing that count resumes it from its beginning.
         progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress") or {}
         for counts in (progress.get("total", {}), progress.get("current", {})):
             if "ready" in counts and "started" in counts:
@@ -324,10 +288,17 @@ class LastCheckpoint(Callback):
         self._saved_at_step = int(checkpoint.get("global_step", -1))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Here, not at load time: building the model and the sanity check may draw random numbers
+        # Not at load time: building the model and the sanity check may draw random numbers
         # that the uninterrupted run drew before its checkpoint, not after.
-        if self._rng_to_restore is not None:
-            restore_rng_state(self._rng_to_restore)
+        rng = self._rng_to_restore
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            kind, keys, *rest = rng["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+            version, internal, gauss = rng["python"]
+            random.setstate((version, tuple(internal), gauss))
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
             self._rng_to_restore = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -1,24 +1,16 @@
-"""Gradual unfreezing of the backbone: the ``freezing`` config group.
-
-:class:`GradualUnfreezing` starts with every block of ``Backbone.blocks()`` frozen (pooling and
-heads train) and unfreezes ``unfreeze_blocks`` more, top-down, at each epoch of
-``unfreeze_schedule`` (``progressive``) or once ``experiment.monitor`` has not improved by
-``min_improvement`` for ``patience_epochs`` validations (``adaptive``). Frozen: no update,
-BatchNorm in eval mode (its statistics fixed). Every backbone parameter is in the optimiser's
-``backbone`` group from the start, so unfreezing adds no param group: unfrozen blocks train at that
-group's LR under the running schedule. Half-way, :mod:`mvfoul.training.lr_boost` fires once.
-
-Under DDP, ``requires_grad`` cannot change: DDP registers the parameters that need gradients when
-it wraps the model, and one unfrozen later would never have its gradients averaged. So there every
-parameter keeps ``requires_grad=True`` and frozen blocks' gradients are dropped before each
-optimiser step; a single process sets ``requires_grad=False``, which also skips their backward.
+"""Gradual unfreezing of the backbone's blocks, top-down (the ``freezing`` group), and the
+backbone LR boost once half of them train. Frozen: no update, BatchNorm in eval mode. Every
+backbone parameter is in the optimiser's ``backbone`` group from the start, so unfreezing adds no
+param group. Under DDP, ``requires_grad`` cannot change (DDP only averages the gradients of the
+parameters that needed them when it wrapped the model): there frozen blocks' gradients are dropped
+before each optimiser step instead.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, cast
 
@@ -30,10 +22,9 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mvfoul.config import FREEZING_STRATEGIES, MONITOR_MODES, FreezingConfig, within
+from mvfoul.config import FREEZING_STRATEGIES
 from mvfoul.models.backbones import Backbone
-from mvfoul.training.lr_boost import boost_backbone_lr
-from mvfoul.training.optim import group_learning_rates
+from mvfoul.training.module import WarmupCosineLR, group_learning_rates
 from mvfoul.validate import Problems, cross_key_rule
 
 log = logging.getLogger(__name__)
@@ -46,8 +37,8 @@ BOOST_METRIC = "freezing/backbone_lr_boost"
 
 @dataclass(eq=False)  # eq=False keeps hashing by identity, as Lightning expects of callbacks
 class GradualUnfreezing(Callback):
-    """The ``freezing`` keys, ``experiment.monitor``/``mode`` and the configured base LRs the boost
-    starts from (None: read from the optimiser). ``unfreeze_schedule`` holds 0-based epochs."""
+    """The ``freezing`` keys, ``experiment.monitor``/``mode`` and the configured base LRs (None:
+    read from the optimiser). ``unfreeze_schedule`` holds 0-based epochs."""
 
     strategy: str = "progressive"
     unfreeze_blocks: int = 1
@@ -62,26 +53,17 @@ class GradualUnfreezing(Callback):
     backbone_lr: float | None = None
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (
-            ("freezing_strategy", self.strategy, FREEZING_STRATEGIES),
-            ("mode", self.mode, MONITOR_MODES),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name} {value!r} is not one of {', '.join(allowed)}")
-        for f in fields(FreezingConfig):  # the schema's ranges, for callers that skip validation
-            number = getattr(self, f.name, None)
-            bounds = f.metadata.get("bounds")
-            if bounds and number is not None and not within(number, bounds):
-                raise ValueError(f"{f.name} must be {bounds}, got {number}")
+        if self.strategy not in FREEZING_STRATEGIES:
+            allowed = ", ".join(FREEZING_STRATEGIES)
+            raise ValueError(f"freezing_strategy {self.strategy!r} is not one of {allowed}")
         self.unfreeze_schedule = sorted(int(e) for e in self.unfreeze_schedule)
         # Checkpointed (state_dict): adaptive progress, and whether the boost has fired.
         self.unfrozen_blocks = 0
         self.best: float | None = None
         self.bad_epochs = 0  # validations since the last improvement or unfreeze
         self.boosted = False
-        # Per run: the backbone's blocks (each parameter in exactly one); how many train, top-down.
-        self._blocks: list[nn.Module] = []
-        self._trainable = 0
+        self._blocks: list[nn.Module] = []  # each backbone parameter in exactly one
+        self._trainable = 0  # blocks that train, from the top
         self.masking = False  # DDP: frozen blocks keep requires_grad; their gradients are dropped
         self._warned: set[str] = set()
 
@@ -90,13 +72,12 @@ class GradualUnfreezing(Callback):
         return len(self._blocks)
 
     def trainable_blocks_at(self, epoch: int) -> int:
-        """How many blocks (from the top) train during ``epoch``."""
+        """How many blocks (from the top) train during ``epoch``, before clamping."""
         if self.strategy == "none":
             return self.num_blocks
         if self.strategy == "progressive":
-            steps = sum(1 for e in self.unfreeze_schedule if e <= epoch)
-            return min(self.num_blocks, steps * self.unfreeze_blocks)
-        return min(self.num_blocks, self.unfrozen_blocks)
+            return self.unfreeze_blocks * sum(1 for e in self.unfreeze_schedule if e <= epoch)
+        return self.unfrozen_blocks
 
     def frozen_blocks(self) -> list[nn.Module]:
         return self._blocks[: self.num_blocks - self._trainable]
@@ -117,9 +98,11 @@ class GradualUnfreezing(Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._apply(self.trainable_blocks_at(trainer.current_epoch))
+        sizes = [sum(p.numel() for p in block.parameters()) for block in self._blocks]
+        trainable = sum(sizes[self.num_blocks - self._trainable :])
         metrics = {
             TRAINABLE_BLOCKS_METRIC: float(self._trainable),
-            TRAINABLE_FRACTION_METRIC: self._trainable_fraction(),
+            TRAINABLE_FRACTION_METRIC: trainable / sum(sizes) if sum(sizes) else 1.0,
             BOOST_METRIC: float(self._boost_if_due(trainer)),
         }
         # The same numbers on every rank: no sync. batch_size=1: there is no batch at epoch start.
@@ -128,7 +111,7 @@ class GradualUnfreezing(Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        # Catches a model put back in train mode since the epoch started (e.g. by an overridden
+        # For a model put back in train mode since the epoch started (e.g. by an overridden
         # on_validation_model_train after a mid-epoch validation).
         for block in self.frozen_blocks():
             for bn in _batchnorms(block):
@@ -159,16 +142,16 @@ class GradualUnfreezing(Callback):
             return
         self.observe(float(value), is_global_zero=trainer.is_global_zero)
 
-    def observe(self, value: float, is_global_zero: bool = True) -> bool:
-        """One validation value of the monitor; True when more blocks train from the next epoch."""
+    def observe(self, value: float, is_global_zero: bool = True) -> None:
+        """One validation value of the monitor."""
         if self.unfrozen_blocks >= self.num_blocks:
-            return False  # nothing left to unfreeze
+            return  # nothing left to unfreeze
         if self._improved(value):
             self.best, self.bad_epochs = value, 0
-            return False
+            return
         self.bad_epochs += 1
         if self.bad_epochs < self.patience_epochs:
-            return False
+            return
         self.bad_epochs = 0
         before = self.unfrozen_blocks
         self.unfrozen_blocks = min(self.num_blocks, before + self.unfreeze_blocks)
@@ -179,14 +162,13 @@ class GradualUnfreezing(Callback):
                 f"backbone blocks {before} -> {self.unfrozen_blocks} of {self.num_blocks} from "
                 "the next epoch"
             )
-        return True
 
     def _improved(self, value: float) -> bool:
         if self.best is None:
             return not math.isnan(value)  # the first value is the best so far
         gain = value - self.best if self.mode == "max" else self.best - value
-        # "By at least min_improvement", tolerant of float noise (0.601 - 0.6 < 0.001 in floats);
-        # with min_improvement 0, an equal value is not an improvement; NaN never is.
+        # At least min_improvement, tolerant of float noise (0.601 - 0.6 < 0.001 in floats); with
+        # min_improvement 0, an equal value is not an improvement; NaN never is.
         return gain > 0 and (
             gain >= self.min_improvement or math.isclose(gain, self.min_improvement, rel_tol=1e-9)
         )
@@ -246,13 +228,6 @@ class GradualUnfreezing(Callback):
         )
         return False
 
-    def _trainable_fraction(self) -> float:
-        sizes = [sum(p.numel() for p in block.parameters()) for block in self._blocks]
-        total = sum(sizes)
-        if not total:
-            return 1.0
-        return sum(sizes[self.num_blocks - self._trainable :]) / total
-
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
@@ -270,6 +245,54 @@ def _set_trainable(block: nn.Module, trainable: bool) -> None:
         bn.track_running_stats = trainable
 
 
+def boost_backbone_lr(
+    optimizer: torch.optim.Optimizer,
+    schedulers: Sequence[Any],
+    backbone: Iterable[torch.nn.Parameter],
+    ratio: float,
+    head_lr: float | None = None,
+    backbone_lr: float | None = None,
+) -> str | None:
+    """Set the base LR of the backbone's param group (named ``backbone``, else the one holding
+    ``backbone``) to ``head_lr * ratio``, keeping the schedule's current multiplier (under
+    :class:`WarmupCosineLR`, whose floor is absolute, its value at the new base); describe the
+    change, or None without such a group. ``head_lr``, ``backbone_lr``: the configured base LRs
+    (None: read from the groups; plateau and none schedules keep no base LR of their own)."""
+    groups = optimizer.param_groups
+    ids = {id(p) for p in backbone}
+    named = [i for i, g in enumerate(groups) if g.get("name") == "backbone"]
+    holding = [i for i, g in enumerate(groups) if any(id(p) in ids for p in g["params"])]
+    if not named and not holding:
+        return None
+    index = (named + holding)[0]
+    group = groups[index]
+    if head_lr is None:
+        others = [g for i, g in enumerate(groups) if i != index]
+        if not others:
+            raise ValueError("freezing: the LR boost needs a head param group (or head_lr)")
+        head = next((g for g in others if g.get("name") == "head"), others[0])
+        head_lr = float(head.get("initial_lr", head["lr"]))
+    new_base = head_lr * ratio
+    fallback = backbone_lr if backbone_lr is not None else group["lr"]
+    old_base = float(group.get("initial_lr", fallback))
+    old_lr = float(group["lr"])
+    multiplier = old_lr / old_base if old_base > 0 else 1.0
+    schedulers = [s for s in schedulers if getattr(s, "optimizer", None) is optimizer]
+    cosine = next((s for s in schedulers if isinstance(s, WarmupCosineLR)), None)
+    new_lr = new_base * multiplier if cosine is None else cosine.lr_at(cosine.last_epoch, new_base)
+    group["lr"] = new_lr
+    group["initial_lr"] = new_base
+    for scheduler in schedulers:
+        if hasattr(scheduler, "base_lrs"):
+            scheduler.base_lrs[index] = new_base
+        if hasattr(scheduler, "_last_lr"):  # what get_last_lr() reports until the next step
+            scheduler._last_lr[index] = new_lr
+    return (
+        f"base LR {old_base:.3g} -> {new_base:.3g} (head LR x {ratio:g}), "
+        f"current LR {old_lr:.3g} -> {new_lr:.3g} (schedule multiplier {multiplier:.4g})"
+    )
+
+
 def build_freezing_callback(cfg: DictConfig) -> GradualUnfreezing | None:
     """The callback for the composed config; None when there is nothing to do. Without gradual
     fine-tuning but with the boost, every block trains from the start and the boost fires first."""
@@ -278,18 +301,14 @@ def build_freezing_callback(cfg: DictConfig) -> GradualUnfreezing | None:
     if not gradual and not freezing.enable_backbone_lr_boost:
         return None
     rates = group_learning_rates(cfg.training)
+    alike = {f.name: freezing[f.name] for f in fields(GradualUnfreezing) if f.name in freezing}
     return GradualUnfreezing(
         strategy=freezing.freezing_strategy if gradual else "none",
-        unfreeze_blocks=freezing.unfreeze_blocks,
-        unfreeze_schedule=list(freezing.unfreeze_schedule),
-        patience_epochs=freezing.patience_epochs,
-        min_improvement=freezing.min_improvement,
         monitor=cfg.experiment.monitor,
         mode=cfg.experiment.mode,
-        enable_backbone_lr_boost=freezing.enable_backbone_lr_boost,
-        backbone_lr_ratio_after_half=freezing.backbone_lr_ratio_after_half,
         head_lr=rates["head"],
         backbone_lr=rates["backbone"],
+        **alike,  # the freezing keys named as the callback's fields
     )
 
 

@@ -1,12 +1,7 @@
-"""How often the loggers write their files.
-
-Lightning calls every logger's ``save()`` after each logging step; rewriting ``metrics.csv`` and
-flushing TensorBoard's event file then cost 4% of a fast step's time (the tiny model on a CPU,
-``benchmarks/train_step.py``). The loggers here write at most every ``SAVE_INTERVAL_S`` seconds,
-and in full whenever mvfoul needs the files current: before every ``last.ckpt`` (a resumed run
-takes the rows up to its checkpoint), before a SLURM requeue, and at the end of the run. A run
-killed outright loses at most the last few seconds of step rows, which it logs again when resumed.
-"""
+"""How often the loggers write their files. Lightning saves every logger after each logging step,
+4% of a fast step's time (``benchmarks/train_step.py``); here at most every ``SAVE_INTERVAL_S``
+seconds, and in full before every ``last.ckpt`` (a resumed run takes the rows up to it), a SLURM
+requeue and the run's end. A killed run loses a few seconds of step rows, logged again on resume."""
 
 from __future__ import annotations
 
@@ -23,8 +18,7 @@ SAVE_INTERVAL_S = 5.0
 
 
 class ThrottledSave:
-    """Mixin for a Lightning logger: ``save()`` writes at most every ``SAVE_INTERVAL_S`` seconds;
-    ``flush()`` and ``finalize()`` always write."""
+    """Mixin for a Lightning logger: ``flush()`` and ``finalize()`` always write."""
 
     _last_save = 0.0
 
@@ -42,15 +36,13 @@ class ThrottledSave:
 
 
 class RunTensorBoardLogger(ThrottledSave, TensorBoardLogger):
-    """``<run>/tensorboard/``: Lightning's TensorBoard logger, flushed as described above."""
+    """``<run>/tensorboard/``."""
 
 
 def flush_loggers(trainer: L.Trainer) -> None:
     """Write every logger's files now (rank zero does the writing)."""
     for logger in trainer.loggers:
-        # ThrottledSave's flush() writes regardless of the interval; other loggers just save.
-        flush = getattr(logger, "flush", logger.save)
-        flush()
+        getattr(logger, "flush", logger.save)()  # loggers without ThrottledSave just save
 
 
 @cross_key_rule("experiment")

@@ -1,13 +1,13 @@
-"""Per-task accuracy and balanced accuracy, and the leaderboard value, exactly as official: per
-task and class, the ground-truth actions and those the evaluator counts correct (offence+severity:
-a prediction equal to ``severity_match``, its string-comparison quirks included), scored by
-:func:`mvfoul.official_metric.scores_from_counts`, the one place the official formula lives (NaN
-balanced accuracy included, when a class is absent from the ground truth). In percent."""
+"""What a training or validation epoch counts and logs: per-task accuracy, balanced accuracy and
+the leaderboard value, exactly as the official evaluator computes them (in percent), the mean
+losses, and what the data pipeline skipped or patched."""
 
 from __future__ import annotations
 
 import difflib
 import logging
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_only
@@ -15,8 +15,7 @@ from omegaconf import DictConfig
 from torchmetrics import Metric
 
 from mvfoul.config import MONITOR_MODES
-from mvfoul.labels import HEAD_CLASSES, HEAD_METRIC_PREFIX, HEADS
-from mvfoul.official_metric import scores_from_counts
+from mvfoul.labels import HEAD_CLASSES, HEADS, scores_from_counts
 from mvfoul.validate import Problems, cross_key_rule
 
 log = logging.getLogger(__name__)
@@ -34,26 +33,19 @@ _NAMES = {
 
 def logged_metric_names() -> list[str]:
     """Every metric name a training run logs (what experiment.monitor may name)."""
-    names = []
-    for stage in ("train", "val"):
-        names += [f"{stage}/{loss}" for loss in LOWER_IS_BETTER]
-        for head in HEADS:
-            for score in ("acc", "bacc"):
-                names.append(f"{stage}/{HEAD_METRIC_PREFIX[head]}_{score}")
-        names.append(f"{stage}/leaderboard")
-    return names
+    return [
+        f"{stage}/{name}"
+        for stage in ("train", "val")
+        for name in (*LOWER_IS_BETTER, *_NAMES.values())
+    ]
 
 
 class MultiTaskScores(Metric):
-    """Per-class ground-truth and officially-correct counts of both tasks over an epoch, and the
-    epoch's mean losses (weighted by batch size).
-
-    A torchmetrics Metric, so everything is summed across DDP ranks, in the module's epoch-end
-    hook on every rank, before scoring. The losses live here rather than in Lightning's
-    ``self.log(..., sync_dist=True)``, which would all-reduce at every step (a rank whose batch was
-    all dropped would leave the others waiting) and at an epoch's end whenever rank zero's
-    progress bar first reads it.
-    """
+    """Per-class ground-truth and officially-correct counts of both tasks over an epoch (scored by
+    :func:`mvfoul.labels.scores_from_counts`, NaN balanced accuracy included), and the
+    epoch's mean losses (weighted by batch size). A torchmetrics Metric, so the epoch-end hook
+    sums it over DDP ranks once, on every rank: ``self.log(..., sync_dist=True)`` would all-reduce
+    at every step, where a rank whose batch was all dropped would leave the others waiting."""
 
     full_state_update = False
     # States registered by add_state (declared for the type checker).
@@ -78,9 +70,8 @@ class MultiTaskScores(Metric):
         batch: dict[str, torch.Tensor],
         losses: torch.Tensor | None = None,
     ) -> None:
-        """``batch`` holds the true classes (``offence_severity``, ``action``) and
-        ``severity_match``, the offence+severity prediction the evaluator accepts; ``losses`` the
-        batch's (loss, sev_loss, action_loss)."""
+        """``batch["severity_match"]`` is the offence+severity prediction the evaluator accepts
+        (its string-comparison quirks included); ``losses`` the batch's LOWER_IS_BETTER."""
         if losses is not None:
             size = batch["action"].shape[0]
             self.loss_sums.add_(losses.detach().to(self.loss_sums.dtype) * size)
@@ -99,8 +90,7 @@ class MultiTaskScores(Metric):
         return self.metric_state  # type: ignore[return-value]  # every state is a tensor
 
     def scores(self, stage: str) -> dict[str, float]:
-        """``{stage}/sev_acc``, ``sev_bacc``, ``action_acc``, ``action_bacc``, ``leaderboard``, and
-        the mean ``loss``, ``sev_loss``, ``action_loss`` when losses were given."""
+        """``{stage}/<name>`` for ``_NAMES``, and for LOWER_IS_BETTER when losses were given."""
         counts = {k: v.cpu() for k, v in self.compute().items()}
         results = scores_from_counts(
             counts["offence_severity_total"],
@@ -109,23 +99,12 @@ class MultiTaskScores(Metric):
             counts["action_correct"],
             warn=False,
         )
-        self._warn_absent_once(stage, counts)
-        scores = {f"{stage}/{_NAMES[key]}": value for key, value in results.items()}
-        if float(counts["samples"]) > 0:
-            means = (counts["loss_sums"] / counts["samples"]).tolist()
-            for name, mean in zip(LOWER_IS_BETTER, means):
-                scores[f"{stage}/{name}"] = float(mean)
-        return scores
-
-    def _warn_absent_once(self, stage: str, counts: dict[str, torch.Tensor]) -> None:
-        if self._warned_absent or int(counts["offence_severity_total"].sum()) == 0:
-            return
         absent = [
             HEAD_CLASSES[head][c]
             for head in HEADS
             for c in torch.nonzero(counts[f"{head}_total"] == 0).flatten().tolist()
         ]
-        if absent:
+        if absent and not self._warned_absent and int(counts["offence_severity_total"].sum()):
             self._warned_absent = True
             # The counts are reduced over the DDP ranks already: every rank knows; rank zero says it.
             rank_zero_only(log.warning)(
@@ -135,6 +114,58 @@ class MultiTaskScores(Metric):
                 stage,
                 ", ".join(absent),
             )
+        scores = {f"{stage}/{_NAMES[key]}": value for key, value in results.items()}
+        if float(counts["samples"]) > 0:
+            means = (counts["loss_sums"] / counts["samples"]).tolist()
+            for name, mean in zip(LOWER_IS_BETTER, means):
+                scores[f"{stage}/{name}"] = float(mean)
+        return scores
+
+
+@dataclass
+class DataFaultTally:
+    """What the data pipeline skipped or patched in an epoch. The counts come with each batch
+    (:func:`mvfoul.data.dataset.collate_views`), so they reach the main process from every
+    DataLoader worker."""
+
+    skipped_views: list[str] = field(default_factory=list)  # one message per unreadable view
+    dropped_actions: list[str] = field(default_factory=list)  # action ids with no readable view
+    padded_frames: int = 0  # window frames past a clip's end, filled with its last frame
+    cache_repairs: list[str] = field(default_factory=list)  # damaged cache entries decoded again
+
+    def add(self, batch: dict[str, Any]) -> None:
+        self.skipped_views += batch.get("faults", [])
+        self.dropped_actions += batch.get("dropped_action_ids", [])
+        self.cache_repairs += batch.get("cache_repairs", [])
+        padded = batch.get("num_padded_frames")
+        if padded is not None:
+            self.padded_frames += int(padded.sum())
+
+    def metrics(self, stage: str) -> dict[str, float]:
+        return {
+            f"{stage}/data_skipped_views": float(len(self.skipped_views)),
+            f"{stage}/data_dropped_actions": float(len(self.dropped_actions)),
+            f"{stage}/data_padded_frames": float(self.padded_frames),
+            f"{stage}/data_cache_repaired": float(len(self.cache_repairs)),
+        }
+
+    def summary(self, stage: str, epoch: int) -> str | None:
+        """One line for the log, or None when the epoch's data was clean."""
+        parts = []
+        if self.skipped_views:
+            parts.append(f"{len(self.skipped_views)} unreadable view(s) skipped")
+        dropped = self.dropped_actions
+        if dropped:
+            ids = ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else "")
+            parts.append(f"{len(dropped)} action(s) dropped with no readable view (ids {ids})")
+        if self.padded_frames:
+            parts.append(f"{self.padded_frames} frame(s) padded past the end of short clips")
+        if self.cache_repairs:
+            parts.append(f"{len(self.cache_repairs)} damaged frame-cache entr(y/ies) decoded again")
+        if not parts:
+            return None
+        first = f"; first: {self.skipped_views[0]}" if self.skipped_views else ""
+        return f"{stage} epoch {epoch}: " + ", ".join(parts) + first
 
 
 @cross_key_rule("experiment")
@@ -149,7 +180,7 @@ def check_monitor(cfg: DictConfig, p: Problems) -> None:
             "experiment.monitor",
             f"{experiment.monitor!r} is not a metric this run logs{hint}; logged: {', '.join(names)}",
         )
-    elif experiment.mode in MONITOR_MODES:
+    elif experiment.mode in MONITOR_MODES:  # a bad mode is the schema check's to report
         expected = "min" if experiment.monitor.split("/")[-1] in LOWER_IS_BETTER else "max"
         if experiment.mode != expected:
             p.add(

@@ -1,12 +1,6 @@
 """``experiment.resume``: ``null`` starts a new run; ``auto`` continues this run folder's
-``checkpoints/last.ckpt`` (or starts a new run where there is none); a path continues that
-checkpoint, and the new run folder takes over its epoch history, its ``metrics.csv`` rows up to
-the checkpoint and its ranked checkpoints.
-
-Lightning restores the weights, optimiser, schedulers, loop progress and every callback's state;
-the random states and the epoch history travel in the checkpoint too, and the samplers draw each
-epoch from ``(seed, epoch)`` alone, so a resumed run continues exactly.
-"""
+``checkpoints/last.ckpt`` (a new run where there is none); a path continues that checkpoint, and
+the new run folder takes over its epoch history, ``metrics.csv`` rows and ranked checkpoints."""
 
 from __future__ import annotations
 
@@ -19,15 +13,11 @@ from omegaconf import DictConfig
 
 from mvfoul.errors import MvfoulError
 from mvfoul.training.checkpoints import CHECKPOINTS_DIR, LAST_NAME, read_checkpoint, require_keys
-from mvfoul.training.csv_log import METRICS_FILE, read_metrics_csv
+from mvfoul.training.summary import METRICS_FILE, read_metrics_csv
 from mvfoul.validate import Problems, cross_key_rule
 
 log = logging.getLogger(__name__)
 
-HISTORY_KEY = "EpochHistory"  # the state key of mvfoul.training.summary.EpochHistory
-_NOT_A_FILE = (
-    "give a checkpoint (e.g. <run>/checkpoints/last.ckpt), auto (this run folder's last.ckpt)"
-)
 # Keys a resumed run may change without changing what it computes (where the data lies, how it
 # is loaded, how long to train).
 _FREE_TO_CHANGE = set(
@@ -51,50 +41,43 @@ class ResumePoint:
         """The metrics.csv rows of the epochs before this checkpoint: from the run folder it lies
         in, else rebuilt from its per-epoch history."""
         csv = self.source_run / "csv" / METRICS_FILE if self.source_run else None
-        if csv is None or not csv.is_file():
-            steps = self.global_step // self.epoch if self.epoch else 0
-            rows = []
-            for epoch, metrics in sorted(self.history.items()):
-                if epoch >= self.epoch:
-                    continue
-                row: dict[str, Any] = {"epoch": epoch}
-                row.update(metrics)
-                if steps:
-                    row["step"] = (epoch + 1) * steps - 1
-                rows.append(row)
+        rows: list[dict[str, Any]] = []
+        if csv is not None and csv.is_file():
+            for row in read_metrics_csv(csv):
+                # The LR monitor's rows have no epoch: placed by their step (logged at an epoch's
+                # first step, which a resumed epoch logs again).
+                if row.get("epoch"):
+                    before = int(float(row["epoch"])) < self.epoch
+                else:
+                    before = bool(row.get("step")) and int(float(row["step"])) < self.global_step
+                if before:
+                    rows.append(row)
             return rows
-
-        def before(row: dict[str, str]) -> bool:
-            # The LR monitor's rows have no epoch: placed by their step (logged at an epoch's
-            # first step, which a resumed epoch logs again).
-            if row.get("epoch") not in (None, ""):
-                key, limit = "epoch", self.epoch
-            else:
-                key, limit = "step", self.global_step
-            return row.get(key) not in (None, "") and int(float(row[key])) < limit
-
-        return [row for row in read_metrics_csv(csv) if before(row)]
+        steps = self.global_step // self.epoch if self.epoch else 0
+        for epoch, metrics in sorted(self.history.items()):
+            if epoch < self.epoch:
+                rows.append({"epoch": epoch, **metrics})
+                if steps:
+                    rows[-1]["step"] = (epoch + 1) * steps - 1
+        return rows
 
 
 def resolve_resume(setting: str | None, run_dir: Path) -> ResumePoint | None:
-    """The checkpoint ``experiment.resume`` asks for in ``run_dir``, or None for a new run."""
+    """The checkpoint ``experiment.resume`` (checked by :func:`check_resume_setting`) asks for in
+    ``run_dir``, or None for a new run."""
     if setting is None:
         return None
-    if setting == "auto":
-        path = run_dir / CHECKPOINTS_DIR / LAST_NAME
-        if not path.is_file():
-            log.info("experiment.resume=auto: no %s yet: starting a new run in %s", path, run_dir)
-            return None
-    else:
+    path = run_dir / CHECKPOINTS_DIR / LAST_NAME
+    if setting != "auto":
         path = Path(setting).expanduser()
-        if not path.is_file():
-            raise MvfoulError(
-                f"experiment.resume: {setting!r} is not a file; {_NOT_A_FILE}, or null"
-            )
+    elif not path.is_file():
+        log.info("experiment.resume=auto: no %s yet: starting a new run in %s", path, run_dir)
+        return None
     checkpoint = read_checkpoint(path, key="experiment.resume", mmap=True)
     required = ("epoch", "global_step", "loops", "hyper_parameters.config")
     require_keys(checkpoint, path, required, key="experiment.resume")
-    history = checkpoint.get("callbacks", {}).get(HISTORY_KEY, {}).get("epochs", {})
+    callbacks = checkpoint.get("callbacks", {})  # by state key: EpochHistory's is its class name
+    history = callbacks.get("EpochHistory", {}).get("epochs", {})
     parent = path.resolve().parent
     try:
         # The epochs it had started: for last.ckpt (between epochs) its "epoch"; a ranked
@@ -124,20 +107,15 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def changed_keys(trained: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """``key: before -> now`` for each key whose value differs and shapes what the run computes."""
-    before = _flatten(trained)
-    after = _flatten(now)
-    return [
+def check_resumed_config(point: ResumePoint, config: dict[str, Any]) -> None:
+    """Refuse a model that cannot take the checkpoint's weights; warn about other changed keys."""
+    before = _flatten(point.config)
+    after = _flatten(config)
+    changes = [
         f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
         for key in sorted(set(before) | set(after))
         if key not in _FREE_TO_CHANGE and before.get(key) != after.get(key)
     ]
-
-
-def check_resumed_config(point: ResumePoint, config: dict[str, Any]) -> None:
-    """Refuse a model that cannot take the checkpoint's weights; warn about other changed keys."""
-    changes = changed_keys(point.config, config)
     model_changes = [c for c in changes if c.startswith("model.")]
     if model_changes:
         raise MvfoulError(
@@ -145,17 +123,13 @@ def check_resumed_config(point: ResumePoint, config: dict[str, Any]) -> None:
             "resume with the run's own model settings, or start a new run"
         )
     planned = point.config.get("training", {}).get("max_epochs")
-    training = config.get("training", {})
-    if (
-        planned is not None
-        and training.get("max_epochs") != planned
-        and training.get("scheduler") != "none"
-    ):
+    training = config["training"]
+    if planned not in (None, training["max_epochs"]) and training["scheduler"] != "none":
         log.warning(
             "resume: training.max_epochs %s -> %s: the learning-rate schedule comes back from the checkpoint as "
             "it was planned, for %s epochs",
             planned,
-            training.get("max_epochs"),
+            training["max_epochs"],
             planned,
         )
     if changes:
@@ -170,4 +144,8 @@ def check_resumed_config(point: ResumePoint, config: dict[str, Any]) -> None:
 def check_resume_setting(cfg: DictConfig, p: Problems) -> None:
     resume = cfg.experiment.get("resume")
     if resume not in (None, "auto") and not Path(str(resume)).expanduser().is_file():
-        p.add("experiment.resume", f"{resume!r} is not a file: {_NOT_A_FILE} or null")
+        p.add(
+            "experiment.resume",
+            f"{resume!r} is not a file: give a checkpoint (e.g. <run>/checkpoints/last.ckpt), "
+            "auto (this run folder's last.ckpt) or null",
+        )

@@ -1,27 +1,88 @@
-"""What a run leaves behind besides checkpoints: per-epoch history and ``summary.json``."""
+"""What a run leaves behind besides checkpoints: ``csv/metrics.csv``, the per-epoch history,
+``summary.json`` and the training curves."""
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import yaml
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from mvfoul import atomic
 from mvfoul.paths import PROJECT_ROOT
+from mvfoul.training.loggers import ThrottledSave
+
+METRICS_FILE = "metrics.csv"
+
+
+def read_metrics_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+class _AtomicWriter(ExperimentWriter):
+    """Lightning's writer deletes an existing ``metrics.csv`` and appends in place; this one keeps
+    every row in memory (a few hundred for 100 epochs) and rewrites the file atomically."""
+
+    def __init__(self, log_dir: str, initial_rows: list[dict[str, Any]]) -> None:
+        super().__init__(log_dir)
+        self._rows = list(initial_rows)
+        if self._rows:
+            self._write()
+
+    def _check_log_dir_exists(self) -> None:
+        pass  # a resumed run continues the existing metrics.csv
+
+    def log_hparams(self, params: dict[str, Any]) -> None:
+        self.hparams.update(params)
+        text = yaml.safe_dump(atomic.strict_json_value(self.hparams), sort_keys=False)
+        atomic.write_text(Path(self.log_dir) / self.NAME_HPARAMS_FILE, text)
+
+    def save(self) -> None:
+        if self.metrics:
+            self._rows += self.metrics
+            self.metrics = []
+            self._write()
+
+    def _write(self) -> None:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=sorted({k for row in self._rows for k in row}))
+        writer.writeheader()
+        writer.writerows(self._rows)
+        atomic.write_text(self.metrics_file_path, out.getvalue(), durable=False)
+
+
+class RunCSVLogger(ThrottledSave, CSVLogger):
+    """``<run>/csv/metrics.csv`` and ``hparams.yaml``, atomic, resumable and throttled."""
+
+    def __init__(self, save_dir: str | Path) -> None:
+        super().__init__(save_dir=str(save_dir), name="csv", version="")
+        self._initial_rows: list[dict[str, Any]] = []
+
+    def continue_from(self, rows: list[dict[str, Any]]) -> None:
+        """Start from these rows (a resumed run's earlier epochs) instead of an empty file."""
+        self._initial_rows = list(rows)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _AtomicWriter:
+        if self._experiment is None:
+            self._experiment = _AtomicWriter(self.log_dir, self._initial_rows)
+        return self._experiment  # type: ignore[return-value]
 
 
 class EpochHistory(Callback):
-    """Every epoch's epoch-level metrics, by epoch (train and validation).
-
-    Lightning reduces epoch metrics after the epoch-end hooks have run, so each is read in the
-    first hook that sees it: validation metrics in ``on_validation_end``, an epoch's training
-    metrics when the next epoch starts or training ends. The history is part of every checkpoint,
-    so a resumed run's summary and curves cover the epochs before the resume.
-    """
+    """Every epoch's epoch-level metrics, checkpointed. Lightning reduces them after the epoch-end
+    hooks: validation metrics are read in ``on_validation_end``, training ones after the epoch."""
 
     def __init__(self) -> None:
         self.epochs: dict[int, dict[str, float]] = {}
@@ -56,12 +117,11 @@ class EpochHistory(Callback):
 
     def best(self, monitor: str, mode: str) -> tuple[int | None, float | None]:
         """(epoch, value) of the best monitored value; NaN epochs never win."""
-        values = {e: m.get(monitor, math.nan) for e, m in self.epochs.items()}
-        scored = [(value, e) for e, value in values.items() if not math.isnan(value)]
+        scored = [(m.get(monitor, math.nan), e) for e, m in self.epochs.items()]
+        scored = [(value, e) for value, e in scored if not math.isnan(value)]
         if not scored:
             return None, None
-        pick = max if mode == "max" else min
-        value, epoch = pick(scored, key=lambda item: item[0])
+        value, epoch = (max if mode == "max" else min)(scored, key=lambda item: item[0])
         return epoch, value
 
 
@@ -105,13 +165,13 @@ def plot_training_curves(
 
     fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(4.2 * len(CURVE_PANELS), 3.6))
     for ax, (panel, names) in zip(axes, CURVE_PANELS.items()):
+        # One colour per metric: dashed for training, solid for validation.
         for colour, name in zip(("tab:blue", "tab:orange"), names):
-            # One colour per metric: dashed for training, solid for validation.
             for stage, style in (("train", "--"), ("val", "-")):
                 key = f"{stage}/{name}"
                 epochs = [epoch for epoch in sorted(history) if key in history[epoch]]
+                values = [history[epoch][key] for epoch in epochs]
                 if epochs:
-                    values = [history[epoch][key] for epoch in epochs]
                     ax.plot(
                         epochs, values, style, color=colour, marker="o", markersize=3, label=key
                     )

@@ -1,10 +1,12 @@
-"""Builds Lightning's Trainer from the ``system`` and ``experiment`` groups."""
+"""Builds Lightning's Trainer from the ``system`` and ``experiment`` groups, with
+``experiment.trainer`` (options the schema does not name) and ``experiment.callbacks``."""
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -12,12 +14,20 @@ from typing import Any, cast
 import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, RichProgressBar
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from omegaconf import DictConfig, OmegaConf
 
 from mvfoul.errors import ConfigError
 from mvfoul.slurm import on_slurm
+from mvfoul.training.callbacks import (
+    DivergenceGuard,
+    EpochMetricsOnEveryRank,
+    SamplingScheduleCallback,
+    SlurmRequeue,
+    ThrottledProgressBar,
+)
 from mvfoul.training.checkpoints import (
     CHECKPOINTS_DIR,
     AtomicCheckpointIO,
@@ -25,11 +35,9 @@ from mvfoul.training.checkpoints import (
     RankedCheckpoint,
     checkpoint_filename,
 )
-from mvfoul.training.csv_log import RunCSVLogger
-from mvfoul.training.extensions import build_extra_callbacks, trainer_options
-from mvfoul.training.guard import DivergenceGuard
+from mvfoul.training.freezing import build_freezing_callback
 from mvfoul.training.loggers import RunTensorBoardLogger
-from mvfoul.training.preemption import SlurmRequeue, slurm_plugins
+from mvfoul.training.summary import RunCSVLogger
 from mvfoul.validate import Problems, cross_key_rule
 
 log = logging.getLogger(__name__)
@@ -49,9 +57,8 @@ class Hardware:
 def resolve_hardware(
     system: DictConfig, cuda_available: bool | None = None, gpu_count: int | None = None
 ) -> Hardware:
-    """Map ``system`` onto this machine. ``system.gpus`` counts devices per node: GPUs, or with
-    ``accelerator=cpu`` processes (more than one runs DDP over gloo). Without CUDA, a GPU config
-    falls back to one fp32 CPU process, with one warning line."""
+    """``system.gpus`` counts devices per node: GPUs, or with ``accelerator=cpu`` processes (more
+    than one runs DDP over gloo). Without CUDA, a GPU config falls back to one fp32 CPU process."""
     if cuda_available is None:
         cuda_available = torch.cuda.is_available()
     wants_gpu = system.accelerator == "gpu" or (system.accelerator == "auto" and system.gpus > 0)
@@ -85,29 +92,15 @@ def resolve_hardware(
     )
 
 
-class EpochMetricsOnEveryRank(Callback):
-    """Lightning computes a ``sync_dist`` metric (an all-reduce) the first time anything reads the
-    metrics. At a training epoch's end the first reader is the progress bar, on rank zero alone,
-    while the other ranks go on to the module's own collectives: the run would hang. Reading them
-    here first, on every rank in the same order, leaves the progress bar cached values."""
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.world_size > 1:
-            trainer.callback_metrics  # noqa: B018 - the read is the point
-
-
-def apply_cpu_threads(system: DictConfig, hw: Hardware, num_workers: int) -> int | None:
+def apply_cpu_threads(system: DictConfig, hw: Hardware, num_workers: int) -> None:
     """On a CPU run, set torch's intra-op threads: ``system.num_threads``, or the cores left after
     the DataLoader workers of every process of this node, shared by the processes (at least 1).
-    torch's default, one thread per core, competes with the workers decoding video on the same
-    cores. GPU runs keep torch's default. Returns the count set (None when unchanged)."""
+    torch's default, one per core, competes with the workers decoding video on the same cores."""
     if hw.accelerator != "cpu":
-        return None
+        return
     # The cores this process may run on, as a cluster job sees them (macOS has no affinity).
-    if hasattr(os, "sched_getaffinity"):
-        cores = len(os.sched_getaffinity(0))
-    else:  # pragma: no cover
-        cores = os.cpu_count() or 1
+    affinity = getattr(os, "sched_getaffinity", None)
+    cores = len(affinity(0)) if affinity else os.cpu_count() or 1
     if system.num_threads is not None:
         threads = int(system.num_threads)
     else:
@@ -121,56 +114,11 @@ def apply_cpu_threads(system: DictConfig, hw: Hardware, num_workers: int) -> int
         hw.devices,
         "; system.num_threads" if system.num_threads is not None else "",
     )
-    return threads
-
-
-class ThrottledProgressBar(RichProgressBar):
-    """Lightning's rich progress bar, redrawn a few times a second rather than after every batch
-    (and by a 100 Hz refresh thread): on the CPU, with the tiny model's ~12 ms steps, those redraws
-    cost 7% of the training time (benchmarks/train_step.py)."""
-
-    def __init__(self, redraws_per_second: int = 4) -> None:
-        super().__init__(refresh_rate=redraws_per_second, leave=True)
-        self._interval = 1.0 / redraws_per_second
-        self._last_redraw = 0.0
-
-    def _due(self, batch_idx: int, total: int | float) -> bool:
-        now = time.monotonic()
-        if now - self._last_redraw >= self._interval or batch_idx + 1 >= total:
-            self._last_redraw = now
-            return True
-        return False
-
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        if not self.is_disabled and self._due(batch_idx, self.total_train_batches):
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-
-    def on_validation_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        # A disabled bar (DDP ranks other than zero) never learns which loader is running.
-        if not self.is_disabled and self._due(batch_idx, self.total_val_batches_current_dataloader):
-            super().on_validation_batch_end(
-                trainer, pl_module, outputs, batch, batch_idx, dataloader_idx
-            )
 
 
 def build_loggers(experiment: DictConfig, run_dir: Path, config: dict[str, Any]) -> list[Logger]:
     """``experiment.loggers``, plus wandb when ``experiment.use_wandb`` is true."""
-    names = list(experiment.get("loggers", ["csv", "tensorboard"]))
+    names = list(experiment.loggers)
     if experiment.use_wandb and "wandb" not in names:
         names.append("wandb")
     loggers: list[Logger] = []
@@ -232,17 +180,12 @@ def build_trainer(
     divergence guard (no broken weights reach a checkpoint), the epoch history (it files the
     finished epoch's training metrics), ``last.ckpt`` (the state at the end of the epoch), then
     unfreezing (it may boost the backbone LR, which LearningRateMonitor then logs) and sampling."""
-    from mvfoul.training.balancing import build_sampling_callback
-    from mvfoul.training.freezing import build_freezing_callback
-
     experiment = cfg.experiment
     training = cfg.training
     hw = resolve_hardware(cfg.system)
     world_size = hw.devices * hw.num_nodes
-    strategy = ""
-    if world_size > 1:
-        backend = "nccl" if hw.accelerator == "gpu" else "gloo"
-        strategy = f", strategy {hw.strategy} ({backend})"
+    backend = "nccl" if hw.accelerator == "gpu" else "gloo"
+    strategy = f", strategy {hw.strategy} ({backend})" if world_size > 1 else ""
     log.info(
         "world size %d: %d %s process(es) per node x %d node(s)%s",
         world_size,
@@ -271,28 +214,35 @@ def build_trainer(
     callbacks.append(
         LastCheckpoint(run_dir / CHECKPOINTS_DIR, ranked=ranked, save=experiment.save_last)
     )
-    for optional in (build_freezing_callback(cfg), build_sampling_callback(cfg)):
-        if optional is not None:
-            callbacks.append(optional)
+    freezing = build_freezing_callback(cfg)
+    if freezing is not None:
+        callbacks.append(freezing)
+    if cfg.sampling.use_class_balanced_sampler:
+        callbacks.append(SamplingScheduleCallback())
+    plugins: list[Any] = [AtomicCheckpointIO()]
     if on_slurm():
         callbacks.append(SlurmRequeue())
-    callbacks.extend(build_extra_callbacks(experiment))
+        # mvfoul's requeue (SlurmRequeue) replaces Lightning's own.
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    extra_callbacks, problems = _instantiate(experiment.callbacks)
+    if problems:
+        raise ConfigError("; ".join(f"{key}: {message}" for key, message in problems))
+    callbacks.extend(extra_callbacks)
     callbacks.append(ranked)
     logger = loggers if loggers is not None else build_loggers(experiment, run_dir, config)
     if logger:  # the learning-rate monitor writes to the loggers, and refuses to run without one
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     callbacks.append(ThrottledProgressBar())
-    extra = trainer_options(experiment)
+    extra = cast(dict[str, Any], OmegaConf.to_container(experiment.trainer, resolve=True))
     # experiment.trainer may turn the model summary off again.
-    passed_through: dict[str, Any] = {"enable_model_summary": True}
-    passed_through.update(extra)
+    options = {"enable_model_summary": True, **extra}
     try:
         return L.Trainer(
             accelerator=hw.accelerator,
             devices=hw.devices,
             num_nodes=hw.num_nodes,
             strategy=hw.strategy,
-            precision=cast(Any, hw.precision),  # one of config.PRECISIONS, checked at startup
+            precision=cast(Any, hw.precision),  # one of system.precision's choices
             max_epochs=training.max_epochs,
             gradient_clip_val=training.gradient_clip_val or None,
             accumulate_grad_batches=training.accumulate_grad_batches,
@@ -303,14 +253,14 @@ def build_trainer(
             use_distributed_sampler=False,
             callbacks=callbacks,
             logger=logger,
-            plugins=[AtomicCheckpointIO(), *slurm_plugins()],
+            plugins=plugins,
             log_every_n_steps=experiment.log_every_n_steps,
             fast_dev_run=experiment.fast_dev_run,
             limit_train_batches=_batch_limit(experiment.limit_train_batches),
             limit_val_batches=_batch_limit(experiment.limit_val_batches),
             detect_anomaly=experiment.debug,
             default_root_dir=str(run_dir),
-            **passed_through,
+            **options,
         )
     except (TypeError, ValueError, MisconfigurationException) as err:
         if not extra:
@@ -318,6 +268,80 @@ def build_trainer(
         raise ConfigError(
             f"experiment.trainer: Lightning's Trainer refused {extra}: {' '.join(str(err).split())}"
         ) from err
+
+
+def _instantiate(spec: DictConfig) -> tuple[list[Callback], list[tuple[str, str]]]:
+    """``experiment.callbacks`` built, in its order, and (key, message) for each that cannot be."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    callbacks: list[Callback] = []
+    problems: list[tuple[str, str]] = []
+    example = "e.g. {_target_: lightning.pytorch.callbacks.EarlyStopping, monitor: val/sev_acc, mode: max}"
+    for name, entry in spec.items():
+        key = f"experiment.callbacks.{name!s}"
+        if not isinstance(entry, DictConfig) or "_target_" not in entry:
+            problems.append(
+                (key, f"expected a mapping with _target_ (the callback's class), {example}")
+            )
+            continue
+        try:
+            # Built here to check it, and again for the Trainer: a callback's own checks (an
+            # EarlyStopping mode, say) then fail at startup, with the rest of the config.
+            callback = instantiate(entry)
+        except InstantiationException as err:
+            # Hydra's message says what failed: the import, or the arguments the class refused.
+            problems.append((key, " ".join(str(err).split(" full_key:")[0].split())))
+            continue
+        if isinstance(callback, Callback):
+            callbacks.append(callback)
+        else:
+            problems.append((key, f"{entry['_target_']} is not a Lightning Callback"))
+    return callbacks, problems
+
+
+# Trainer options mvfoul sets itself -> the key that sets them.
+OWNED_TRAINER_OPTIONS = {
+    "accelerator": "system.accelerator",
+    "devices": "system.gpus",
+    "num_nodes": "system.num_nodes",
+    "strategy": "system.strategy",
+    "precision": "system.precision",
+    "deterministic": "system.deterministic",
+    "sync_batchnorm": "system.sync_batchnorm",
+    "max_epochs": "training.max_epochs",
+    "gradient_clip_val": "training.gradient_clip_val",
+    "accumulate_grad_batches": "training.accumulate_grad_batches",
+    "callbacks": "experiment.callbacks",
+    "logger": "experiment.loggers",
+    "log_every_n_steps": "experiment.log_every_n_steps",
+    "fast_dev_run": "experiment.fast_dev_run",
+    "limit_train_batches": "experiment.limit_train_batches",
+    "limit_val_batches": "experiment.limit_val_batches",
+    "detect_anomaly": "experiment.debug",
+    "default_root_dir": "hydra.run.dir",
+    "use_distributed_sampler": "nothing: mvfoul shards every split itself (mvfoul.data.sharding)",
+    "plugins": "nothing: mvfoul's checkpoint writer and SLURM environment are plugins",
+}
+
+
+@cross_key_rule("experiment")
+def check_extensions(cfg: DictConfig, p: Problems) -> None:
+    """experiment.trainer and experiment.callbacks."""
+    experiment = cfg.experiment
+    known = [name for name in inspect.signature(L.Trainer.__init__).parameters if name != "self"]
+    for name in map(str, experiment.trainer):
+        key = f"experiment.trainer.{name}"
+        if name in OWNED_TRAINER_OPTIONS:
+            owner = OWNED_TRAINER_OPTIONS[name]
+            how = owner if owner.startswith("nothing") else f"set it with {owner}"
+            p.add(key, f"mvfoul sets this Trainer option itself; {how}")
+        elif name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            p.add(key, f"not an option of Lightning's Trainer{hint}")
+    for key, message in _instantiate(experiment.callbacks)[1]:
+        p.add(key, message)
 
 
 @cross_key_rule("system")
@@ -336,10 +360,7 @@ def _limit_ok(value: Any) -> bool:
 
 @cross_key_rule("experiment")
 def check_batch_limits(cfg: DictConfig, p: Problems) -> None:
-    experiment = cfg.experiment
     for key in ("limit_train_batches", "limit_val_batches"):
-        if not _limit_ok(experiment[key]):
-            p.add(
-                f"experiment.{key}",
-                f"{experiment[key]!r} is out of range: expected a fraction in [0.0, 1.0] or a batch count >= 0",
-            )
+        value = cfg.experiment[key]
+        expected = "a fraction in [0.0, 1.0] or a batch count >= 0"
+        p.check(_limit_ok(value), f"experiment.{key}", value, expected)
