@@ -95,6 +95,14 @@ def test_bad_values_are_all_listed_in_one_message(clean_process):
         assert f"  - {key}:" in message
 
 
+def test_naming_the_built_in_dataset_on_another_dataset_option_points_to_the_option(
+    clean_process,
+):
+    line = startup_error("dataset=mvfouls", "dataset.name=synthetic", "dataset.data_dir=/data")
+    assert line.startswith("invalid configuration: dataset.name: 'synthetic' set on another")
+    assert "dataset=synthetic" in line
+
+
 def test_cfg_job_prints_the_composed_config(run_in_process):
     result = run_in_process(train_command("--config-name", "quick_test", "--cfg", "job"))
     assert result.returncode == 0, result.stderr

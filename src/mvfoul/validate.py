@@ -86,6 +86,12 @@ def with_schema(cfg: DictConfig) -> DictConfig:
     """``cfg`` merged onto the root schema: a saved run's config.yaml is type-checked too."""
     schema = OmegaConf.structured(C.MvfoulConfig)
     dataset_schema = C.DATASET_SCHEMAS.get(OmegaConf.select(cfg, "dataset.name"))
+    if dataset_schema is C.SyntheticDatasetConfig and "synthetic" not in cfg.dataset:
+        # Only the dataset=synthetic option brings the generation keys the built-in data needs.
+        raise ConfigError(
+            "dataset.name: 'synthetic' set on another dataset option; choose the built-in "
+            "dataset with dataset=synthetic (the option), not dataset.name=synthetic"
+        )
     if dataset_schema is not None:
         schema.dataset = OmegaConf.structured(dataset_schema)
     merged = OmegaConf.merge(schema, cfg)
