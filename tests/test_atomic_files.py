@@ -88,3 +88,6 @@ def test_checkpoints_are_saved_through_a_temporary_file_beside_them(tmp_path):
     io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 2}, target)
     assert torch.load(target, weights_only=True)["epoch"] == 2
     assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]
+    with pytest.raises(TypeError, match="no storage_options"):  # as Lightning's own writer
+        io.save_checkpoint({"epoch": 3}, target, storage_options={"anon": True})
+    assert torch.load(target, weights_only=True)["epoch"] == 2

@@ -539,6 +539,11 @@ def test_factory_returns_none_only_when_there_is_nothing_to_do():
     )
     with pytest.raises(ValueError, match="freezing_strategy 'gradual'"):
         GradualUnfreezing("gradual")
+    # Built directly (no validate_config), the schema's choices and ranges still hold.
+    with pytest.raises(ValueError, match="mode 'maximum' is not one of min, max"):
+        GradualUnfreezing("adaptive", mode="maximum")
+    with pytest.raises(ValueError, match="patience_epochs must be >= 1, got 0"):
+        GradualUnfreezing("adaptive", patience_epochs=0)
 
 
 def test_state_dict_round_trip_keeps_adaptive_progress_and_boosted():

@@ -74,3 +74,13 @@ def test_every_cross_key_rule_is_registered_by_mvfoul_rules():
 
     assert len(defined) >= 10
     assert set(registered_rules()) == defined
+
+
+def test_the_complete_check_has_one_name_and_it_is_in_mvfoul_rules():
+    """mvfoul.validate runs only the rules registered so far (a caller that imported part of the
+    package would skip the rest, silently): validate_config exists in mvfoul.rules alone."""
+    import mvfoul.rules
+    import mvfoul.validate
+
+    assert hasattr(mvfoul.rules, "validate_config")
+    assert not hasattr(mvfoul.validate, "validate_config")

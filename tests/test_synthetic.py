@@ -237,7 +237,24 @@ def test_severity_cue_is_shown_in_every_view_only_around_the_foul() -> None:
 def test_views_are_different_cameras_on_the_same_scene() -> None:
     action = next(a for a in draw_split_actions(SMALL, "Train") if len(a.views) >= 2)
     first, second = render_clip(SMALL, action, 0), render_clip(SMALL, action, 1)
-    assert np.abs(first[..., :3].astype(int) - second[..., :3].astype(int)).mean() > 2.0
+    assert np.abs(first.astype(int) - second.astype(int)).mean() > 2.0
+
+
+def test_render_clip_gives_rgb_frames_that_encode_to_the_built_clip(tmp_path: Path) -> None:
+    action = draw_split_actions(TINY, "Train")[0]
+    frames = render_clip(TINY, action, 0)
+    assert frames.shape == (TINY.clip_frames, TINY.resolution, TINY.resolution, 3)
+    assert frames.dtype == np.uint8
+    synthetic.encode_clip(frames, tmp_path / "rgb.mp4")
+    synthetic._write_action((TINY, action, tmp_path / "built"))  # renders RGBA
+    assert (tmp_path / "rgb.mp4").read_bytes() == (tmp_path / "built" / "clip_0.mp4").read_bytes()
+
+
+def test_an_unknown_split_name_is_refused() -> None:
+    with pytest.raises(
+        ValueError, match="unknown split 'train': expected one of Train, Valid, Test"
+    ):
+        draw_split_actions(TINY, "train")
 
 
 def test_severity_is_readable_from_the_decoded_window(small_clips: dict) -> None:

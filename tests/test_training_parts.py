@@ -130,6 +130,10 @@ def test_head_and_backbone_groups_get_their_own_learning_rates(tiny_net):
     )
     assert isinstance(build_optimizer(training_cfg(optimizer="sgd"), tiny_net), torch.optim.SGD)
     assert isinstance(build_optimizer(training_cfg(optimizer="adam"), tiny_net), torch.optim.Adam)
+    assert isinstance(build_optimizer(training_cfg(optimizer="adamw"), tiny_net), torch.optim.AdamW)
+    # Built without validate_config, an unknown name is an error, not silently another optimiser.
+    with pytest.raises(ValueError, match="training.optimizer 'adamx' is not one of"):
+        build_optimizer(training_cfg(optimizer="adamx"), tiny_net)
     assert group_learning_rates(
         training_cfg(learning_rate=3e-4, head_lr=None, backbone_lr=None)
     ) == {"head": 3e-4, "backbone": 3e-4}
@@ -185,6 +189,10 @@ def test_step_and_plateau_schedulers(tiny_net):
         )
         is None
     )
+    with pytest.raises(ValueError, match="training.scheduler 'cosin' is not one of"):
+        build_scheduler(
+            training_cfg(scheduler="cosin"), build_optimizer(cfg, tiny_net), 10, "x", "max"
+        )
 
 
 # --- trainer ------------------------------------------------------------------------------

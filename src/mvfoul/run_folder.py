@@ -3,6 +3,8 @@
 run is refused unless ``experiment.resume`` is set; a write probe fails a full or read-only one at
 startup; and it is locked with ``lockf``, which the kernel drops when the process dies (not
 ``flock``: the forked DataLoader workers of a killed run share it and outlive the run).
+A resumed run writes its ``.hydra/`` records into ``.hydra/resume_<n>/``, keeping the first ones.
+DDP children and the non-zero ranks of a cluster job join the folder their rank zero claimed.
 """
 
 from __future__ import annotations

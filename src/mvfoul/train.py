@@ -68,10 +68,11 @@ def apply_automatic_changes(cfg: DictConfig) -> dict[str, dict[str, Any]]:
 def ddp_children_for_this_job(world_size: int) -> Iterator[None]:
     """In a ``--multirun`` job, make Lightning's DDP launcher start this job's processes, once.
 
-    The launcher reruns ``sys.argv`` into ``hydra.run.dir``: in a sweep, the whole sweep (Hydra
-    issue 2070), and not into the job's folder; and the variables it sets (``LOCAL_RANK``...) would
-    make the next job wait for ranks that never come. So: the job's own command (config name and
-    path, its overrides) and folder, and the environment put back afterwards.
+    The launcher starts the other ranks by rerunning ``sys.argv`` into ``hydra.run.dir``. In a
+    sweep that argv is the sweep's own, so each child would launch the whole sweep again (Hydra
+    issue 2070), and ``run.dir`` is not the job's folder; and the variables the launcher leaves
+    (``LOCAL_RANK``...) would make the next job wait for ranks that never come. So: the job's own
+    command (config name and path, its overrides) and folder, and the environment put back after.
     """
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     if world_size <= 1 or not multirun:

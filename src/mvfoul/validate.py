@@ -146,9 +146,9 @@ def _check_schema_values(cfg: DictConfig, p: Problems) -> None:
                 p.check(False, key, value, bounds + (" or null" if nullable else ""))
 
 
-def validate_config(cfg: DictConfig) -> ResolvedRun:
-    """Raise :class:`ConfigError` listing every problem; return derived values. Import it from
-    :mod:`mvfoul.rules`, which registers every rule first."""
+def check_registered_rules(cfg: DictConfig) -> ResolvedRun:
+    """Raise :class:`ConfigError` listing every problem; return derived values. Only the rules
+    registered so far run: use :func:`mvfoul.rules.validate_config`, which registers them all."""
     p = Problems()
     _check_unknown_keys(cfg, p)
     _check_schema_values(cfg, p)

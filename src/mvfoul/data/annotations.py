@@ -217,7 +217,8 @@ def _url_to_path(split_dir: Path, url: str) -> Path:
 
 
 def _numbered(folder: Path, pattern: str, kind: Callable[[Path], bool]) -> list[tuple[int, Path]]:
-    """(number, entry) of the entries of ``folder`` matching ``pattern``, by number."""
+    """(number, entry) of the entries of ``folder`` matching ``pattern``, by number, not name
+    (action_10 after action_9)."""
     matches = [(re.match(pattern, path.name), path) for path in folder.iterdir()]
     return sorted((int(match[1]), path) for match, path in matches if match and kind(path))
 

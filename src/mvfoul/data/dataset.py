@@ -23,9 +23,10 @@ LABEL_KEYS = ("offence_severity", "action", "severity_match")
 
 class MultiViewClipDataset(Dataset):
     """One sample per action: its views (all, or ``views_per_sample`` drawn at random) loaded
-    and transformed; indexed with a :class:`Draw`, the draw and augmentation use its seed. With
-    ``on_decode_error="skip"`` an unreadable view is replaced by one not drawn yet, else left out;
-    an action with none left is dropped. Skips travel with the batch to be reported."""
+    and transformed; indexed with a :class:`Draw`, the draw and augmentation use its seed (with an
+    int, torch's global generator). With ``on_decode_error="skip"`` an unreadable view is replaced
+    by one not drawn yet, else left out; an action with none left is dropped. Skips travel with
+    the batch to be reported."""
 
     def __init__(
         self,

@@ -1,8 +1,9 @@
 """A view's frames at training resolution, optionally cached on disk as ``.npy`` arrays.
 
 An entry's key holds the clip file's identity (resolved path, size, mtime) and all that shapes
-the frames, so a changed file or config misses. An entry whose shape, dtype or CRC-32 disagrees
-is decoded again, rewritten and reported, never used."""
+the frames, so a changed file or config misses. An entry whose shape, dtype or CRC-32 (checked on
+every read: ~0.5 ms for 16x256x256) disagrees is decoded again, rewritten and reported, never used.
+"""
 
 from __future__ import annotations
 

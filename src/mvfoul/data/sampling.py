@@ -1,11 +1,13 @@
 """Class-balanced sampling with an optional progressive ramp (the ``sampling`` config group).
 
-The draw moves from the natural distribution ``p_c = n_c / N`` to a capped balanced target
-``q_c = min(f * p_c, lam)``, ``sum q = 1``: uniform, but no class above ``f = oversample_factor``
-times its natural frequency (oversampling 27 red cards 40 times over mostly teaches 27 clips).
-Each class is drawn a fixed ``floor`` or ``ceil`` of its share, so the cap holds in every epoch,
-not only on average. Everything comes from ``(seed, epoch)`` alone, so every DDP rank, rerun and
-resumed run draws the same; each :class:`Draw` carries the seed of its views and augmentation.
+Trained on the imbalanced split as it is (27 red cards vs 1402 ``No card``), a model collapses to
+the majority classes. The draw moves from the natural distribution ``p_c = n_c / N`` to a capped
+balanced target ``q_c = min(f * p_c, lam)``, ``sum q = 1``: uniform, but no class above
+``f = oversample_factor`` times its natural frequency (oversampling 27 red cards 40 times over
+mostly teaches 27 clips). Each class is drawn a fixed ``floor`` or ``ceil`` of its share, so the
+cap holds in every epoch, not only on average (a multinomial draw went to ~3x in half the epochs).
+Everything comes from ``(seed, epoch)`` alone, so every DDP rank, rerun and resumed run draws the
+same; each :class:`Draw` carries the seed of its views and augmentation.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ def task_class_ids(
         return severity, list(OFFENCE_SEVERITY_CLASSES)
     if task == "action":
         return act, list(ACTION_CLASSES)
-    n = len(ACTION_CLASSES)  # joint
+    # "joint": the only other task sampling.balance_task allows (checked at startup).
+    n = len(ACTION_CLASSES)
     present, ids = np.unique(severity * n + act, return_inverse=True)
     names = [f"{OFFENCE_SEVERITY_CLASSES[c // n]} / {ACTION_CLASSES[c % n]}" for c in present]
     return ids.astype(np.int64).reshape(-1), names

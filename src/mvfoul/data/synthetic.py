@@ -1,4 +1,5 @@
-"""The built-in dataset: real mp4 clips in the SoccerNet-MVFoul layout, with learnable labels.
+"""The built-in dataset: real mp4 clips in the SoccerNet-MVFoul layout, with learnable labels, so
+the same reader, decoder and label rules run without the NDA data.
 
 Every view (a different camera on one scene) shows both labels: the action class as the attacker's
 shape and motion, the offence + severity as a card (none, white, yellow, red) beside the players.
@@ -171,6 +172,8 @@ def draw_split_actions(spec: Any, split: str) -> list[SyntheticAction]:
     has its own random stream derived from the seed, so changing ``num_valid`` leaves Train alone."""
     spec = _coerce_spec(spec)
     _validate_spec(spec)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
     split_index = SPLITS.index(split)
     n = (spec.num_train, spec.num_valid, spec.num_test)[split_index]
     rng = np.random.default_rng([spec.seed, split_index, 0])
@@ -232,11 +235,16 @@ def split_annotations(actions: Sequence[SyntheticAction], split: str) -> dict[st
     return {"Set": split.lower(), "Number of actions": len(actions), "Actions": entries}
 
 
-def render_clip(spec: SyntheticConfig, action: SyntheticAction, view_index: int) -> np.ndarray:
-    """RGBA frames ``[clip_frames, resolution, resolution, 4]`` (uint8) of one view of an action.
-    The camera does not rotate, so scene x depends on (frame, column) only and y on (frame, row)
-    only; each pixel is one uint8 code (grass brightness or an object) coloured at the end through
-    a palette of 4-byte words (one 4-byte gather is ~3x faster than 3-byte rows)."""
+def render_clip(spec: Any, action: SyntheticAction, view_index: int) -> np.ndarray:
+    """RGB frames ``[clip_frames, resolution, resolution, 3]`` (uint8) of one view of an action."""
+    return _render_rgba(_coerce_spec(spec), action, view_index)[..., :3]
+
+
+def _render_rgba(spec: SyntheticConfig, action: SyntheticAction, view_index: int) -> np.ndarray:
+    """RGBA frames of one view (the encoder takes RGBA as it is). The camera does not rotate, so
+    scene x depends on (frame, column) only and y on (frame, row) only; each pixel is one uint8
+    code (grass brightness or an object) coloured at the end through a palette of 4-byte words
+    (one 4-byte gather is ~3x faster than 3-byte rows)."""
     T, R = spec.clip_frames, spec.resolution  # T frames of R x R pixels
     # The match (kits, light, card side) is shared by all views; each camera has its own stream.
     match = np.random.default_rng(action.seed)
@@ -294,17 +302,18 @@ def render_clip(spec: SyntheticConfig, action: SyntheticAction, view_index: int)
 
 
 def encode_clip(frames: np.ndarray, path: str | Path) -> None:
-    """Write RGBA frames ``[T, H, W, 4]`` as an mpeg4 (yuv420p) mp4 at 25 fps. ``mpeg4`` encodes
-    ~9x faster than libx264 in PyAV's wheels; quantiser limits keep colours and edges intact at
-    small sizes; one thread keeps the bytes deterministic."""
+    """Write RGB or RGBA frames ``[T, H, W, 3 or 4]`` as an mpeg4 (yuv420p) mp4 at 25 fps.
+    ``mpeg4`` encodes ~9x faster than libx264 in PyAV's wheels; quantiser limits keep colours and
+    edges intact at small sizes; one thread keeps the bytes deterministic."""
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(
             "mpeg4", rate=FPS, width=frames.shape[2], height=frames.shape[1], pix_fmt="yuv420p"
         )
         stream.codec_context.thread_count = 1
         stream.codec_context.qmin, stream.codec_context.qmax = 2, 6
+        pixel_format = "rgba" if frames.shape[-1] == 4 else "rgb24"
         for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgba")))
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format=pixel_format)))
         container.mux(stream.encode())
 
 
@@ -312,7 +321,7 @@ def _write_action(job: tuple[SyntheticConfig, SyntheticAction, Path]) -> None:
     spec, action, folder = job
     folder.mkdir(parents=True, exist_ok=True)
     for k in range(len(action.views)):
-        encode_clip(render_clip(spec, action, k), folder / f"clip_{k}.mp4")
+        encode_clip(_render_rgba(spec, action, k), folder / f"clip_{k}.mp4")
 
 
 def generate_splits(spec: SyntheticConfig, out_dir: str | Path, workers: int = 1) -> None:

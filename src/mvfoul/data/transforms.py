@@ -19,7 +19,7 @@ from torchvision.transforms import v2
 from mvfoul.validate import Problems, cross_key_rule
 
 # torchvision's R3D/R(2+1)D/MC3/S3D Kinetics-400 statistics: the default when a caller names none.
-# Each backbone's own come from its weights (mvfoul.models.BACKBONES[name].mean/.std).
+# Each backbone's own come from its weights (mvfoul.models.backbones.BACKBONES[name].mean/.std).
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 

@@ -64,13 +64,25 @@ class EvaluationResult:
 # Keys a checkpoint's config must hold: they decide the network and the input it was trained on,
 # so a default in their place would build another model or feed another input.
 REQUIRED_CONFIG_KEYS = (
-    *(f"model.{key}" for key in ("backbone", "pooling", "shared_dim")),
-    *(f"dataset.{key}" for key in ("start_frame", "end_frame", "fps", "frame_size")),
+    "model.backbone",
+    "model.pooling",
+    "model.shared_dim",
+    "dataset.start_frame",
+    "dataset.end_frame",
+    "dataset.fps",
+    "dataset.frame_size",
 )
 # Overrides that change the input the network sees: allowed (a user may know better), warned about.
-INPUT_KEYS = tuple(
-    f"dataset.{key}"
-    for key in "frame_size resize_size start_frame end_frame fps clip_fps num_frames mean std".split()
+INPUT_KEYS = (
+    "dataset.frame_size",
+    "dataset.resize_size",
+    "dataset.start_frame",
+    "dataset.end_frame",
+    "dataset.fps",
+    "dataset.clip_fps",
+    "dataset.num_frames",
+    "dataset.mean",
+    "dataset.std",
 )
 
 
@@ -199,7 +211,7 @@ def evaluate_checkpoint(
     trainer = L.Trainer(
         accelerator=hw.accelerator,
         devices=1,
-        precision=cast(Any, hw.precision),  # one of config.PRECISIONS, checked at startup
+        precision=cast(Any, hw.precision),  # one of system.precision's choices, checked at startup
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -273,7 +285,8 @@ def config_for_evaluation(
         )
     given_folder = "dataset.data_dir" in keys and "dataset.name" not in keys
     if config.dataset.name == "synthetic" and given_folder:
-        # A folder given at evaluation holds the user's real clips: never generate data into it.
+        # On the built-in data, data_dir is where generated datasets are kept; one given at
+        # evaluation holds the user's real clips: read them, never generate data into it.
         log.info(
             "dataset.data_dir given: reading the SoccerNet clips in %s (the model was trained on the built-in data)",
             config.dataset.data_dir,

@@ -305,8 +305,12 @@ class LegacyParser(argparse.ArgumentParser):
             hydra_flags.append("--resolve")
         for command in translation.commands:
             command.hydra_flags = list(hydra_flags)
-        force, dry_run = bool(given.get("force")), bool(given.get("dry_run"))
-        return Request(translation, given.get("write_config"), force, dry_run)
+        return Request(
+            translation,
+            write_config=given.get("write_config"),
+            force=bool(given.get("force")),
+            dry_run=bool(given.get("dry_run")),
+        )
 
 
 def unknown_flag_error(word: str, known: list[str], prog: str, hint: str = "") -> LegacyFlagError:

@@ -151,6 +151,7 @@ def _training(given: dict[str, Any], passthrough: list[str]) -> Translation:
             f"--num_views {given['--num_views']}: dataset.train_views=2, since the baseline trains on two random "
             "views per action whatever --num_views says; add dataset.train_views=N to use more"
         )
+    # Group options (no dot in the key) before keys, each kind in its order: the sort is stable.
     groups_first = sorted(words, key=lambda word: "." in word.split("=")[0])
     command = Command("train_hydra.py", flags.merge_overrides(groups_first, passthrough))
     return Translation("VARS baseline", [command], notes)

@@ -88,6 +88,7 @@ class TinyVideoCNN(nn.Module):
 
 
 def _spec(name: str, tv_name: str | None, layout: tuple[str, ...], **measured: Any) -> BackboneSpec:
+    """The spec as torchvision's weights entry declares it, but for the ``measured`` fields."""
     # The tiny backbone has no weights of its own and is fed what the ResNet-3D family is.
     weights = get_model_weights(tv_name or "r3d_18")["KINETICS400_V1"]
     preset = weights.transforms()
@@ -97,7 +98,7 @@ def _spec(name: str, tv_name: str | None, layout: tuple[str, ...], **measured: A
         "mean": tuple(preset.mean),
         "std": tuple(preset.std),
     }
-    return BackboneSpec(name, tv_name, weights if tv_name else None, layout, **facts | measured)
+    return BackboneSpec(name, tv_name, weights if tv_name else None, layout, **(facts | measured))
 
 
 _MVIT = ("conv_proj", "+pos_encoding", "blocks.*", "+norm")
@@ -255,6 +256,7 @@ def _load(backbone: Backbone, read: Callable[[], object], what: str, fix: str) -
 
 
 def hub_weights_path(name: str) -> Path:
+    """Where torch.hub's cache keeps the Kinetics-400 weights of backbone ``name``."""
     weights = BACKBONES[name].weights
     assert weights is not None, name
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name

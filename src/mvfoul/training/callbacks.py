@@ -1,4 +1,5 @@
-"""The callbacks of mvfoul's Trainer (unfreezing is in ``freezing.py``)."""
+"""The callbacks of mvfoul's Trainer, besides unfreezing (``freezing.py``), the checkpoint
+writers (``checkpoints.py``) and the epoch history (``summary.py``)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ class EpochMetricsOnEveryRank(Callback):
 
 
 class ThrottledProgressBar(RichProgressBar):
-    """Redrawn a few times a second, not after every batch: with the tiny model's ~12 ms CPU steps,
-    those redraws cost 7% of the training time (benchmarks/train_step.py)."""
+    """Redrawn a few times a second, not after every batch (nor by Lightning's 100 Hz refresh
+    thread): with the tiny model's ~12 ms CPU steps, those redraws cost 7% of the training time
+    (benchmarks/train_step.py)."""
 
     def __init__(self, redraws_per_second: int = 4) -> None:
         super().__init__(refresh_rate=redraws_per_second, leave=True)
@@ -206,7 +208,8 @@ class SlurmRequeue(Callback):
                         trainer.current_epoch,
                     )
         trainer.strategy.barrier("mvfoul.requeue")
-        # Not a failure: the job was requeued (and SLURM ends the job step anyway).
+        # Not a failure: the job was requeued (submitit reads no result from this process, and
+        # SLURM ends the job step anyway).
         raise SystemExit(0)
 
 
@@ -221,7 +224,8 @@ class SamplingScheduleCallback(Callback):
         if sampler is None:
             return
         epoch = trainer.current_epoch
-        # Lightning forwards set_epoch too, but not through every wrapper.
+        # Lightning forwards set_epoch too, but not through every wrapper: set it here as well,
+        # before the epoch's iterator draws the indices.
         sampler.set_epoch(epoch)
         probs = sampler.sample_weights(epoch)
         labels = datamodule.train_labels()

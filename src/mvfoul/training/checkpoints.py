@@ -64,11 +64,14 @@ class _RecordingWriter(io.BufferedWriter):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` through :func:`mvfoul.atomic.atomic_path`: a full disk is one line."""
+    """``torch.save`` through :func:`mvfoul.atomic.atomic_path`: a full disk is one line naming the
+    checkpoint, and the previous file under its name stays whole."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
+        if storage_options is not None:  # as Lightning's own TorchCheckpointIO: none are supported
+            raise TypeError("AtomicCheckpointIO.save_checkpoint takes no storage_options")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with atomic.atomic_path(path) as tmp, _RecordingWriter(io.FileIO(tmp, "wb")) as writer:
             try:
@@ -247,7 +250,8 @@ class RankedCheckpoint(ModelCheckpoint):
 
 class LastCheckpoint(Callback):
     """``last.ckpt`` at every epoch boundary and at the end, with the random states it restores on
-    resume. It goes before the callbacks acting at an epoch start (unfreezing, sampling)."""
+    resume. It goes before the callbacks acting at an epoch start (unfreezing, sampling), so the
+    state it saves is that of the previous epoch's end; Lightning keeps plain callbacks in order."""
 
     def __init__(
         self, dirpath: str | Path, ranked: RankedCheckpoint | None = None, save: bool = True

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mvfoul.config import FREEZING_STRATEGIES
+from mvfoul.config import FREEZING_STRATEGIES, MONITOR_MODES, FreezingConfig, within
 from mvfoul.models.backbones import Backbone
 from mvfoul.training.module import WarmupCosineLR, group_learning_rates
 from mvfoul.validate import Problems, cross_key_rule
@@ -53,9 +53,18 @@ class GradualUnfreezing(Callback):
     backbone_lr: float | None = None
 
     def __post_init__(self) -> None:
-        if self.strategy not in FREEZING_STRATEGIES:
-            allowed = ", ".join(FREEZING_STRATEGIES)
-            raise ValueError(f"freezing_strategy {self.strategy!r} is not one of {allowed}")
+        # The schema's choices and ranges, for callers that skip validate_config (tests, scripts).
+        for name, value, allowed in (
+            ("freezing_strategy", self.strategy, FREEZING_STRATEGIES),
+            ("mode", self.mode, MONITOR_MODES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} {value!r} is not one of {', '.join(allowed)}")
+        for f in fields(FreezingConfig):
+            number = getattr(self, f.name, None)
+            bounds = f.metadata.get("bounds")
+            if bounds and number is not None and not within(number, bounds):
+                raise ValueError(f"{f.name} must be {bounds}, got {number}")
         self.unfreeze_schedule = sorted(int(e) for e in self.unfreeze_schedule)
         # Checkpointed (state_dict): adaptive progress, and whether the boost has fired.
         self.unfrozen_blocks = 0
@@ -301,14 +310,18 @@ def build_freezing_callback(cfg: DictConfig) -> GradualUnfreezing | None:
     if not gradual and not freezing.enable_backbone_lr_boost:
         return None
     rates = group_learning_rates(cfg.training)
-    alike = {f.name: freezing[f.name] for f in fields(GradualUnfreezing) if f.name in freezing}
     return GradualUnfreezing(
         strategy=freezing.freezing_strategy if gradual else "none",
+        unfreeze_blocks=freezing.unfreeze_blocks,
+        unfreeze_schedule=list(freezing.unfreeze_schedule),
+        patience_epochs=freezing.patience_epochs,
+        min_improvement=freezing.min_improvement,
         monitor=cfg.experiment.monitor,
         mode=cfg.experiment.mode,
+        enable_backbone_lr_boost=freezing.enable_backbone_lr_boost,
+        backbone_lr_ratio_after_half=freezing.backbone_lr_ratio_after_half,
         head_lr=rates["head"],
         backbone_lr=rates["backbone"],
-        **alike,  # the freezing keys named as the callback's fields
     )
 
 

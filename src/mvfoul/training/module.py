@@ -227,12 +227,17 @@ def build_optimizer(training: DictConfig, net: MultiViewNet) -> torch.optim.Opti
         {"name": "head", "params": net.head_parameters(), "lr": rates["head"]},
         {"name": "backbone", "params": net.backbone_parameters(), "lr": rates["backbone"]},
     ]
-    if training.optimizer == "sgd":
+    name = training.optimizer
+    if name == "sgd":
         return torch.optim.SGD(
             groups, momentum=training.momentum, weight_decay=training.weight_decay
         )
-    adam = torch.optim.AdamW if training.optimizer == "adamw" else torch.optim.Adam
-    return adam(groups, weight_decay=training.weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=training.weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(groups, weight_decay=training.weight_decay)
+    # Reached only by callers that skip validate_config (the schema lists the choices).
+    raise ValueError(f"training.optimizer {name!r} is not one of adamw, adam, sgd")
 
 
 class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
@@ -281,13 +286,15 @@ def build_scheduler(
             optimizer, step_size=training.step_size, gamma=training.gamma
         )
         return {"scheduler": step, "interval": "epoch", "name": "lr"}
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer,
-        mode="min" if mode == "min" else "max",
-        factor=training.plateau_factor,
-        patience=training.plateau_patience,
-    )
-    return {"scheduler": plateau, "interval": "epoch", "monitor": monitor, "name": "lr"}
+    if name == "plateau":
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="min" if mode == "min" else "max",
+            factor=training.plateau_factor,
+            patience=training.plateau_patience,
+        )
+        return {"scheduler": plateau, "interval": "epoch", "monitor": monitor, "name": "lr"}
+    raise ValueError(f"training.scheduler {name!r} is not one of cosine, step, plateau, none")
 
 
 def configure_optimization(cfg: DictConfig, net: MultiViewNet, total_steps: int) -> Any:

@@ -121,7 +121,8 @@ class EpochHistory(Callback):
         scored = [(value, e) for value, e in scored if not math.isnan(value)]
         if not scored:
             return None, None
-        value, epoch = (max if mode == "max" else min)(scored, key=lambda item: item[0])
+        pick = max if mode == "max" else min
+        value, epoch = pick(scored, key=lambda item: item[0])
         return epoch, value
 
 

@@ -99,8 +99,10 @@ def apply_cpu_threads(system: DictConfig, hw: Hardware, num_workers: int) -> Non
     if hw.accelerator != "cpu":
         return
     # The cores this process may run on, as a cluster job sees them (macOS has no affinity).
-    affinity = getattr(os, "sched_getaffinity", None)
-    cores = len(affinity(0)) if affinity else os.cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:  # pragma: no cover
+        cores = os.cpu_count() or 1
     if system.num_threads is not None:
         threads = int(system.num_threads)
     else:
